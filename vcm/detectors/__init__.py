@@ -1,0 +1,21 @@
+"""Frozen object detectors: multi-scale features for codecs, detections and differentiable losses."""
+from vcm.detectors.faster_rcnn import (
+    BACKBONE_NAMES,
+    FrozenDetector,
+    WeightsUnavailableError,
+    build_faster_rcnn,
+    load_detector_state,
+    save_detector,
+)
+from vcm.detectors.features import LEVEL_NAMES, DetectorFeatures
+
+__all__ = [
+    "BACKBONE_NAMES",
+    "LEVEL_NAMES",
+    "DetectorFeatures",
+    "FrozenDetector",
+    "WeightsUnavailableError",
+    "build_faster_rcnn",
+    "load_detector_state",
+    "save_detector",
+]

@@ -1,0 +1,12 @@
+"""Results store and rate-distortion analysis.
+
+* :mod:`vcm.rd.record`: one JSON record per evaluation run (``make_record``, ``write_record``,
+  ``read_record``).
+* :mod:`vcm.rd.table`: collect records into a table, one row per RD point (``collect``).
+* :mod:`vcm.rd.bd`: Bjontegaard delta rate / quality (``bd_rate``, ``bd_quality``, ``bd_table``).
+* :mod:`vcm.rd.plot`, :mod:`vcm.rd.report`, :mod:`vcm.rd.wandb_log`: RD plots, Markdown/HTML
+  reports, W&B logging.
+* :mod:`vcm.rd.cli`: the ``vcm-rd`` command.
+
+Submodules are imported on use, so writing a record does not import pandas or matplotlib.
+"""

@@ -1,0 +1,117 @@
+"""Single-picture encode/decode through PyAV with planes copied in and out by vcm.
+
+Planes are written into and read from ``frame.planes[i]`` directly, honouring each plane's
+``line_size`` (FFmpeg pads every line for alignment), so no pixel-format conversion happens in
+libswscale: what vcm computes is exactly what the encoder codes.
+"""
+from __future__ import annotations
+
+import fractions
+from collections.abc import Sequence
+
+import av
+import numpy as np
+
+from vcm.errors import BitstreamError
+
+#: (chroma, bit depth) -> FFmpeg pixel format; chroma "400" is monochrome.
+PIX_FMTS: dict[tuple[str, int], str] = {
+    ("420", 8): "yuv420p",
+    ("420", 10): "yuv420p10le",
+    ("444", 8): "yuv444p",
+    ("444", 10): "yuv444p10le",
+    ("400", 8): "gray",
+    ("400", 10): "gray10le",
+}
+#: chroma_format_idc as in HEVC/VVC, stored in anchor headers.
+CHROMA_IDC = {"400": 0, "420": 1, "444": 3}
+IDC_CHROMA = {v: k for k, v in CHROMA_IDC.items()}
+
+
+def _plane_view(plane, width: int, bytes_per_sample: int) -> np.ndarray:
+    lines = np.frombuffer(plane, dtype=np.uint8)[: plane.height * plane.line_size]
+    lines = lines.reshape(plane.height, plane.line_size)[:, : width * bytes_per_sample]
+    return lines.view("<u2" if bytes_per_sample == 2 else np.uint8)
+
+
+def write_planes(frame: av.VideoFrame, planes: Sequence[np.ndarray], bit_depth: int) -> None:
+    """Copy ``planes`` into ``frame``'s buffers.
+
+    Args:
+        frame: a frame whose format matches the planes.
+        planes: uint16 (or uint8) arrays [h_i, w_i], one per frame plane, of the plane's size.
+        bit_depth: 8 or 10 (10-bit samples are little-endian uint16).
+    """
+    if len(planes) != len(frame.planes):
+        raise ValueError(f"{frame.format.name} has {len(frame.planes)} planes, got {len(planes)}")
+    bps = 1 if bit_depth == 8 else 2
+    for plane, arr in zip(frame.planes, planes):
+        if arr.shape != (plane.height, plane.width):
+            raise ValueError(f"plane of shape {arr.shape} does not fit {plane.height}x{plane.width}")
+        view = _plane_view(plane, plane.width, bps)
+        view[...] = arr
+
+
+def read_planes(frame: av.VideoFrame, bit_depth: int) -> list[np.ndarray]:
+    """Copy every plane of ``frame`` out as uint16 arrays [h_i, w_i] (the line padding is dropped)."""
+    bps = 1 if bit_depth == 8 else 2
+    return [_plane_view(p, p.width, bps).astype(np.uint16) for p in frame.planes]
+
+
+def encode_picture(
+    codec: str, pix_fmt: str, planes: Sequence[np.ndarray], bit_depth: int, options: dict[str, str]
+) -> bytes:
+    """Code one picture and return the encoder's raw packets concatenated (no container).
+
+    Args:
+        codec: FFmpeg encoder name, e.g. "libx265".
+        pix_fmt: FFmpeg pixel format of the planes.
+        planes: the picture's planes, luma first.
+        bit_depth: 8 or 10.
+        options: encoder options (AVOptions).
+
+    Returns:
+        The elementary stream (e.g. HEVC Annex-B, AV1 OBUs) with parameter sets in band.
+    """
+    height, width = planes[0].shape
+    ctx = av.CodecContext.create(codec, "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, pix_fmt
+    ctx.time_base = fractions.Fraction(1, 1)
+    ctx.options = dict(options)
+    frame = av.VideoFrame(width, height, pix_fmt)
+    write_planes(frame, planes, bit_depth)
+    frame.pts = 0
+    packets = list(ctx.encode(frame)) + list(ctx.encode(None))
+    if ctx.extradata:
+        # Parameter sets are expected in band; out-of-band ones would be uncounted bytes.
+        raise RuntimeError(f"{codec} put {len(ctx.extradata)} bytes in extradata; they would not be counted")
+    data = b"".join(bytes(p) for p in packets)
+    if not data:
+        raise RuntimeError(f"{codec} produced no data for a {width}x{height} {pix_fmt} picture")
+    return data
+
+
+def decode_picture(codec: str, data: bytes, pix_fmt: str, bit_depth: int, name: str) -> list[np.ndarray]:
+    """Decode exactly one picture; anything else raises :class:`BitstreamError`.
+
+    Args:
+        codec: FFmpeg decoder name, e.g. "hevc" or "libdav1d".
+        data: the elementary stream.
+        pix_fmt: expected pixel format of the decoded picture.
+        bit_depth: 8 or 10.
+        name: anchor name for messages.
+
+    Returns:
+        The decoded planes (uint16 [h_i, w_i], luma first), of the coded (padded) size.
+    """
+    try:
+        ctx = av.CodecContext.create(codec, "r")
+        frames = list(ctx.decode(av.Packet(data))) + list(ctx.decode(None))
+    except (av.FFmpegError, ValueError, OSError) as e:
+        raise BitstreamError(f"{name}: the {codec} decoder rejected the payload: {e}") from e
+    if len(frames) != 1:
+        raise BitstreamError(f"{name}: payload decoded to {len(frames)} pictures, expected 1")
+    frame = frames[0]
+    if frame.format.name != pix_fmt:
+        raise BitstreamError(f"{name}: decoded picture is {frame.format.name}, header says {pix_fmt}")
+    return read_planes(frame, bit_depth)

@@ -1,0 +1,167 @@
+"""Helpers shared by every codec: padding to the model's multiple, weight identity, parameter split, rate.
+
+Codecs subclass CompressAI's ``CompressionModel`` and only see inputs whose height and width are
+multiples of ``model.min_div``; :func:`pad_image` and :func:`crop_image` let any frame size (KITTI is
+375x1242) go through them and come back at its original size.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from compressai.entropy_models import EntropyModel
+from torch import Tensor, nn
+
+__all__ = [
+    "pad_image",
+    "crop_image",
+    "weights_hash",
+    "net_aux_parameters",
+    "count_bits",
+    "is_updated",
+]
+
+
+def pad_image(x: Tensor, min_div: int) -> tuple[Tensor, tuple[int, int, int, int]]:
+    """Pad an image on the right and bottom to the next multiple of ``min_div`` (replicate padding).
+
+    Replicate padding keeps the padded border smooth, so it costs few bits; the original pixels stay at
+    the top-left, which keeps ROI boxes and detector coordinates valid without any offset.
+
+    Args:
+        x: images [B, C, H, W].
+        min_div: the multiple the codec needs (``model.min_div``), >= 1.
+
+    Returns:
+        ``(x_pad, pad)`` with x_pad [B, C, H', W'] (H', W' multiples of ``min_div``) and
+        ``pad = (left, right, top, bottom)`` in pixels, as taken by ``F.pad``; left and top are always 0.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"pad_image expects a [B, C, H, W] tensor, got shape {tuple(x.shape)}")
+    if int(min_div) < 1:
+        raise ValueError(f"min_div must be >= 1, got {min_div}")
+    h, w = x.shape[-2:]
+    pad_h = (-h) % min_div
+    pad_w = (-w) % min_div
+    pad = (0, int(pad_w), 0, int(pad_h))
+    if pad_h == 0 and pad_w == 0:
+        return x, pad
+    return F.pad(x, pad, mode="replicate"), pad
+
+
+def crop_image(x: Tensor, pad: Sequence[int]) -> Tensor:
+    """Undo :func:`pad_image`.
+
+    Args:
+        x: padded images [B, C, H', W'].
+        pad: ``(left, right, top, bottom)`` as returned by :func:`pad_image`.
+
+    Returns:
+        The cropped view [B, C, H' - top - bottom, W' - left - right].
+    """
+    if len(pad) != 4:
+        raise ValueError(f"pad must be (left, right, top, bottom), got {tuple(pad)}")
+    left, right, top, bottom = (int(p) for p in pad)
+    h, w = x.shape[-2:]
+    if left + right >= w or top + bottom >= h:
+        raise ValueError(f"pad {tuple(pad)} removes the whole {h}x{w} image")
+    return x[..., top : h - bottom, left : w - right]
+
+
+def weights_hash(module: nn.Module) -> str:
+    """Identity of a codec's weights: sha256 over its state dict, first 16 hex characters.
+
+    Every entry of the state dict is hashed in sorted name order: name, dtype, shape and raw bytes (on
+    CPU). The state dict of a CompressAI model also holds the entropy models' CDF tables
+    (``_quantized_cdf``, ``_offset``, ``_cdf_length``, ``scale_table``), which are empty before
+    ``update()``. Hash the model as it is when it codes, i.e. *after* ``update(force=True)``: the tables
+    then belong to the identity, which is right, because an encoder and a decoder whose tables differ
+    (stale ``update()``, different float rounding on another device) would not decode each other's
+    bitstreams even with equal parameters.
+
+    Args:
+        module: any module.
+
+    Returns:
+        16 lowercase hex characters.
+    """
+    digest = hashlib.sha256()
+    state = module.state_dict()
+    for name in sorted(state):
+        value = state[name]
+        digest.update(name.encode("utf-8"))
+        digest.update(b"\0")
+        if isinstance(value, Tensor):
+            t = value.detach().to("cpu").contiguous()
+            digest.update(f"{t.dtype}:{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:  # extra state (rare): hash its repr so it still contributes
+            digest.update(repr(value).encode("utf-8"))
+        digest.update(b"\1")
+    return digest.hexdigest()[:16]
+
+
+def net_aux_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Split trainable parameters into the main ("net") and auxiliary ("aux") sets, as CompressAI does.
+
+    The aux set holds the entropy bottlenecks' ``quantiles`` (trained by ``aux_loss()`` only); the net
+    set holds everything else. Frozen parameters (``requires_grad=False``) are in neither.
+
+    Args:
+        model: a codec.
+
+    Returns:
+        ``(net_params, aux_params)``, each ordered by parameter name.
+
+    Raises:
+        ValueError: a parameter object appears in both sets (shared under two names), or a trainable
+            parameter is in neither.
+    """
+    net: dict[int, tuple[str, nn.Parameter]] = {}
+    aux: dict[int, tuple[str, nn.Parameter]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if not p.requires_grad:
+            continue
+        (aux if name.endswith(".quantiles") else net).setdefault(id(p), (name, p))
+    both = net.keys() & aux.keys()
+    if both:
+        names = sorted(net[i][0] for i in both)
+        raise ValueError(f"parameters are in both the net and the aux set: {names}")
+    trainable = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    missing = trainable.keys() - (net.keys() | aux.keys())
+    if missing:
+        raise ValueError(f"trainable parameters in neither set: {sorted(trainable[i] for i in missing)}")
+    net_params = [p for _, p in sorted(net.values(), key=lambda t: t[0])]
+    aux_params = [p for _, p in sorted(aux.values(), key=lambda t: t[0])]
+    return net_params, aux_params
+
+
+def count_bits(likelihoods: Mapping | Sequence | Tensor) -> Tensor:
+    """Estimated rate in bits: the sum of ``-log2`` of every likelihood.
+
+    Args:
+        likelihoods: a tensor, or a (nested) dict / list of tensors, e.g. ``out["likelihoods"]`` of
+            any codec (``{"y": ..., "z": ...}``).
+
+    Returns:
+        Scalar tensor (differentiable) with the total over the whole batch.
+    """
+    if isinstance(likelihoods, Tensor):
+        return torch.log(likelihoods).sum() / -math.log(2.0)
+    values = likelihoods.values() if isinstance(likelihoods, Mapping) else likelihoods
+    total: Tensor | None = None
+    for v in values:
+        bits = count_bits(v)
+        total = bits if total is None else total + bits
+    if total is None:
+        raise ValueError("count_bits got no likelihood tensor")
+    return total
+
+
+def is_updated(model: nn.Module) -> bool:
+    """True when every entropy model of ``model`` has CDF tables (``update()`` was called)."""
+    models = [m for m in model.modules() if isinstance(m, EntropyModel)]
+    return all(m._offset.numel() > 0 and m._quantized_cdf.numel() > 0 for m in models)

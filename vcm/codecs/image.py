@@ -1,0 +1,163 @@
+"""Learned image codecs of CompressAI with vcm's common signature.
+
+The three classes are CompressAI's models, unchanged in architecture, with what every vcm codec
+declares: ``codec_name``, ``min_div`` (inputs must be multiples of it), ``needs_features`` and
+``forward(x, cond=None)`` / ``compress(x, cond=None)`` so that one training and evaluation path serves
+the unconditioned codecs and the detector-conditioned :class:`~vcm.codecs.roi_hyperprior.RoiHyperprior`.
+
+The factories :func:`factorized`, :func:`hyperprior` and :func:`mean_scale` map a quality 1..8 to the
+channel numbers (N, M) of CompressAI's model zoo, so ``quality`` means what it means in CompressAI.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
+from torch import Tensor
+
+__all__ = [
+    "FactorizedImageCodec",
+    "HyperpriorImageCodec",
+    "MeanScaleImageCodec",
+    "factorized",
+    "hyperprior",
+    "mean_scale",
+]
+
+# compressai.zoo.image.cfgs["bmshj2018-factorized"] (same for "bmshj2018-hyperprior"): quality -> (N, M)
+_BMSHJ2018_CHANNELS: dict[int, tuple[int, int]] = {
+    1: (128, 192),
+    2: (128, 192),
+    3: (128, 192),
+    4: (128, 192),
+    5: (128, 192),
+    6: (192, 320),
+    7: (192, 320),
+    8: (192, 320),
+}
+# compressai.zoo.image.cfgs["mbt2018-mean"]: the wider model starts one quality earlier
+_MBT2018_MEAN_CHANNELS: dict[int, tuple[int, int]] = {
+    1: (128, 192),
+    2: (128, 192),
+    3: (128, 192),
+    4: (128, 192),
+    5: (192, 320),
+    6: (192, 320),
+    7: (192, 320),
+    8: (192, 320),
+}
+
+
+class _ImageCodecMixin:
+    """What vcm adds to a CompressAI image model: declared attributes and the ``cond`` argument."""
+
+    codec_name: ClassVar[str]
+    min_div: ClassVar[int]
+    needs_features: ClassVar[bool] = False
+    quality_channels: ClassVar[dict[int, tuple[int, int]]]
+    quality: int | None = None  # set by from_quality; None when built from N and M
+
+    @classmethod
+    def from_quality(cls, quality: int | None = None, N: int | None = None, M: int | None = None, **kwargs: Any):
+        """Build the model for a CompressAI zoo quality; explicit ``N`` / ``M`` override the table.
+
+        Args:
+            quality: 1..8 (CompressAI's zoo), or None when both ``N`` and ``M`` are given.
+            N: channels of the transforms (and of ``z`` for the hyperpriors).
+            M: channels of the latent ``y``.
+            **kwargs: passed to the CompressAI constructor.
+
+        Raises:
+            ValueError: quality outside 1..8, or neither a quality nor both N and M.
+        """
+        if quality is not None:
+            valid = sorted(cls.quality_channels)
+            if isinstance(quality, bool) or not isinstance(quality, int) or quality not in cls.quality_channels:
+                raise ValueError(
+                    f"{cls.codec_name}: quality must be an integer in {valid[0]}..{valid[-1]}, got {quality!r}"
+                )
+            n_q, m_q = cls.quality_channels[quality]
+            N = n_q if N is None else N
+            M = m_q if M is None else M
+        if N is None or M is None:
+            raise ValueError(
+                f"{cls.codec_name}: give a quality in {min(cls.quality_channels)}..{max(cls.quality_channels)} "
+                f"or both N and M (got quality=None, N={N}, M={M})"
+            )
+        if int(N) < 1 or int(M) < 1:
+            raise ValueError(f"{cls.codec_name}: N and M must be positive, got N={N}, M={M}")
+        model = cls(int(N), int(M), **kwargs)
+        model.quality = quality
+        return model
+
+    def forward(self, x: Tensor, cond: Any = None) -> dict:
+        """Code ``x`` with quantisation noise (training) or rounding (eval).
+
+        Args:
+            x: images [B, 3, H, W] in [0, 1], H and W multiples of ``min_div``.
+            cond: ignored (these codecs see no detector features).
+
+        Returns:
+            ``{"x_hat": [B, 3, H, W], "likelihoods": {"y": ..., ("z": ...)}}``.
+        """
+        return super().forward(x)
+
+    def compress(self, x: Tensor, cond: Any = None) -> dict:
+        """Entropy-code ``x`` (needs ``update()`` first).
+
+        Args:
+            x: images [B, 3, H, W] in [0, 1], H and W multiples of ``min_div``.
+            cond: ignored.
+
+        Returns:
+            ``{"strings": list of groups, each a list of B bytes, "shape": latent (h, w)}``.
+        """
+        return super().compress(x)
+
+
+class FactorizedImageCodec(_ImageCodecMixin, FactorizedPrior):
+    """Ballé et al. 2018 factorized prior (CompressAI ``FactorizedPrior``), y at stride 16.
+
+    ``strings = [y_strings]``, ``shape = y (h, w)``.
+    """
+
+    codec_name = "factorized"
+    min_div = 16
+    quality_channels = _BMSHJ2018_CHANNELS
+
+
+class HyperpriorImageCodec(_ImageCodecMixin, ScaleHyperprior):
+    """Ballé et al. 2018 scale hyperprior (CompressAI ``ScaleHyperprior``), z at stride 64.
+
+    ``strings = [y_strings, z_strings]``, ``shape = z (h, w)``.
+    """
+
+    codec_name = "hyperprior"
+    min_div = 64
+    quality_channels = _BMSHJ2018_CHANNELS
+
+
+class MeanScaleImageCodec(_ImageCodecMixin, MeanScaleHyperprior):
+    """Minnen et al. 2018 mean-scale hyperprior (CompressAI ``MeanScaleHyperprior``), z at stride 64.
+
+    ``strings = [y_strings, z_strings]``, ``shape = z (h, w)``.
+    """
+
+    codec_name = "mean_scale"
+    min_div = 64
+    quality_channels = _MBT2018_MEAN_CHANNELS
+
+
+def factorized(quality: int | None = None, N: int | None = None, M: int | None = None) -> FactorizedImageCodec:
+    """Factorized-prior image codec at a CompressAI zoo quality (1..8); N / M override the table."""
+    return FactorizedImageCodec.from_quality(quality, N=N, M=M)
+
+
+def hyperprior(quality: int | None = None, N: int | None = None, M: int | None = None) -> HyperpriorImageCodec:
+    """Scale-hyperprior image codec at a CompressAI zoo quality (1..8); N / M override the table."""
+    return HyperpriorImageCodec.from_quality(quality, N=N, M=M)
+
+
+def mean_scale(quality: int | None = None, N: int | None = None, M: int | None = None) -> MeanScaleImageCodec:
+    """Mean-scale-hyperprior image codec at a CompressAI zoo quality (1..8); N / M override the table."""
+    return MeanScaleImageCodec.from_quality(quality, N=N, M=M)

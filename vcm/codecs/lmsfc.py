@@ -1,0 +1,659 @@
+"""L-MSFC and TA-MSF: learned compression of a detector's multi-scale FPN features.
+
+Kim, Jeong, Yu, Kim, Lee, Jeong, Kim: "End-to-End Learnable Multi-Scale Feature Compression for
+VCM", IEEE TCSVT 34(5), 2024. FENet fuses the four FPN levels P2..P5 into one latent ``y`` at 1/16
+of P2's resolution, a shared entropy model codes it, and DRNet rebuilds the four levels from
+``y_hat``. P6 is never coded: it is rebuilt from the decoded P5 exactly as torchvision's FPN builds
+it from P5 (max-pooling with kernel 1 and stride 2).
+
+TA-MSF (task-aware multi-scale feature compression) uses the same architecture with N = M = 192, a
+joint autoregressive prior and an attention block in every fusion stage of FENet; only its training
+loss differs (it adds the detector's losses on the reconstructed features).
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.layers import (
+    AttentionBlock,
+    MaskedConv2d,
+    ResidualBlock,
+    ResidualBlockUpsample,
+    ResidualBlockWithStride,
+    conv1x1,
+    conv3x3,
+    subpel_conv3x3,
+)
+from compressai.models import CompressionModel
+from torch import Tensor, nn
+
+from vcm.errors import BitstreamError, ConfigError
+
+__all__ = [
+    "ENTROPY_MODELS",
+    "LMSFC",
+    "LMSFC_LAMBDAS",
+    "LMSFC_M",
+    "LMSFC_N",
+    "DRNet",
+    "FENet",
+    "lmsfc",
+    "ta_msf",
+]
+
+#: The levels the codec transmits, finest first. P6 is rebuilt, never coded.
+LEVELS: tuple[str, ...] = ("p2", "p3", "p4", "p5")
+
+#: Downsampling of each coded level relative to P2.
+_LEVEL_SCALE: tuple[int, ...] = (1, 2, 4, 8)
+
+#: The padded P2 is a multiple of this, hence P3 of 32, P4 of 16 and P5 of 8: ``y`` is at 1/16 of
+#: P2 and the hyper latent ``z`` at 1/64, so every strided stage divides exactly.
+_P2_MULTIPLE = 64
+
+#: Spatial ratio between ``y`` and ``z`` (two stride-2 stages in ``h_a``).
+_Z_TO_Y = 4
+
+#: Kernel size of the masked context-prediction convolution.
+_CONTEXT_KERNEL = 5
+
+#: Rate-distortion trade-off per quality, for :class:`vcm.losses.feature.FeatureRateDistortionLoss`.
+#: q1..q5 are the paper's values; the paper's q6 (0.2) breaks the order, so vcm uses 0.5.
+LMSFC_LAMBDAS: dict[int, float] = {1: 0.0125, 2: 0.025, 3: 0.125, 4: 0.25, 5: 0.375, 6: 0.5}
+
+#: Latent channels per quality (the paper's table, with context model).
+LMSFC_M: dict[int, int] = {1: 128, 2: 128, 3: 128, 4: 192, 5: 192, 6: 192}
+
+#: Channels of FENet/DRNet and of the hyper latent per quality. The paper varies only M; N stays at
+#: 192 at every rate, as in CompressAI's mbt2018 and in TA-MSF.
+LMSFC_N: dict[int, int] = {q: 192 for q in LMSFC_M}
+
+#: Valid values of ``entropy_model``.
+ENTROPY_MODELS: tuple[str, ...] = ("context", "hyperprior")
+
+_FEATURE_CHANNELS = 256
+
+
+def _check_quality(quality: int | None) -> None:
+    if quality is not None and quality not in LMSFC_M:
+        raise ConfigError(f"quality={quality!r} is not valid; expected one of {sorted(LMSFC_M)}")
+
+
+def _padded_p2_size(sizes: Sequence[Sequence[int]]) -> tuple[int, int]:
+    """Padded size of P2 such that every padded level is P2's padded size over its scale.
+
+    The padded P2 must hold P2 and every coarser level scaled up to P2's resolution; for the
+    ``ceil``-halving sizes of an FPN this is simply P2 rounded up to a multiple of 64, but levels
+    that do not halve exactly (any sizes are accepted) may need more.
+
+    Args:
+        sizes: ``[[h2, w2], [h3, w3], [h4, w4], [h5, w5]]``.
+
+    Returns:
+        ``(H2, W2)``, multiples of 64; level ``l`` is padded to ``(H2 / s_l, W2 / s_l)`` with
+        ``s_l`` = 1, 2, 4, 8.
+    """
+    need_h = max(int(h) * s for (h, _), s in zip(sizes, _LEVEL_SCALE))
+    need_w = max(int(w) * s for (_, w), s in zip(sizes, _LEVEL_SCALE))
+    return (
+        _P2_MULTIPLE * math.ceil(need_h / _P2_MULTIPLE),
+        _P2_MULTIPLE * math.ceil(need_w / _P2_MULTIPLE),
+    )
+
+
+def _pad_bottom_right(x: Tensor, height: int, width: int) -> Tensor:
+    """Pads ``x`` [B,C,h,w] at the bottom and right to [B,C,height,width].
+
+    Reflect padding keeps the padded border statistically like the feature map, which costs fewer
+    bits than a constant border; PyTorch's reflect needs the pad to be smaller than the size, so a
+    dimension that must grow by at least its own size is replicated instead.
+    """
+    pad_w = width - x.shape[-1]
+    pad_h = height - x.shape[-2]
+    if pad_w < 0 or pad_h < 0:
+        raise ValueError(f"cannot pad a level of size {tuple(x.shape[-2:])} to {(height, width)}")
+    if pad_w > 0:
+        mode = "reflect" if pad_w < x.shape[-1] else "replicate"
+        x = F.pad(x, (0, pad_w, 0, 0), mode=mode)
+    if pad_h > 0:
+        mode = "reflect" if pad_h < x.shape[-2] else "replicate"
+        x = F.pad(x, (0, 0, 0, pad_h), mode=mode)
+    return x
+
+
+class FENet(nn.Module):
+    """Fusion and encoding network: P2..P5 -> latent ``y``.
+
+    .. code-block:: none
+
+        P2 ─ RBS ─ RB ─(A)─┐
+                      P3 ─ cat ─ RBS ─ A ─ RB ─┐
+                                          P4 ─ cat ─ RBS ─ RB ─(A)─┐
+                                                              P5 ─ cat ─ conv3x3/2 ─ A ── y
+
+        RBS = ResidualBlockWithStride (stride 2), RB = ResidualBlock, A = AttentionBlock,
+        (A) = only with ``attention_every_stage`` (TA-MSF).
+
+    Args:
+        N: channels of the fusion stages.
+        M: channels of ``y``.
+        attention_every_stage: add an attention block to the stages that have none (TA-MSF).
+        feature_channels: channels of each FPN level.
+    """
+
+    def __init__(
+        self, N: int, M: int, attention_every_stage: bool = False, feature_channels: int = 256
+    ):
+        super().__init__()
+        F_ = feature_channels
+        self.stage2 = nn.Sequential(
+            ResidualBlockWithStride(F_, N),
+            ResidualBlock(N, N),
+            *([AttentionBlock(N)] if attention_every_stage else []),
+        )
+        self.stage3 = nn.Sequential(
+            ResidualBlockWithStride(N + F_, N),
+            AttentionBlock(N),
+            ResidualBlock(N, N),
+        )
+        self.stage4 = nn.Sequential(
+            ResidualBlockWithStride(N + F_, N),
+            ResidualBlock(N, N),
+            *([AttentionBlock(N)] if attention_every_stage else []),
+        )
+        self.stage5 = nn.Sequential(conv3x3(N + F_, M, stride=2), AttentionBlock(M))
+
+    def forward(self, p2: Tensor, p3: Tensor, p4: Tensor, p5: Tensor) -> Tensor:
+        """Fuses padded levels into ``y``.
+
+        Args:
+            p2: [B,F,H,W] with H, W multiples of 64; p3 [B,F,H/2,W/2]; p4 [B,F,H/4,W/4];
+                p5 [B,F,H/8,W/8].
+
+        Returns:
+            y: [B,M,H/16,W/16].
+        """
+        x = self.stage2(p2)
+        x = self.stage3(torch.cat([x, p3], dim=1))
+        x = self.stage4(torch.cat([x, p4], dim=1))
+        return self.stage5(torch.cat([x, p5], dim=1))
+
+
+class _FeatureMixing(nn.Module):
+    """Joins a finer level into the next coarser one: ``coarse + conv3x3([conv5x5/2(fine), coarse])``."""
+
+    def __init__(self, N: int):
+        super().__init__()
+        self.down = nn.Sequential(nn.Conv2d(N, N, 5, stride=2, padding=2), nn.LeakyReLU(inplace=True))
+        self.fuse = nn.Sequential(nn.Conv2d(2 * N, N, 3, padding=1), nn.LeakyReLU(inplace=True))
+
+    def forward(self, fine: Tensor, coarse: Tensor) -> Tensor:
+        return coarse + self.fuse(torch.cat([self.down(fine), coarse], dim=1))
+
+
+class DRNet(nn.Module):
+    """Decoding and reconstruction network: ``y_hat`` -> P2..P5.
+
+    .. code-block:: none
+
+                      ┌─ RBU ─ RBU ─ RBU ─ RBU ─────────────── m2 ─ conv1x1 ─ P2   (x16)
+                      │                                         │ FM
+        y_hat ─ A ────┼─ RBU ─ RBU ─ RBU ─────────────── b3 ── m3 ─ conv1x1 ─ P3   (x8)
+                      │                                         │ FM
+                      ├─ RBU ─ RBU ─────────────────────── b4 ── m4 ─ conv1x1 ─ P4   (x4)
+                      │                                         │ FM
+                      └─ RBU ───────────────────────────── b5 ── m5 ─ conv1x1 ─ P5   (x2)
+
+        A = AttentionBlock, RBU = ResidualBlockUpsample (x2, sub-pixel convolutions),
+        FM = feature mixing: m_{l+1} = b_{l+1} + conv3x3_{2N->N}([conv5x5/2(m_l), b_{l+1}]).
+
+    Args:
+        N: channels of the branches.
+        M: channels of ``y_hat``.
+        feature_channels: channels of each output level.
+    """
+
+    def __init__(self, N: int, M: int, feature_channels: int = 256):
+        super().__init__()
+        self.attention = AttentionBlock(M)
+
+        def branch(stages: int) -> nn.Sequential:
+            return nn.Sequential(
+                ResidualBlockUpsample(M, N, 2),
+                *[ResidualBlockUpsample(N, N, 2) for _ in range(stages - 1)],
+            )
+
+        self.branch2 = branch(4)
+        self.branch3 = branch(3)
+        self.branch4 = branch(2)
+        self.branch5 = branch(1)
+        self.mix3 = _FeatureMixing(N)
+        self.mix4 = _FeatureMixing(N)
+        self.mix5 = _FeatureMixing(N)
+        self.out2 = conv1x1(N, feature_channels)
+        self.out3 = conv1x1(N, feature_channels)
+        self.out4 = conv1x1(N, feature_channels)
+        self.out5 = conv1x1(N, feature_channels)
+
+    def forward(self, y_hat: Tensor) -> list[Tensor]:
+        """Rebuilds the padded levels.
+
+        Args:
+            y_hat: [B,M,h,w].
+
+        Returns:
+            ``[p2, p3, p4, p5]`` of sizes [B,F,16h,16w], [B,F,8h,8w], [B,F,4h,4w], [B,F,2h,2w].
+        """
+        y = self.attention(y_hat)
+        m2 = self.branch2(y)
+        m3 = self.mix3(m2, self.branch3(y))
+        m4 = self.mix4(m3, self.branch4(y))
+        m5 = self.mix5(m4, self.branch5(y))
+        return [self.out2(m2), self.out3(m3), self.out4(m4), self.out5(m5)]
+
+
+class LMSFC(CompressionModel):
+    r"""L-MSFC feature codec (Kim et al., IEEE TCSVT 2024); TA-MSF with ``attention_every_stage``.
+
+    .. code-block:: none
+
+        P2..P5 ─ pad ─┬─►┌─────┐ y  ┌───┐ z ┌─┐ z_hat ┌───┐ params
+                      └─►│FENet├─►─┬┤h_a├─►─┤Q├──EB──►┤h_s├──►─────────────┐
+                         └─────┘   │└───┘   └─┘       └───┘                 │
+                                  ┌┴┐                                       ▼
+                                  │Q│  y_hat ──►─ CP ─► ctx ─► EP ◄─────────┘  ("context" only)
+                                  └┬┘                           │ scales, means
+                                   └─────────── GC ◄────────────┘
+                             y_hat ─► DRNet ─► crop ─► P2..P5 hat;  P6 hat = maxpool_{k=1,s=2}(P5 hat)
+
+        EB = EntropyBottleneck, GC = GaussianConditional, CP = masked 5x5 context prediction,
+        EP = entropy parameters (1x1 convolutions). With ``entropy_model="hyperprior"`` the scales
+        and means come from ``h_s`` alone (mean-scale hyperprior, no context model).
+
+    Padding rule: the padded P2 size is the smallest multiple of 64 that holds P2 and every coarser
+    level scaled up to P2's resolution (see :func:`_padded_p2_size`); P3, P4 and P5 are padded to
+    exactly 1/2, 1/4 and 1/8 of it, so the padded sizes are consistent with the strided fusion.
+    Padding is at the bottom and right (reflect; replicate where reflect is impossible) and is
+    cropped off after decoding, so every output level has exactly its input size.
+
+    Determinism of real coding: the decoder rebuilds the Gaussian parameters (and, for
+    ``"context"``, the autoregressive context from already decoded symbols) and must obtain them
+    bit for bit as the encoder did, or the rANS stream decodes to garbage. Floating-point results
+    can differ between device types (and between CPU and GPU kernels), so ``compress`` and
+    ``decompress`` must run on the same device type. The autoregressive ``"context"`` model codes
+    on CPU only (both methods raise ``RuntimeError`` otherwise); vcm decodes on CPU with
+    deterministic algorithms. The ``"hyperprior"`` variant follows CompressAI's convention and is
+    not checked.
+
+    Args:
+        N: channels of FENet/DRNet stages and of the hyper latent ``z``.
+        M: channels of the latent ``y``.
+        entropy_model: ``"context"`` (joint autoregressive hierarchical prior, as CompressAI's
+            mbt2018) or ``"hyperprior"`` (mean-scale hyperprior).
+        attention_every_stage: TA-MSF's FENet with an attention block in every fusion stage.
+        feature_channels: channels of each FPN level (256 for torchvision's FPN).
+    """
+
+    levels: tuple[str, ...] = LEVELS
+
+    def __init__(
+        self,
+        N: int = 192,
+        M: int = 192,
+        entropy_model: str = "context",
+        attention_every_stage: bool = False,
+        feature_channels: int = _FEATURE_CHANNELS,
+    ):
+        super().__init__()
+        if entropy_model not in ENTROPY_MODELS:
+            raise ConfigError(
+                f"entropy_model={entropy_model!r} is not valid; expected one of {list(ENTROPY_MODELS)}"
+            )
+        for name, value in (("N", N), ("M", M), ("feature_channels", feature_channels)):
+            if not isinstance(value, int) or value < 2:
+                raise ConfigError(f"{name}={value!r} must be an integer >= 2")
+        self.N = N
+        self.M = M
+        self.entropy_model = entropy_model
+        self.attention_every_stage = bool(attention_every_stage)
+        self.feature_channels = feature_channels
+        self.codec_name = "ta_msf" if self.attention_every_stage else "lmsfc"
+
+        self.g_a = FENet(N, M, attention_every_stage, feature_channels)
+        self.g_s = DRNet(N, M, feature_channels)
+
+        # conv3x3 + LeakyReLU hyper transforms; two stride-2 stages put z at 1/4 of y.
+        self.h_a = nn.Sequential(
+            conv3x3(M, N),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(N, N),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(N, N, stride=2),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(N, N),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(N, N, stride=2),
+        )
+        self.h_s = nn.Sequential(
+            conv3x3(N, M),
+            nn.LeakyReLU(inplace=True),
+            subpel_conv3x3(M, M, 2),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(M, M * 3 // 2),
+            nn.LeakyReLU(inplace=True),
+            subpel_conv3x3(M * 3 // 2, M * 3 // 2, 2),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(M * 3 // 2, M * 2),
+        )
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(None)
+        if entropy_model == "context":
+            self.context_prediction = MaskedConv2d(
+                M, 2 * M, kernel_size=_CONTEXT_KERNEL, padding=_CONTEXT_KERNEL // 2, stride=1
+            )
+            self.entropy_parameters = nn.Sequential(
+                nn.Conv2d(M * 12 // 3, M * 10 // 3, 1),
+                nn.LeakyReLU(inplace=True),
+                nn.Conv2d(M * 10 // 3, M * 8 // 3, 1),
+                nn.LeakyReLU(inplace=True),
+                nn.Conv2d(M * 8 // 3, M * 6 // 3, 1),
+            )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_levels(self, levels: Mapping[str, Tensor]) -> tuple[list[Tensor], list[list[int]]]:
+        if not isinstance(levels, Mapping):
+            raise TypeError(f"expected a dict of FPN levels {list(LEVELS)}, got {type(levels).__name__}")
+        missing = [k for k in LEVELS if k not in levels]
+        if missing:
+            raise ValueError(f"missing FPN levels {missing}; got {list(levels)}, expected {list(LEVELS)}")
+        tensors = [levels[k] for k in LEVELS]
+        batch = tensors[0].shape[0] if tensors[0].dim() == 4 else None
+        for name, t in zip(LEVELS, tensors):
+            if t.dim() != 4 or t.shape[1] != self.feature_channels or t.shape[0] != batch:
+                raise ValueError(
+                    f"level {name!r} has shape {tuple(t.shape)}; expected "
+                    f"[B,{self.feature_channels},h,w] with the same B for every level"
+                )
+            if t.shape[-2] < 1 or t.shape[-1] < 1:
+                raise ValueError(f"level {name!r} is empty: shape {tuple(t.shape)}")
+        return tensors, [[int(t.shape[-2]), int(t.shape[-1])] for t in tensors]
+
+    def _pad(self, tensors: list[Tensor], sizes: list[list[int]]) -> list[Tensor]:
+        h2, w2 = _padded_p2_size(sizes)
+        return [_pad_bottom_right(t, h2 // s, w2 // s) for t, s in zip(tensors, _LEVEL_SCALE)]
+
+    def _reconstruct(self, y_hat: Tensor, sizes: Sequence[Sequence[int]]) -> OrderedDict[str, Tensor]:
+        """DRNet, crop to the original level sizes and rebuild P6.
+
+        Args:
+            y_hat: [B,M,h,w].
+            sizes: original ``[h_l, w_l]`` of P2..P5.
+
+        Returns:
+            OrderedDict p2..p6 of [B,F,h_l,w_l].
+        """
+        padded = self.g_s(y_hat)
+        out: OrderedDict[str, Tensor] = OrderedDict()
+        for name, t, (h, w) in zip(LEVELS, padded, sizes):
+            out[name] = t[..., : int(h), : int(w)]
+        # torchvision's FPN builds P6 ("pool") from P5 exactly this way.
+        out["p6"] = F.max_pool2d(out["p5"], kernel_size=1, stride=2)
+        return out
+
+    def _require_cpu(self, what: str) -> None:
+        if self.entropy_model == "context":
+            device = next(self.parameters()).device
+            if device.type != "cpu":
+                raise RuntimeError(
+                    f"LMSFC.{what} with the autoregressive context model runs on CPU only (the model "
+                    f"is on {device}): encoder and decoder must compute bit-identical entropy "
+                    "parameters; move the codec to CPU first"
+                )
+
+    # ------------------------------------------------------------------ contract
+
+    def forward(self, levels: Mapping[str, Tensor]) -> dict:
+        """Codes and rebuilds the levels with simulated quantisation (noise in training).
+
+        Args:
+            levels: dict with "p2".."p5" (others, e.g. "p6", are ignored), each [B,F,h_l,w_l].
+
+        Returns:
+            ``{"levels_hat": OrderedDict p2..p6 [B,F,h_l,w_l], "likelihoods": {"y": [B,M,h,w],
+            "z": [B,N,h/4,w/4]}}`` where h, w = padded P2 size / 16.
+        """
+        tensors, sizes = self._check_levels(levels)
+        y = self.g_a(*self._pad(tensors, sizes))
+        z = self.h_a(y)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        params = self.h_s(z_hat)
+        if self.entropy_model == "context":
+            y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
+            ctx_params = self.context_prediction(y_hat)
+            gaussian_params = self.entropy_parameters(torch.cat((params, ctx_params), dim=1))
+            scales_hat, means_hat = gaussian_params.chunk(2, 1)
+            _, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
+        else:
+            scales_hat, means_hat = params.chunk(2, 1)
+            y_hat, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
+        return {
+            "levels_hat": self._reconstruct(y_hat, sizes),
+            "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
+        }
+
+    @torch.no_grad()
+    def _encode(self, levels: Mapping[str, Tensor]) -> tuple[list[list[bytes]], tuple[int, int], Tensor, list[list[int]]]:
+        """Entropy-codes the levels; also returns the ``y_hat`` the decoder will rebuild.
+
+        Returns:
+            ``(strings, z_shape, y_hat [B,M,h,w], sizes)``.
+        """
+        self._require_cpu("compress")
+        tensors, sizes = self._check_levels(levels)
+        y = self.g_a(*self._pad(tensors, sizes))
+        z = self.h_a(y)
+        z_shape = (int(z.shape[-2]), int(z.shape[-1]))
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z_shape)
+        params = self.h_s(z_hat)
+        if self.entropy_model == "context":
+            p = _CONTEXT_KERNEL // 2
+            y_hat = F.pad(y, (p, p, p, p))
+            y_strings = [
+                self._compress_ar(y_hat[i : i + 1], params[i : i + 1]) for i in range(y.shape[0])
+            ]
+            y_hat = y_hat[..., p:-p, p:-p]
+        else:
+            scales_hat, means_hat = params.chunk(2, 1)
+            indexes = self.gaussian_conditional.build_indexes(scales_hat)
+            y_strings = self.gaussian_conditional.compress(y, indexes, means=means_hat)
+            y_hat = self.gaussian_conditional.quantize(y, "dequantize", means_hat)
+        return [y_strings, z_strings], z_shape, y_hat, sizes
+
+    def compress(self, levels: Mapping[str, Tensor]) -> dict:
+        """Real entropy coding (call ``update(force=True)`` first).
+
+        Args:
+            levels: dict with "p2".."p5", each [B,F,h_l,w_l].
+
+        Returns:
+            ``{"strings": [y_strings, z_strings] (one bytes per image each), "shape": (h_z, w_z),
+            "sizes": [[h2,w2],[h3,w3],[h4,w4],[h5,w5]]}``.
+        """
+        strings, z_shape, _, sizes = self._encode(levels)
+        return {"strings": strings, "shape": z_shape, "sizes": sizes}
+
+    @torch.no_grad()
+    def decompress(
+        self, strings: list[list[bytes]], shape: Sequence[int], sizes: Sequence[Sequence[int]]
+    ) -> dict:
+        """Decodes the bitstreams made by :meth:`compress` on the same device type.
+
+        Args:
+            strings: ``[y_strings, z_strings]``.
+            shape: ``(h_z, w_z)`` from :meth:`compress`.
+            sizes: original ``[h_l, w_l]`` of P2..P5 from :meth:`compress`.
+
+        Returns:
+            ``{"levels_hat": OrderedDict p2..p6 of [B,F,h_l,w_l]}``.
+
+        Raises:
+            BitstreamError: the strings, shape and sizes do not belong together.
+            RuntimeError: the context model is not on CPU.
+        """
+        self._require_cpu("decompress")
+        if not isinstance(strings, (list, tuple)) or len(strings) != 2:
+            raise BitstreamError("expected strings = [y_strings, z_strings]")
+        if len(strings[0]) != len(strings[1]):
+            raise BitstreamError(
+                f"{len(strings[0])} y strings but {len(strings[1])} z strings; expected one each per image"
+            )
+        if len(sizes) != len(LEVELS) or any(len(s) != 2 or min(s) < 1 for s in sizes):
+            raise BitstreamError(f"sizes={sizes!r}; expected four positive [h, w] pairs for {list(LEVELS)}")
+        shape = (int(shape[0]), int(shape[1]))
+        ratio = _P2_MULTIPLE
+        expected = _padded_p2_size(sizes)
+        if (shape[0] * ratio, shape[1] * ratio) != expected:
+            raise BitstreamError(
+                f"hyper-latent shape {shape} does not match level sizes {sizes} "
+                f"(padded P2 {expected} needs shape {(expected[0] // ratio, expected[1] // ratio)})"
+            )
+        z_hat = self.entropy_bottleneck.decompress(list(strings[1]), shape)
+        params = self.h_s(z_hat)
+        if self.entropy_model == "context":
+            p = _CONTEXT_KERNEL // 2
+            height, width = shape[0] * _Z_TO_Y, shape[1] * _Z_TO_Y
+            y_hat = torch.zeros(
+                (z_hat.shape[0], self.M, height + 2 * p, width + 2 * p),
+                dtype=params.dtype,
+                device=params.device,
+            )
+            for i, y_string in enumerate(strings[0]):
+                self._decompress_ar(y_string, y_hat[i : i + 1], params[i : i + 1])
+            y_hat = y_hat[..., p:-p, p:-p]
+        else:
+            scales_hat, means_hat = params.chunk(2, 1)
+            indexes = self.gaussian_conditional.build_indexes(scales_hat)
+            y_hat = self.gaussian_conditional.decompress(
+                list(strings[0]), indexes, dtype=means_hat.dtype, means=means_hat
+            )
+        return {"levels_hat": self._reconstruct(y_hat, sizes)}
+
+    # ------------------------------------------------------------------ autoregressive coding
+
+    def _gaussian_params_at(self, y_pad: Tensor, params: Tensor, h: int, w: int, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """Scales and means [1,M,1,1] at position (h, w) from the decoded neighbourhood.
+
+        Encoder and decoder both call this with the same masked weight and the same crop shape,
+        so the floating-point computation is the same on both sides.
+        """
+        k = _CONTEXT_KERNEL
+        ctx_p = F.conv2d(y_pad[:, :, h : h + k, w : w + k], weight, bias=self.context_prediction.bias)
+        p = params[:, :, h : h + 1, w : w + 1]
+        gaussian_params = self.entropy_parameters(torch.cat((p, ctx_p), dim=1))
+        scales_hat, means_hat = gaussian_params.chunk(2, 1)
+        return scales_hat, means_hat
+
+    def _cdf_tables(self) -> tuple[list, list, list]:
+        gc = self.gaussian_conditional
+        return gc.quantized_cdf.tolist(), gc.cdf_length.tolist(), gc.offset.tolist()
+
+    def _compress_ar(self, y_pad: Tensor, params: Tensor) -> bytes:
+        """Codes one image's ``y`` position by position, writing ``y_hat`` into ``y_pad`` in place.
+
+        Args:
+            y_pad: [1,M,h+4,w+4], ``y`` zero-padded by 2; overwritten with ``y_hat``.
+            params: [1,2M,h,w] from ``h_s``.
+        """
+        cdf, cdf_lengths, offsets = self._cdf_tables()
+        weight = self.context_prediction.weight * self.context_prediction.mask
+        p = _CONTEXT_KERNEL // 2
+        symbols: list[int] = []
+        indexes: list[int] = []
+        for h in range(params.shape[-2]):
+            for w in range(params.shape[-1]):
+                scales_hat, means_hat = self._gaussian_params_at(y_pad, params, h, w, weight)
+                y_cur = y_pad[:, :, h + p : h + p + 1, w + p : w + p + 1]
+                y_q = self.gaussian_conditional.quantize(y_cur, "symbols", means_hat)
+                y_pad[:, :, h + p : h + p + 1, w + p : w + p + 1] = self.gaussian_conditional.dequantize(
+                    y_q, means_hat
+                )
+                symbols.extend(y_q.flatten().tolist())
+                indexes.extend(self.gaussian_conditional.build_indexes(scales_hat).flatten().tolist())
+        encoder = BufferedRansEncoder()
+        encoder.encode_with_indexes(symbols, indexes, cdf, cdf_lengths, offsets)
+        return encoder.flush()
+
+    def _decompress_ar(self, y_string: bytes, y_pad: Tensor, params: Tensor) -> None:
+        """Decodes one image's ``y_hat`` into ``y_pad`` [1,M,h+4,w+4] (zeros on entry)."""
+        cdf, cdf_lengths, offsets = self._cdf_tables()
+        weight = self.context_prediction.weight * self.context_prediction.mask
+        p = _CONTEXT_KERNEL // 2
+        decoder = RansDecoder()
+        decoder.set_stream(y_string)
+        for h in range(params.shape[-2]):
+            for w in range(params.shape[-1]):
+                scales_hat, means_hat = self._gaussian_params_at(y_pad, params, h, w, weight)
+                indexes = self.gaussian_conditional.build_indexes(scales_hat).flatten().tolist()
+                rv = decoder.decode_stream(indexes, cdf, cdf_lengths, offsets)
+                rv = torch.tensor(rv, dtype=torch.int32, device=y_pad.device).reshape(1, -1, 1, 1)
+                y_pad[:, :, h + p : h + p + 1, w + p : w + p + 1] = self.gaussian_conditional.dequantize(
+                    rv, means_hat
+                )
+
+
+def lmsfc(
+    quality: int | None = None,
+    N: int | None = None,
+    M: int | None = None,
+    entropy_model: str = "context",
+    attention_every_stage: bool = False,
+) -> LMSFC:
+    """Builds L-MSFC at a quality of the paper's table (or with explicit N, M).
+
+    Args:
+        quality: 1..6; sets M (128 for 1-3, 192 for 4-6) and N (192) unless given explicitly. The
+            matching lambda is ``LMSFC_LAMBDAS[quality]``. None: N = M = 192 unless given.
+        N: overrides the channels of FENet/DRNet and of ``z``.
+        M: overrides the channels of ``y``.
+        entropy_model: ``"context"`` or ``"hyperprior"``.
+        attention_every_stage: TA-MSF's FENet.
+
+    Returns:
+        The model, with attribute ``quality`` (int or None).
+
+    Raises:
+        ConfigError (a ValueError): unknown quality or entropy model.
+    """
+    _check_quality(quality)
+    if N is None:
+        N = LMSFC_N[quality] if quality is not None else 192
+    if M is None:
+        M = LMSFC_M[quality] if quality is not None else 192
+    model = LMSFC(N=N, M=M, entropy_model=entropy_model, attention_every_stage=attention_every_stage)
+    model.quality = quality
+    return model
+
+
+def ta_msf(
+    quality: int | None = None, N: int = 192, M: int = 192, entropy_model: str = "context"
+) -> LMSFC:
+    """Builds the TA-MSF codec: L-MSFC with N = M = 192 and attention in every fusion stage.
+
+    TA-MSF keeps the same architecture at every rate (the rate is set by its loss's lambda), so
+    ``quality`` is only validated and recorded in ``model.quality``.
+
+    Raises:
+        ConfigError (a ValueError): unknown quality or entropy model.
+    """
+    _check_quality(quality)
+    model = LMSFC(N=N, M=M, entropy_model=entropy_model, attention_every_stage=True)
+    model.quality = quality
+    return model

@@ -1,0 +1,351 @@
+"""ROI-aware scale hyperprior: an image codec whose encoder sees the features of a frozen detector."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.layers import GDN
+from compressai.models import CompressionModel
+from compressai.models.utils import conv, deconv
+from torch import Tensor, nn
+
+__all__ = ["RoiHyperprior"]
+
+# Detector levels the encoder uses and their strides (torchvision FPN: P3, P4, P5).
+LEVELS: tuple[str, ...] = ("p3", "p4", "p5")
+LEVEL_STRIDES: dict[str, int] = {"p3": 8, "p4": 16, "p5": 32}
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Where each image's content lies in the detector's (resized, batch-padded) feature maps."""
+
+    image_sizes: tuple[tuple[int, int], ...]  # per image, (h, w) after the detector's resize
+    original_sizes: tuple[tuple[int, int], ...]  # per image, (H, W) of the image the detector saw
+
+
+class RoiHyperprior(CompressionModel):
+    r"""Scale hyperprior (Ballé et al. 2018, "Variational image compression with a scale hyperprior",
+    ICLR) whose encoder is conditioned on a frozen detector's FPN features P3, P4, P5.
+
+    Two changes to the scale hyperprior, both on the encoder side only:
+
+    * ``g_a`` is built stage by stage (conv 5x5 stride 2 + GDN); the detector's stride-8 features (P3)
+      join after the first downsampling, stride-16 (P4) after the second and stride-32 (P5) after the
+      third. Each level is projected by a 1x1 conv (``proj_p3``, ``proj_p4``, ``proj_p5``:
+      256 -> ``cond_channels``), resampled bilinearly to that stage's resolution and concatenated along
+      channels, so the next conv takes ``N + cond_channels`` inputs.
+    * A second, "object" hyperprior: P3, P4 and P5 are all resampled to the latent resolution (stride
+      16) and projected together by ``proj_obj`` (1x1 conv, 3*256 -> ``cond_channels``); all three are
+      used so that small (P3) and large (P5) objects both reach it. They are concatenated with ``|y|``
+      and analysed by ``h_a_obj`` into a second side latent ``w`` with its own entropy bottleneck.
+      The Gaussian scales of ``y`` come from both hyper-decoders: ``h_s(z_hat)`` and
+      ``h_s_obj(w_hat)`` (M channels each) are concatenated and fused by ``h_s_fuse`` (1x1 conv
+      2M -> M, then softplus, so the scales are positive and no channel dies as after a ReLU).
+
+    Rate = bits(y) + bits(z) + bits(w). The decoder needs no detector: ``decompress`` uses only
+    ``z_hat`` and ``w_hat``.
+
+    .. code-block:: none
+
+        P3 P4 P5 (detector, encoder side only)
+          │  proj_p3/p4/p5 (1x1), bilinear resize to each stage
+          ▼
+        x ─►[conv↓2,GDN]─►cat P3─►[conv↓2,GDN]─►cat P4─►[conv↓2,GDN]─►cat P5─►[conv↓2]─► y
+                                                                              (g_a)      │
+               P3,P4,P5 ─► resize to y ─► proj_obj ─► f_obj                            │
+                                                        │                               │
+          ┌──────────────── |y| ◄──────────────────────┼───────────────────────────────┤
+          ▼                                             ▼                               │
+        h_a ─► z ─► Q, EB ─► z_hat ─► h_s ─┐       cat(|y|, f_obj) ─► h_a_obj ─► w     │
+                                            │                                    │      │
+                                            │   w_hat ◄─ Q, EB_obj ◄─────────────┘      │
+                                            │     │                                     │
+                                            │  h_s_obj                                  │
+                                            ▼     ▼                                     ▼
+                                       h_s_fuse(cat) ─► scales ─────────────────► Q, GC ─► y_hat ─► g_s ─► x_hat
+
+        EB = entropy bottleneck, GC = Gaussian conditional
+
+    Detector features (``cond``): a mapping with keys ``"p3"``, ``"p4"``, ``"p5"`` (others ignored) of
+    tensors [B, 256, h, w] of any size, or an object with such a mapping in ``.levels`` (e.g.
+    :class:`vcm.detectors.DetectorFeatures`). A plain mapping is assumed to cover the same field of view
+    as ``x`` and is resized to each stage with ``F.interpolate``. When the object also has
+    ``image_sizes`` and ``original_sizes`` (a detector that resizes and batch-pads its input), each
+    image is resampled from the part of the map its content occupies, with the image content at the
+    top-left of ``x`` as :func:`vcm.codecs.base.pad_image` leaves it; rows and columns beyond the
+    content (the codec's own padding) repeat the border, as the image padding does.
+
+    Args:
+        N: channels of the transforms and of ``z`` and ``w``.
+        M: channels of ``y``.
+        cond_channels: channels each detector level is projected to.
+        feature_channels: channels of the detector levels (256 for torchvision FPNs).
+        zero_features: ablation: every detector feature is replaced by zeros (same architecture, and
+            ``cond`` is then not needed).
+    """
+
+    codec_name = "roi_hyperprior"
+    min_div = 64
+    needs_features = True
+
+    def __init__(
+        self,
+        N: int = 128,
+        M: int = 192,
+        cond_channels: int = 64,
+        feature_channels: int = 256,
+        zero_features: bool = False,
+    ):
+        super().__init__()
+        for name, value in (("N", N), ("M", M), ("cond_channels", cond_channels), ("feature_channels", feature_channels)):
+            if int(value) < 1:
+                raise ValueError(f"RoiHyperprior: {name} must be positive, got {value}")
+        N, M, C, Fc = int(N), int(M), int(cond_channels), int(feature_channels)
+        self.N, self.M, self.cond_channels, self.feature_channels = N, M, C, Fc
+        self.zero_features = bool(zero_features)
+
+        self.g_a = nn.ModuleList(
+            [
+                nn.Sequential(conv(3, N), GDN(N)),
+                nn.Sequential(conv(N + C, N), GDN(N)),
+                nn.Sequential(conv(N + C, N), GDN(N)),
+                conv(N + C, M),
+            ]
+        )
+        self.proj_p3 = nn.Conv2d(Fc, C, kernel_size=1)
+        self.proj_p4 = nn.Conv2d(Fc, C, kernel_size=1)
+        self.proj_p5 = nn.Conv2d(Fc, C, kernel_size=1)
+        self.proj_obj = nn.Conv2d(len(LEVELS) * Fc, C, kernel_size=1)
+
+        self.g_s = nn.Sequential(
+            deconv(M, N),
+            GDN(N, inverse=True),
+            deconv(N, N),
+            GDN(N, inverse=True),
+            deconv(N, N),
+            GDN(N, inverse=True),
+            deconv(N, 3),
+        )
+        self.h_a = nn.Sequential(
+            conv(M, N, stride=1, kernel_size=3),
+            nn.ReLU(inplace=True),
+            conv(N, N),
+            nn.ReLU(inplace=True),
+            conv(N, N),
+        )
+        self.h_s = nn.Sequential(
+            deconv(N, N),
+            nn.ReLU(inplace=True),
+            deconv(N, N),
+            nn.ReLU(inplace=True),
+            conv(N, M, stride=1, kernel_size=3),
+            nn.ReLU(inplace=True),
+        )
+        self.h_a_obj = nn.Sequential(
+            conv(M + C, N, stride=1, kernel_size=3),
+            nn.ReLU(inplace=True),
+            conv(N, N),
+            nn.ReLU(inplace=True),
+            conv(N, N),
+        )
+        self.h_s_obj = nn.Sequential(
+            deconv(N, N),
+            nn.ReLU(inplace=True),
+            deconv(N, N),
+            nn.ReLU(inplace=True),
+            conv(N, M, stride=1, kernel_size=3),
+            nn.ReLU(inplace=True),
+        )
+        self.h_s_fuse = nn.Sequential(nn.Conv2d(2 * M, M, kernel_size=1), nn.Softplus())
+
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.entropy_bottleneck_obj = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(None)
+
+    @property
+    def downsampling_factor(self) -> int:
+        return 2 ** (4 + 2)
+
+    # ------------------------------------------------------------------ detector features
+    def _features(self, cond: Any, x: Tensor) -> tuple[dict[str, Tensor] | None, _Geometry | None]:
+        """Check ``cond`` and return its levels P3..P5 (None for the zero-features ablation)."""
+        if self.zero_features:
+            return None, None
+        if cond is None:
+            raise ValueError(
+                "RoiHyperprior needs detector features: pass cond = a dict with 'p3', 'p4', 'p5' "
+                "[B, 256, h, w] or DetectorFeatures (or build it with zero_features=True)"
+            )
+        levels = getattr(cond, "levels", cond)
+        if not isinstance(levels, Mapping):
+            raise ValueError(
+                f"RoiHyperprior: cond must be a mapping of levels or have a .levels mapping, got {type(cond).__name__}"
+            )
+        batch = x.shape[0]
+        feats: dict[str, Tensor] = {}
+        for key in LEVELS:
+            if key not in levels:
+                raise ValueError(f"RoiHyperprior: cond has no level {key!r} (has {sorted(levels)}); needs {list(LEVELS)}")
+            f = levels[key]
+            if not isinstance(f, Tensor) or f.dim() != 4 or f.shape[0] != batch or f.shape[1] != self.feature_channels:
+                shape = tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__
+                raise ValueError(
+                    f"RoiHyperprior: cond[{key!r}] must be [B={batch}, {self.feature_channels}, h, w], got {shape}"
+                )
+            feats[key] = f.to(device=x.device, dtype=x.dtype)
+        geometry = None
+        image_sizes = getattr(cond, "image_sizes", None)
+        original_sizes = getattr(cond, "original_sizes", None)
+        if image_sizes is not None and original_sizes is not None:
+            if len(image_sizes) != batch or len(original_sizes) != batch:
+                raise ValueError(
+                    f"RoiHyperprior: cond describes {len(image_sizes)} images, the input batch has {batch}"
+                )
+            geometry = _Geometry(
+                tuple((int(h), int(w)) for h, w in image_sizes),
+                tuple((int(h), int(w)) for h, w in original_sizes),
+            )
+        return feats, geometry
+
+    @staticmethod
+    def _resample(f: Tensor, level: str, size: Sequence[int], x_hw: Sequence[int], geometry: _Geometry | None) -> Tensor:
+        """Resample a level map [B, C, h, w] to ``size`` = a stage of the codec on an input of size ``x_hw``."""
+        if geometry is None:
+            if tuple(f.shape[-2:]) == tuple(size):
+                return f
+            return F.interpolate(f, size=tuple(size), mode="bilinear", align_corners=False)
+        stride = LEVEL_STRIDES[level]
+        out_h, out_w = int(size[0]), int(size[1])
+        lev_h, lev_w = f.shape[-2:]
+        step_h, step_w = x_hw[0] / out_h, x_hw[1] / out_w
+        grids = []
+        for (det_h, det_w), (orig_h, orig_w) in zip(geometry.image_sizes, geometry.original_sizes):
+            # stage pixel centre (in input pixels) -> detector pixels -> level pixels (centres at j + 0.5)
+            rows = (torch.arange(out_h, device=f.device, dtype=f.dtype) + 0.5) * (step_h * det_h / orig_h / stride)
+            cols = (torch.arange(out_w, device=f.device, dtype=f.dtype) + 0.5) * (step_w * det_w / orig_w / stride)
+            # stay inside the image's content, never in the detector's batch padding
+            rows = rows.clamp(0.5, max(0.5, min(det_h / stride, lev_h) - 0.5))
+            cols = cols.clamp(0.5, max(0.5, min(det_w / stride, lev_w) - 0.5))
+            gy = (2 * rows / lev_h - 1)[:, None].expand(out_h, out_w)
+            gx = (2 * cols / lev_w - 1)[None, :].expand(out_h, out_w)
+            grids.append(torch.stack([gx, gy], dim=-1))
+        grid = torch.stack(grids, dim=0)
+        return F.grid_sample(f, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def _stage_condition(
+        self, level: str, feats: dict[str, Tensor] | None, geometry: _Geometry | None, h: Tensor, x: Tensor
+    ) -> Tensor:
+        proj: nn.Conv2d = getattr(self, f"proj_{level}")
+        if feats is None:
+            # zeros through the 1x1 conv give its bias everywhere: compute once, broadcast
+            zeros = x.new_zeros(h.shape[0], self.feature_channels, 1, 1)
+            return proj(zeros).expand(-1, -1, *h.shape[-2:])
+        # the 1x1 projection commutes with bilinear resampling (weights sum to 1): project first, cheaper
+        return self._resample(proj(feats[level]), level, h.shape[-2:], x.shape[-2:], geometry)
+
+    def _analysis(self, x: Tensor, feats: dict[str, Tensor] | None, geometry: _Geometry | None) -> Tensor:
+        h = self.g_a[0](x)
+        for stage, level in zip(self.g_a[1:], LEVELS):
+            c = self._stage_condition(level, feats, geometry, h, x)
+            h = stage(torch.cat([h, c], dim=1))
+        return h
+
+    def _object_features(
+        self, feats: dict[str, Tensor] | None, geometry: _Geometry | None, y: Tensor, x: Tensor
+    ) -> Tensor:
+        if feats is None:
+            zeros = x.new_zeros(y.shape[0], len(LEVELS) * self.feature_channels, 1, 1)
+            return self.proj_obj(zeros).expand(-1, -1, *y.shape[-2:])
+        resized = [self._resample(feats[k], k, y.shape[-2:], x.shape[-2:], geometry) for k in LEVELS]
+        return self.proj_obj(torch.cat(resized, dim=1))
+
+    def _scales(self, z_hat: Tensor, w_hat: Tensor) -> Tensor:
+        return self.h_s_fuse(torch.cat([self.h_s(z_hat), self.h_s_obj(w_hat)], dim=1))
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"RoiHyperprior expects images [B, 3, H, W], got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h % self.min_div or w % self.min_div:
+            raise ValueError(
+                f"RoiHyperprior: input {h}x{w} is not a multiple of {self.min_div}; pad it with vcm.codecs.base.pad_image"
+            )
+
+    # ------------------------------------------------------------------ CompressAI contract
+    def forward(self, x: Tensor, cond: Any = None) -> dict:
+        """Code ``x`` with quantisation noise (training) or rounding (eval).
+
+        Args:
+            x: images [B, 3, H, W] in [0, 1], H and W multiples of 64.
+            cond: detector features (see the class docstring); ignored with ``zero_features``.
+
+        Returns:
+            ``{"x_hat": [B, 3, H, W], "likelihoods": {"y": [B, M, H/16, W/16], "z": [B, N, H/64, W/64],
+            "w": [B, N, H/64, W/64]}}``.
+        """
+        self._check_input(x)
+        feats, geometry = self._features(cond, x)
+        y = self._analysis(x, feats, geometry)
+        f_obj = self._object_features(feats, geometry, y, x)
+        y_abs = torch.abs(y)
+        z = self.h_a(y_abs)
+        w = self.h_a_obj(torch.cat([y_abs, f_obj], dim=1))
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        w_hat, w_likelihoods = self.entropy_bottleneck_obj(w)
+        y_hat, y_likelihoods = self.gaussian_conditional(y, self._scales(z_hat, w_hat))
+        x_hat = self.g_s(y_hat)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods, "w": w_likelihoods}}
+
+    @torch.no_grad()
+    def compress(self, x: Tensor, cond: Any = None) -> dict:
+        """Entropy-code ``x`` (needs ``update()`` first).
+
+        Returns:
+            ``{"strings": [y_strings, z_strings, w_strings], "shape": (z_h, z_w, w_h, w_w)}``, each group
+            a list of B byte strings.
+        """
+        self._check_input(x)
+        feats, geometry = self._features(cond, x)
+        y = self._analysis(x, feats, geometry)
+        f_obj = self._object_features(feats, geometry, y, x)
+        y_abs = torch.abs(y)
+        z = self.h_a(y_abs)
+        w = self.h_a_obj(torch.cat([y_abs, f_obj], dim=1))
+        # the scales are computed from the decoded side latents, exactly as the decoder will
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        w_strings = self.entropy_bottleneck_obj.compress(w)
+        w_hat = self.entropy_bottleneck_obj.decompress(w_strings, w.shape[-2:])
+        indexes = self.gaussian_conditional.build_indexes(self._scales(z_hat, w_hat))
+        y_strings = self.gaussian_conditional.compress(y, indexes)
+        shape = (*(int(s) for s in z.shape[-2:]), *(int(s) for s in w.shape[-2:]))
+        return {"strings": [y_strings, z_strings, w_strings], "shape": shape}
+
+    @torch.no_grad()
+    def decompress(self, strings: list[list[bytes]], shape: Sequence[int]) -> dict:
+        """Decode without any detector.
+
+        Args:
+            strings: ``[y_strings, z_strings, w_strings]`` as returned by :meth:`compress`.
+            shape: ``(z_h, z_w, w_h, w_w)``.
+
+        Returns:
+            ``{"x_hat": [B, 3, H, W]}`` clamped to [0, 1].
+        """
+        if not isinstance(strings, (list, tuple)) or len(strings) != 3:
+            raise ValueError(f"RoiHyperprior.decompress expects 3 string groups (y, z, w), got {len(strings)}")
+        if len(shape) != 4:
+            raise ValueError(f"RoiHyperprior.decompress expects shape (z_h, z_w, w_h, w_w), got {tuple(shape)}")
+        z_shape = (int(shape[0]), int(shape[1]))
+        w_shape = (int(shape[2]), int(shape[3]))
+        z_hat = self.entropy_bottleneck.decompress(list(strings[1]), z_shape)
+        w_hat = self.entropy_bottleneck_obj.decompress(list(strings[2]), w_shape)
+        indexes = self.gaussian_conditional.build_indexes(self._scales(z_hat, w_hat))
+        y_hat = self.gaussian_conditional.decompress(list(strings[0]), indexes, z_hat.dtype)
+        x_hat = self.g_s(y_hat).clamp_(0, 1)
+        return {"x_hat": x_hat}

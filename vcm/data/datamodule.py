@@ -1,0 +1,254 @@
+"""The one Lightning DataModule every vcm model trains and evaluates on.
+
+Sources (``source``): ``kitti`` (a KITTI root, object or tracking layout), ``synthetic`` (KITTI-format
+road scenes generated on first use into a cache folder) and ``coco`` (instances JSON + images).
+Training batches are random crops (boxes clipped, boxes that leave the crop dropped); validation
+and test batches are full frames, one per batch since KITTI frame sizes differ.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vcm.data.kitti import DEFAULT_CLASSES, DEFAULT_NEIGHBOURS, KITTI_HOWTO, ClassSpec, KittiDataset, index_kitti, load_image
+from vcm.data.splits import SPLITS, read_list_file, save_split, split_groups
+from vcm.data.transforms import ColorJitter, Compose, RandomCrop, RandomHorizontalFlip
+from vcm.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+def collate(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor | list[torch.Tensor], list[dict]]:
+    """Stack images when they share a size (training crops), else keep a list; targets stay per image."""
+    images = [b[0] for b in batch]
+    targets = [b[1] for b in batch]
+    if all(im.shape == images[0].shape for im in images):
+        return torch.stack(images), targets
+    return images, targets
+
+
+class DetectionDataModule(L.LightningDataModule):
+    """KITTI / synthetic / COCO data with deterministic, recorded splits.
+
+    Args:
+        source: ``kitti``, ``synthetic`` or ``coco``.
+        root: KITTI root (holding ``training/``); for ``synthetic`` the folder to generate into;
+            falls back to ``$KITTI_ROOT`` for ``kitti``.
+        name: dataset name recorded in results (e.g. ``kitti_tiny``).
+        classes: object classes (label i+1 = classes[i]).
+        neighbours: type -> class it neighbours (ignored by KITTI's evaluation for that class).
+        class_map: extra type -> class mapping (e.g. ``{Van: Car}``).
+        split_seed, split_fractions: the deterministic split (by frame, or by sequence for tracking).
+        split_lists: optional ``{"train": path, "val": path, "test": path}`` of ImageSets-style lists,
+            which take precedence over the fractions.
+        crop_size: (height, width) of training crops; null trains on full frames (batched as lists).
+        batch_size, eval_batch_size, num_workers: loader settings.
+        hflip, color_jitter: training augmentation (probability; jitter strength, 0 disables).
+        synthetic_num, synthetic_seed: size and seed of the generated synthetic set.
+        coco_images, coco_annotations: for ``coco``.
+        max_eval_images: evaluate only the first N frames of val/test (quick runs); null = all.
+    """
+
+    def __init__(
+        self,
+        source: str = "kitti",
+        root: str | None = None,
+        name: str | None = None,
+        classes: Sequence[str] = DEFAULT_CLASSES,
+        neighbours: dict | None = None,
+        class_map: dict | None = None,
+        split_seed: int = 0,
+        split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        split_lists: dict | None = None,
+        crop_size: Sequence[int] | None = (256, 256),
+        batch_size: int = 8,
+        eval_batch_size: int = 1,
+        num_workers: int = 0,
+        hflip: float = 0.5,
+        color_jitter: float = 0.0,
+        synthetic_num: int = 64,
+        synthetic_seed: int = 0,
+        synthetic_size: Sequence[int] = (375, 1242),
+        coco_images: str | None = None,
+        coco_annotations: str | None = None,
+        max_eval_images: int | None = None,
+    ):
+        super().__init__()
+        if source not in ("kitti", "synthetic", "coco"):
+            raise ConfigError(f"data.source={source!r}; expected one of kitti, synthetic, coco")
+        if batch_size <= 0 or eval_batch_size <= 0:
+            raise ConfigError(f"data.batch_size={batch_size}, data.eval_batch_size={eval_batch_size}: expected positive integers")
+        if num_workers < 0:
+            raise ConfigError(f"data.num_workers={num_workers}: expected >= 0")
+        self.source = source
+        self.root = root
+        self.name = name or source
+        self.spec = ClassSpec(
+            classes=list(classes),
+            neighbours=dict(DEFAULT_NEIGHBOURS if neighbours is None else neighbours),
+            class_map=dict(class_map or {}),
+        )
+        self.split_seed = int(split_seed)
+        self.split_fractions = tuple(float(f) for f in split_fractions)
+        self.split_lists = dict(split_lists) if split_lists else None
+        self.crop_size = tuple(int(c) for c in crop_size) if crop_size else None
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.num_workers = int(num_workers)
+        self.hflip = float(hflip)
+        self.color_jitter = float(color_jitter)
+        self.synthetic_num = int(synthetic_num)
+        self.synthetic_seed = int(synthetic_seed)
+        self.synthetic_size = tuple(int(s) for s in synthetic_size)
+        self.coco_images = coco_images
+        self.coco_annotations = coco_annotations
+        self.max_eval_images = max_eval_images
+        self.split_record: dict[str, Any] | None = None
+        self.datasets: dict[str, Dataset] = {}
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.spec.classes)
+
+    # ------------------------------------------------------------------ preparation
+    def resolve_root(self) -> Path:
+        """The data root, generating the synthetic set on first use."""
+        if self.source == "synthetic":
+            from vcm.data.synthetic import generate
+
+            root = Path(self.root or Path(os.environ.get("VCM_CACHE", Path.home() / ".cache" / "vcm")) / "synthetic").expanduser()
+            root = root / f"n{self.synthetic_num}_s{self.synthetic_seed}_{self.synthetic_size[0]}x{self.synthetic_size[1]}"
+            return Path(generate(root, num=self.synthetic_num, seed=self.synthetic_seed,
+                                 width=self.synthetic_size[1], height=self.synthetic_size[0]))
+        if self.source == "kitti":
+            root = self.root or os.environ.get("KITTI_ROOT")
+            if not root:
+                raise DataError(f"no KITTI root configured: set data.root=<folder> or KITTI_ROOT. {KITTI_HOWTO}")
+            return Path(root).expanduser()
+        return Path(self.coco_images or "")
+
+    def prepare_data(self) -> None:
+        if self.source == "synthetic":
+            self.resolve_root()
+
+    def _train_transform(self):
+        return Compose([
+            RandomCrop(self.crop_size) if self.crop_size else None,
+            RandomHorizontalFlip(self.hflip) if self.hflip > 0 else None,
+            ColorJitter(self.color_jitter, self.color_jitter, self.color_jitter) if self.color_jitter > 0 else None,
+        ])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        if self.source == "coco":
+            self._setup_coco()
+        else:
+            self._setup_kitti()
+        if self.crop_size:
+            self._check_crop()
+
+    def _setup_kitti(self) -> None:
+        root = self.resolve_root()
+        frames = index_kitti(root)
+        by_id = {f.frame_id: f for f in frames}
+        if self.split_lists:
+            ids = {}
+            for s in SPLITS:
+                lst = read_list_file(self.split_lists[s]) if self.split_lists.get(s) else []
+                unknown = [i for i in lst if i not in by_id]
+                if unknown:
+                    raise DataError(f"split list {self.split_lists[s]} names frames not in {root}: {unknown[:5]}")
+                ids[s] = lst
+            method = {"method": "lists", "lists": {k: str(v) for k, v in self.split_lists.items()}}
+        else:
+            groups = split_groups([f.group for f in frames], self.split_fractions, self.split_seed)
+            ids = {s: [f.frame_id for f in frames if f.group in set(groups[s])] for s in SPLITS}
+            method = {"method": "seeded", "seed": self.split_seed, "fractions": list(self.split_fractions),
+                      "unit": "sequence" if frames[0].group != frames[0].frame_id else "frame"}
+        self.split_record = {"dataset": self.name, "root": str(root), **method, **{s: ids[s] for s in SPLITS}}
+        self.datasets = {
+            "train": KittiDataset([by_id[i] for i in ids["train"]], self.spec, transform=self._train_transform()),
+            "val": KittiDataset([by_id[i] for i in ids["val"]], self.spec),
+            "test": KittiDataset([by_id[i] for i in ids["test"]], self.spec),
+        }
+
+    def _setup_coco(self) -> None:
+        import json
+
+        from vcm.data.coco import CocoDetection
+
+        if not self.coco_annotations or not self.coco_images:
+            raise DataError("data.source=coco needs data.coco_images and data.coco_annotations")
+        ann = Path(self.coco_annotations)
+        if not ann.is_file():
+            raise DataError(f"COCO annotation file not found: {ann}")
+        image_ids = [im["id"] for im in json.loads(ann.read_text())["images"]]
+        groups = split_groups([str(i) for i in image_ids], self.split_fractions, self.split_seed)
+        ids = {s: sorted(int(i) for i in groups[s]) for s in SPLITS}
+        self.split_record = {"dataset": self.name, "root": str(ann), "method": "seeded", "seed": self.split_seed,
+                             "fractions": list(self.split_fractions), "unit": "image", **ids}
+        self.datasets = {
+            s: CocoDetection(self.coco_images, ann, self.spec.classes, ids[s],
+                             transform=self._train_transform() if s == "train" else None)
+            for s in SPLITS
+        }
+
+    def _check_crop(self) -> None:
+        ds = self.datasets["train"]
+        if len(ds) == 0:
+            return
+        frames = getattr(ds, "frames", None)
+        first = frames[0].image if frames else None
+        if first is not None:
+            _, h, w = load_image(first).shape
+            if self.crop_size[0] > h or self.crop_size[1] > w:
+                raise ConfigError(
+                    f"data.crop_size={list(self.crop_size)} is larger than the training image {first} ({h}x{w}); "
+                    "expected a crop no larger than the images"
+                )
+
+    def save_split(self, path: str | Path) -> Path:
+        """Write the split used (frame ids per split, seed or list files) to ``path``."""
+        if self.split_record is None:
+            self.setup()
+        return save_split(path, self.split_record)
+
+    def export_coco(self, split: str, path: str | Path) -> Path:
+        """Write the ground truth of ``split`` as COCO-format JSON (DontCare as crowd regions)."""
+        from vcm.metrics.coco import save_coco_json, targets_to_coco
+
+        self.setup()
+        ds = self.datasets[split]
+        targets = [ds[i][1] for i in range(len(ds))]
+        return save_coco_json(path, targets_to_coco(targets, self.class_names))
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        ds = self.datasets[split]
+        if len(ds) == 0:
+            raise DataError(f"the {split} split of {self.name} is empty; check data.split_fractions / split lists")
+        if split != "train" and self.max_eval_images:
+            ds = torch.utils.data.Subset(ds, range(min(len(ds), int(self.max_eval_images))))
+        # Full frames of different sizes are batched as lists (the detector handles them).
+        bs = self.batch_size if split == "train" else self.eval_batch_size
+        return DataLoader(
+            ds, batch_size=bs, shuffle=shuffle, num_workers=self.num_workers, collate_fn=collate,
+            persistent_workers=self.num_workers > 0, drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,53 @@
+"""The detector's multi-scale features, as passed between the detector, the codecs and the heads."""
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+#: FPN levels in order; level ``p{k}`` has stride ``2**k`` on the detector-transformed, batch-padded image.
+LEVEL_NAMES: tuple[str, ...] = ("p2", "p3", "p4", "p5", "p6")
+
+
+@dataclass
+class DetectorFeatures:
+    """FPN features of a batch and the image sizes the detector's heads need to use them.
+
+    Attributes:
+        levels: OrderedDict ``p2..p6`` of [B, 256, h_k, w_k]; ``p{k}`` has stride ``2**k`` on the
+            batch-padded input of size ``padded_size`` (a multiple of 32). ``p6`` may be left out: the
+            heads rebuild it as ``max_pool2d(p5, 1, 2)`` exactly as the FPN does.
+        image_sizes: per image, (H, W) after the detector's resize, before batch padding.
+        original_sizes: per image, (H, W) of the input image; detections are returned in these
+            coordinates and targets are given in them.
+    """
+
+    levels: "OrderedDict[str, Tensor]"
+    image_sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
+
+    @property
+    def batch_size(self) -> int:
+        """Number of images."""
+        return len(self.image_sizes)
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        """(H, W) of the batch-padded network input, recovered from ``p2`` (stride 4)."""
+        h, w = self.levels["p2"].shape[-2:]
+        return 4 * int(h), 4 * int(w)
+
+    def with_levels(self, levels: "OrderedDict[str, Tensor] | dict[str, Tensor]") -> "DetectorFeatures":
+        """The same images with other (e.g. decoded) levels."""
+        return dataclasses.replace(self, levels=OrderedDict(levels))
+
+    def detach(self) -> "DetectorFeatures":
+        """A copy whose levels are cut from the autograd graph."""
+        return self.with_levels(OrderedDict((k, v.detach()) for k, v in self.levels.items()))
+
+    def to(self, device: torch.device | str) -> "DetectorFeatures":
+        """A copy with every level on ``device``."""
+        return self.with_levels(OrderedDict((k, v.to(device)) for k, v in self.levels.items()))

@@ -1,0 +1,249 @@
+"""What every codec LightningModule shares: net/aux optimisation, real-bitstream evaluation, logging.
+
+A codec module owns the training procedure, not the architecture: the codec, loss and optimisers
+come from config. CompressAI models have two parameter sets — the network and the entropy
+bottlenecks' quantiles (the "aux" parameters, trained on their own loss) — so the module uses
+manual optimisation with two optimisers, CompressAI's split asserted disjoint and complete.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from torch import nn
+
+from vcm.errors import ConfigError
+from vcm.evaluation.pipeline import MetricAccumulator
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def gather_objects(obj: Any) -> list:
+    """all_gather_object across processes (a one-element list without distributed training)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        out: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
+class CodecModule(L.LightningModule):
+    """Base class of the image- and feature-codec modules.
+
+    Args:
+        codec: a CompressAI ``CompressionModel``.
+        loss: a loss module returning a dict with ``loss`` and ``bpp_loss``.
+        optimizer: partial optimiser for the network parameters (e.g. Adam lr 1e-4).
+        aux_optimizer: partial optimiser for the aux (quantile) parameters (e.g. Adam lr 1e-3).
+        scheduler: optional partial LR scheduler for the network optimiser.
+        scheduler_monitor: metric that ``ReduceLROnPlateau`` watches (e.g. ``val/loss``).
+        clip_grad_norm: gradient-norm clipping of the network parameters (0 disables).
+        nonfinite: ``raise`` (stop with a message naming the step) or ``skip`` (skip the batch).
+        num_log_images: decoded validation images logged (with boxes) per epoch.
+        codec_name: name used in bitstreams and results; defaults to ``codec.codec_name``.
+        params: the rate point's parameters (quality, lmbda, ...) recorded in results.
+        lambdas: the model's quality -> lambda table (kept for reference; ``lmbda`` is resolved by Hydra).
+    """
+
+    kind = "image"
+    monitor = ("val/loss", "min")  # what the best checkpoint is chosen by
+
+    def __init__(
+        self,
+        codec: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        aux_optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable | None = None,
+        scheduler_monitor: str = "val/loss",
+        clip_grad_norm: float = 1.0,
+        nonfinite: str = "raise",
+        num_log_images: int = 2,
+        codec_name: str | None = None,
+        params: dict | None = None,
+        lambdas: dict | None = None,
+    ):
+        super().__init__()
+        if nonfinite not in ("raise", "skip"):
+            raise ConfigError(f"model.nonfinite={nonfinite!r}; expected 'raise' or 'skip'")
+        self.codec = codec
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-4)
+        self.aux_optimizer_factory = aux_optimizer or partial(torch.optim.Adam, lr=1e-3)
+        self.scheduler_factory = scheduler
+        self.scheduler_monitor = scheduler_monitor
+        self.clip_grad_norm = float(clip_grad_norm)
+        self.nonfinite = nonfinite
+        self.num_log_images = int(num_log_images)
+        self.codec_name = codec_name or getattr(codec, "codec_name", type(codec).__name__)
+        self.params = dict(params or {})
+        self.lambdas = dict(lambdas or {})
+        self.automatic_optimization = False
+        self.vcm_meta: dict[str, Any] = {}
+        self.skipped_batches = 0
+        self._acc: dict[str, MetricAccumulator] = {}
+        self.last_eval: dict[str, dict] = {}
+
+    # ------------------------------------------------------------------ frozen detector (set by the callback)
+    @property
+    def detector(self):
+        return self.__dict__.get("_frozen_detector")
+
+    def set_detector(self, detector) -> None:
+        """Attach the frozen detector without registering it as a submodule (so it is in no
+        optimiser, not in ``state_dict`` and not switched by Lightning's train/eval toggles)."""
+        self.__dict__["_frozen_detector"] = detector
+
+    @property
+    def class_names(self) -> list[str]:
+        if self.detector is not None:
+            return list(self.detector.class_names)
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return list(getattr(dm, "class_names", []) or [])
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        from vcm.codecs.base import net_aux_parameters
+
+        net, aux = net_aux_parameters(self.codec)
+        opt = self.optimizer_factory(net)
+        aux_opt = self.aux_optimizer_factory(aux)
+        self._scheduler = self.scheduler_factory(opt) if self.scheduler_factory else None
+        return [opt, aux_opt]
+
+    def compute_loss(self, batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        opt, aux_opt = self.optimizers()
+        out = self.compute_loss(batch)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            msg = (f"non-finite training loss {float(loss)} at global step {self.global_step} "
+                   f"(epoch {self.current_epoch}, batch {batch_idx}); components: "
+                   + ", ".join(f"{k}={float(v):.4g}" for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1))
+            if self.nonfinite == "raise":
+                raise NonFiniteLossError(msg + ". Lower the learning rate or set model.nonfinite=skip to skip such batches.")
+            log.warning("skipping batch: %s", msg)
+            self.skipped_batches += 1
+            opt.zero_grad(set_to_none=True)
+            return None
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.clip_grad_norm > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.clip_grad_norm, gradient_clip_algorithm="norm")
+        opt.step()
+        aux_loss = self.codec.aux_loss()
+        aux_opt.zero_grad(set_to_none=True)
+        self.manual_backward(aux_loss)
+        # The raw optimiser's step: Lightning counts every LightningOptimizer.step() as a global
+        # step, and trainer.max_steps should count training batches, not two steps per batch.
+        aux_opt.optimizer.step()
+        bs = self._batch_size(batch)
+        for k, v in out.items():
+            if torch.is_tensor(v) and v.numel() == 1:
+                self.log(f"train/{k}", v.detach(), on_step=True, on_epoch=True, prog_bar=k in ("loss", "bpp_loss"), batch_size=bs)
+        self.log("train/aux_loss", aux_loss.detach(), on_step=True, on_epoch=False, batch_size=bs)
+        return loss.detach()
+
+    @staticmethod
+    def _batch_size(batch) -> int:
+        images = batch[0]
+        return images.shape[0] if torch.is_tensor(images) else len(images)
+
+    def on_train_epoch_end(self) -> None:
+        sch = getattr(self, "_scheduler", None)
+        if sch is not None and not isinstance(sch, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            sch.step()
+
+    # ------------------------------------------------------------------ evaluation with real bitstreams
+    def _start_eval(self, stage: str) -> None:
+        # Real range coding needs CDF tables that match the current quantiles.
+        self.codec.update(force=True)
+        self._acc[stage] = MetricAccumulator(self.class_names, detection=self.detector is not None)
+        self._logged_images = 0
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval("test")
+
+    def validation_step(self, batch, batch_idx):
+        self.eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self.eval_step(batch, "test")
+
+    def eval_step(self, batch, stage: str) -> None:
+        raise NotImplementedError
+
+    def _end_eval(self, stage: str) -> dict:
+        acc = self._acc[stage]
+        gathered = gather_objects((acc.per_image, acc.preds, acc.targets))
+        merged = MetricAccumulator(acc.class_names, detection=acc.detection)
+        for per_image, preds, targets in gathered:
+            merged.per_image.extend(per_image)
+            merged.preds.extend(preds)
+            merged.targets.extend(targets)
+        metrics = merged.compute() if merged.per_image else {}
+        # Every rank holds the same gathered values, so no further reduction is needed.
+        for k, v in metrics.items():
+            if isinstance(v, float) and math.isfinite(v):
+                self.log(f"{stage}/{k}", v, sync_dist=False, rank_zero_only=False, prog_bar=k in ("bpp_real", "psnr", "map_50"))
+        self.last_eval[stage] = {"metrics": metrics, "per_image": merged.per_image}
+        return metrics
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._end_eval("val")
+        sch = getattr(self, "_scheduler", None)
+        if isinstance(sch, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            key = self.scheduler_monitor.split("/", 1)[-1]
+            if key in metrics and math.isfinite(metrics[key]):
+                sch.step(metrics[key])
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval("test")
+
+    # ------------------------------------------------------------------ sample images
+    def log_sample(self, stage: str, original: torch.Tensor, decoded: torch.Tensor, target: dict, preds: dict | None) -> None:
+        """Save a decoded image with ground-truth (green) and detected (red) boxes; to wandb too."""
+        if self._logged_images >= self.num_log_images or self.global_rank != 0 or self.trainer.sanity_checking:
+            return
+        from torchvision.utils import draw_bounding_boxes
+
+        img = decoded.cpu()
+        if target["boxes"].numel():
+            img = draw_bounding_boxes(img, target["boxes"], colors="lime", width=2)
+        if preds is not None and preds["boxes"].numel():
+            keep = preds["scores"] >= 0.5
+            if keep.any():
+                img = draw_bounding_boxes(img, preds["boxes"][keep], colors="red", width=2)
+        name = f"{stage}_epoch{self.current_epoch:03d}_{target.get('name', self._logged_images)}".replace("/", "_")
+        log_dir = Path(self.trainer.default_root_dir) / "samples"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        from PIL import Image
+
+        from vcm.utils.io import atomic_write_bytes
+        import io
+
+        buf = io.BytesIO()
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+        atomic_write_bytes(log_dir / f"{name}.png", buf.getvalue())
+        for lg in self.loggers:
+            if type(lg).__name__ == "WandbLogger":
+                lg.log_image(key=f"{stage}/samples", images=[img.permute(1, 2, 0).numpy()], caption=[name], step=self.global_step)
+        self._logged_images += 1
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["vcm"] = dict(self.vcm_meta)

@@ -1,0 +1,71 @@
+"""The LightningModule of every learned image codec (factorized, hyperprior, mean-scale, ROI)."""
+from __future__ import annotations
+
+import torch
+
+from vcm.evaluation.pipeline import detector_condition, evaluate_image, image_quality
+from vcm.evaluation.runners import LearnedImageRunner
+from vcm.modules.base import CodecModule
+
+
+def boxes_mask(targets: list[dict], key: str, height: int, width: int, device) -> torch.Tensor:
+    """bool [B,1,H,W]: union of ``target[key]`` boxes per image."""
+    from vcm.metrics.image import roi_mask_from_boxes
+
+    masks = [torch.as_tensor(roi_mask_from_boxes(t[key], height, width)) for t in targets]
+    return torch.stack(masks)[:, None].to(device)
+
+
+class ImageCodecModule(CodecModule):
+    """Trains an image codec with an RD (or ROI-RD) loss; validates with real bitstreams.
+
+    Training batches are crops (uint8 [B,3,h,w]); the codec sees them padded to its ``min_div``
+    and the loss is computed on the original pixels, with ``bpp`` per original pixel. A codec
+    with ``needs_features`` is conditioned on the frozen detector's features of the same images
+    (computed without gradient; the decoder never needs them).
+    """
+
+    kind = "image"
+
+    def compute_loss(self, batch) -> dict[str, torch.Tensor]:
+        from vcm.codecs.base import pad_image
+
+        images, targets = batch
+        if not torch.is_tensor(images):
+            images = torch.stack(list(images)) if all(i.shape == images[0].shape for i in images) else None
+            if images is None:
+                raise ValueError("training images of one batch differ in size; set data.crop_size or data.batch_size=1")
+        x = images.to(self.device).float() / 255.0
+        _, _, h, w = x.shape
+        cond = None
+        if getattr(self.codec, "needs_features", False):
+            if self.detector is None:
+                raise ValueError(f"{self.codec_name} is conditioned on detector features; configure detector=<name>")
+            with torch.no_grad():
+                cond = detector_condition(self.detector, x)
+        x_pad, pad = pad_image(x, self.codec.min_div)
+        out = self.codec(x_pad, cond=cond) if cond is not None else self.codec(x_pad)
+        out = dict(out)
+        out["x_hat"] = out["x_hat"][..., :h, :w]
+        roi = boxes_mask(targets, "boxes", h, w, self.device)
+        ignore = boxes_mask(targets, "ignore_boxes", h, w, self.device)
+        return self.loss_fn(out, x, num_pixels=h * w, roi_mask=roi, ignore_mask=ignore)
+
+    def _runner(self) -> LearnedImageRunner:
+        return LearnedImageRunner(self.codec, name=self.codec_name, params=self.params, update=False)
+
+    @torch.no_grad()
+    def eval_step(self, batch, stage: str) -> None:
+        images, targets = batch
+        runner = self._runner()
+        for image, target in zip(images, targets):
+            m, preds, decoded = evaluate_image(runner, image, target, detector=self.detector, estimate=False)
+            # Loss and estimated rate from one forward pass on the full frame.
+            single = self.compute_loss((image[None], [target]))
+            m["bpp_estimated"] = float(single["bpp_loss"])
+            m["loss"] = float(single["loss"])
+            self._acc[stage].add(m, preds, target)
+            self.log_sample(stage, image, decoded, target, preds)
+
+
+__all__ = ["ImageCodecModule", "image_quality"]

@@ -1,0 +1,215 @@
+"""``vcm-rd``: collect results records, compute BD-rates, plot RD curves, write reports.
+
+Examples::
+
+    vcm-rd collect results/ --out results/table.csv
+    vcm-rd bd --anchor jpeg --metric psnr results/
+    vcm-rd bd --anchor vtm --metric map_50 --table results/table.csv
+    vcm-rd plot results/ --out reports/rd
+    vcm-rd report results/ --out reports/rd --anchor jpeg --metrics psnr map_50
+    vcm-rd wandb results/
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from vcm.rd.bd import DEFAULT_MIN_POINTS, bd_table
+from vcm.rd.plot import DEFAULT_ANCHORS, DEFAULT_METRICS
+from vcm.rd.table import collect, load_table, metric_columns, select, write_csv
+
+PROG = "vcm-rd"
+
+
+class CliError(Exception):
+    """A user-facing error: printed as ``vcm-rd: error: ...`` with exit code 1."""
+
+
+def _add_source(p: argparse.ArgumentParser, table: bool = False) -> None:
+    p.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
+                   help="folders (searched recursively) or files of results records; default: results/")
+    if table:
+        p.add_argument("--table", type=Path, help="read a CSV written by 'vcm-rd collect --out' instead of records")
+    p.add_argument("--dataset", help="keep only records of this dataset")
+    p.add_argument("--split", help="keep only records of this split")
+    p.add_argument("--num-images", type=int, help="keep only records over this many images")
+
+
+def _add_bd_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rate", default="bpp_real", help="rate column (default: bpp_real)")
+    p.add_argument("--min-points", type=int, default=DEFAULT_MIN_POINTS,
+                   help=f"fewest RD points per curve (default: {DEFAULT_MIN_POINTS})")
+    p.add_argument("--pareto", action="store_true",
+                   help="use each curve's Pareto front instead of refusing non-monotonic curves")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("collect", help="gather results records into one table")
+    _add_source(p)
+    p.add_argument("--out", type=Path, help="write the table to this CSV file")
+
+    p = sub.add_parser("bd", help="BD-rate of every curve against an anchor")
+    _add_source(p, table=True)
+    p.add_argument("--anchor", required=True, help="anchor curve or codec, e.g. jpeg")
+    p.add_argument("--metric", required=True, help="quality metric, e.g. psnr, map_50")
+    _add_bd_options(p)
+    p.add_argument("--out", type=Path, help="also write the BD table to this CSV file")
+
+    p = sub.add_parser("plot", help="one RD plot per metric")
+    _add_source(p, table=True)
+    p.add_argument("--out", type=Path, required=True, help="output folder for rd_<metric>.png")
+    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="metrics to plot")
+    p.add_argument("--anchors", nargs="+", default=sorted(DEFAULT_ANCHORS),
+                   help="codecs drawn dashed (classical codecs)")
+    p.add_argument("--rate", default="bpp_real", help="rate column (default: bpp_real)")
+
+    p = sub.add_parser("report", help="Markdown + HTML report with BD tables, plots and provenance")
+    _add_source(p, table=True)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--anchor", required=True, help="anchor curve or codec of the BD tables")
+    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="metrics to report")
+    p.add_argument("--anchors", nargs="+", default=sorted(DEFAULT_ANCHORS),
+                   help="codecs drawn dashed (classical codecs)")
+    _add_bd_options(p)
+
+    p = sub.add_parser("wandb", help="log RD curves to a W&B run (offline unless configured)")
+    _add_source(p, table=True)
+    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="metrics to plot")
+    p.add_argument("--project", default="vcm-rd", help="W&B project (default: vcm-rd)")
+    p.add_argument("--name", help="W&B run name")
+    p.add_argument("--rate", default="bpp_real", help="rate column (default: bpp_real)")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> pd.DataFrame:
+    table = getattr(args, "table", None)
+    if table is not None:
+        if args.dirs:
+            raise CliError("give either record folders or --table, not both")
+        try:
+            df = load_table(table)
+        except (FileNotFoundError, ValueError) as e:
+            raise CliError(str(e)) from None
+        source = str(table)
+    else:
+        dirs = args.dirs or [Path("results")]
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                df = collect(dirs)
+        except FileNotFoundError as e:
+            raise CliError(str(e)) from None
+        for w in caught:
+            print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+        source = ", ".join(str(d) for d in dirs)
+    if df.empty:
+        raise CliError(f"no results records found in {source}")
+    df = select(df, args.dataset, args.split, args.num_images)
+    if df.empty:
+        raise CliError(f"no results records in {source} match the --dataset/--split/--num-images filter")
+    return df
+
+
+def _summary(df: pd.DataFrame) -> str:
+    lines = [f"{len(df)} record(s), {df['curve'].nunique()} curve(s):"]
+    for curve, g in df.groupby("curve", sort=True):
+        sets = ", ".join(sorted({f"{d}/{s}/{n}" for d, s, n in zip(g["dataset"], g["split"], g["num_images"])}))
+        lines.append(f"  {curve}: {len(g)} point(s) [{sets}]")
+    lines.append("metrics: " + (", ".join(metric_columns(df)) or "(none)"))
+    return "\n".join(lines)
+
+
+def _cmd_collect(args) -> int:
+    df = _load(args)
+    if args.out is not None:
+        print(f"wrote {write_csv(df, args.out)}")
+    print(_summary(df))
+    return 0
+
+
+def _format_bd(table: pd.DataFrame) -> str:
+    header = ("curve", "points", "BD-rate [%]", "note")
+    rows = [
+        (
+            r.curve,
+            str(r.points),
+            "n/a" if math.isnan(r.bd_rate_pct) else f"{r.bd_rate_pct:+.2f}",
+            r.note,
+        )
+        for r in table.itertuples(index=False)
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*row) for row in rows]
+    return "\n".join(line.rstrip() for line in out)
+
+
+def _cmd_bd(args) -> int:
+    df = _load(args)
+    table = bd_table(df, args.anchor, args.metric, rate=args.rate, min_points=args.min_points,
+                     monotonic="pareto" if args.pareto else "strict")
+    print(f"BD-rate vs {table.attrs['anchor']} ({table.attrs['anchor_points']} points) on {args.metric}, "
+          f"rate {args.rate}; negative = fewer bits than the anchor")
+    print(_format_bd(table) if len(table) else "(no other curve to compare)")
+    if args.out is not None:
+        print(f"wrote {write_csv(table, args.out)}")
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from vcm.rd.plot import plot_rd
+
+    df = _load(args)
+    paths = plot_rd(df, args.out, metrics=args.metrics, anchors=set(args.anchors), rate=args.rate)
+    if not paths:
+        raise CliError(f"none of the metrics {args.metrics} is in the results; available: {metric_columns(df)}")
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from vcm.rd.report import write_report
+
+    df = _load(args)
+    md, html = write_report(df, args.out, args.anchor, metrics=args.metrics, anchors=set(args.anchors),
+                            rate=args.rate, min_points=args.min_points,
+                            monotonic="pareto" if args.pareto else "strict")
+    print(f"wrote {md}\nwrote {html}")
+    return 0
+
+
+def _cmd_wandb(args) -> int:
+    from vcm.rd.wandb_log import log_rd_curves, wandb_mode
+
+    df = _load(args)
+    folder = log_rd_curves(df, metrics=args.metrics, rate=args.rate, project=args.project, name=args.name)
+    print(f"logged {len(df)} point(s) to a W&B run (mode {wandb_mode()})" + (f" in {folder}" if folder else ""))
+    return 0
+
+
+_COMMANDS = {"collect": _cmd_collect, "bd": _cmd_bd, "plot": _cmd_plot, "report": _cmd_report, "wandb": _cmd_wandb}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``vcm-rd``; returns the exit code (0 = success, 1 = error, 2 = bad usage)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except (CliError, ValueError, FileNotFoundError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

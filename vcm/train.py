@@ -1,0 +1,204 @@
+"""``vcm-train``: train any vcm model (image codec, feature codec, detector) from a Hydra config.
+
+Reads top to bottom: data, model, callbacks/loggers, trainer, fit (or resume), final validation,
+test with real bitstreams, results record. ``train(cfg)`` is a plain function (tests call it);
+``main`` only wraps it with ``@hydra.main``.
+
+Examples::
+
+    vcm-train data=kitti_tiny model=hyperprior trainer.max_steps=20
+    vcm-train -m model=hyperprior quality=1,3,5          # a lambda sweep
+    vcm-train model=detector data=synthetic detector=resnet18_fpn
+    vcm-train ... ckpt_path=last                           # resume the run in hydra.run.dir
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from vcm.errors import ConfigError
+from vcm.utils.config import check_config, to_plain
+from vcm.utils.io import atomic_write_text
+
+log = logging.getLogger("vcm.train")
+
+
+def _resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    if not ckpt_path:
+        return None
+    if ckpt_path == "last":
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            return str(last)
+        log.info("ckpt_path=last: no %s yet, starting from scratch", last)
+        return None
+    p = Path(ckpt_path)
+    if not p.is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: file not found")
+    return str(p)
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    loggers = []
+    for name, lg in (cfg.get("logger") or {}).items():
+        if lg is not None and "_target_" in lg:
+            loggers.append(hydra.utils.instantiate(lg))
+    return loggers
+
+
+def build_callbacks(cfg: DictConfig, model) -> list:
+    callbacks = []
+    for name, cb in (cfg.get("callbacks") or {}).items():
+        if cb is None or "_target_" not in cb:
+            continue
+        if name == "model_checkpoint" and cb.get("monitor") is None:
+            cb = cb.copy()
+            with open_dict(cb):
+                cb.monitor, cb.mode = model.monitor
+        callbacks.append(hydra.utils.instantiate(cb))
+    return callbacks
+
+
+def build_model(cfg: DictConfig, datamodule):
+    """Instantiate the LightningModule of ``cfg.model`` with the loss, detector and rate point."""
+    target = cfg.model.get("_target_", "")
+    if target.endswith("DetectorModule"):
+        if cfg.get("detector") is None:
+            raise ConfigError("model=detector needs a detector config: detector=resnet18_fpn (or resnet50_fpn_v2, mobilenet_v3_fpn)")
+        det = {k: v for k, v in to_plain(cfg.detector).items() if k not in ("_target_", "class_names")}
+        model = hydra.utils.instantiate(cfg.model, detector=det, class_names=list(datamodule.class_names))
+        return model
+    loss = hydra.utils.instantiate(cfg.loss) if cfg.get("loss") is not None else None
+    params = {"quality": cfg.get("quality"), "lmbda": cfg.get("lmbda")}
+    if cfg.get("loss") is not None and cfg.loss.get("alpha") is not None:
+        params["alpha"] = float(cfg.loss.alpha)
+    if cfg.model.get("det_weight") is not None:
+        params["det_weight"] = float(cfg.model.det_weight)
+    model = hydra.utils.instantiate(cfg.model, loss=loss, params={k: v for k, v in params.items() if v is not None})
+    return model
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train, validate and test one configuration.
+
+    Returns:
+        (metrics, objects): ``metrics`` holds the final ``val/*`` and ``test/*`` values (floats) and
+        ``record_path``; ``objects`` the datamodule, model, trainer and callbacks.
+    """
+    check_config(cfg)
+    L.seed_everything(int(cfg.seed), workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    # Data: one DataModule for every model; the split used is saved with the run.
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup()
+    datamodule.save_split(output_dir / "split.json")
+
+    model = build_model(cfg, datamodule)
+    kind = getattr(model, "kind", "image")
+    callbacks = build_callbacks(cfg, model)
+    if kind != "detector":
+        if cfg.get("detector") is not None:
+            from vcm.callbacks.frozen_detector import FrozenDetectorCallback
+
+            callbacks.append(FrozenDetectorCallback(cfg.detector, config=to_plain(cfg.detector)))
+        elif kind == "feature" or getattr(model.codec, "needs_features", False):
+            raise ConfigError(f"model={model.codec_name} needs a detector: add detector=resnet18_fpn (or another conf/detector entry)")
+        model.vcm_meta.update({
+            "kind": kind,
+            "codec_name": model.codec_name,
+            "codec": to_plain(cfg.model.codec),
+            "model": to_plain(cfg.model),
+            "quality": cfg.get("quality"),
+            "lmbda": cfg.get("lmbda"),
+            "alpha": model.params.get("alpha"),
+            "det_weight": model.params.get("det_weight"),
+            "variant": cfg.get("variant"),
+            "class_names": list(datamodule.class_names),
+        })
+    loggers = build_loggers(cfg)
+    from vcm.callbacks.checkpoint_io import AtomicCheckpointIO
+
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                 plugins=[AtomicCheckpointIO()])
+    for lg in loggers:
+        try:
+            lg.log_hyperparams(to_plain(cfg))
+        except Exception as e:  # noqa: BLE001 - a logger that cannot store the config must not stop training
+            log.warning("logger %s could not store the config: %s", type(lg).__name__, e)
+
+    ckpt_path = _resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    t0 = time.time()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    train_s = time.time() - t0
+
+    metrics: dict[str, Any] = {"train_s": train_s}
+    if cfg.get("validate_after_fit", True):
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1})
+    record_path = None
+    if cfg.get("test_after_fit", True):
+        trainer.test(model, datamodule=datamodule, verbose=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+        if trainer.global_rank == 0 and "test" in model.last_eval:
+            record_path = write_train_record(cfg, model, datamodule, kind)
+            metrics["record_path"] = str(record_path)
+    if trainer.global_rank == 0:
+        best = getattr(trainer.checkpoint_callback, "best_model_path", None)
+        if best:
+            metrics["best_checkpoint"] = best
+        log.info("run directory: %s", output_dir)
+        if record_path:
+            log.info("results record: %s", record_path)
+    objects = {"datamodule": datamodule, "model": model, "trainer": trainer, "callbacks": callbacks}
+    return metrics, objects
+
+
+def write_train_record(cfg: DictConfig, model, datamodule, kind: str) -> Path:
+    """The test split's results record of a trained model (same schema as ``vcm-eval``)."""
+    from vcm.evaluation.pipeline import finite_or_none
+    from vcm.rd.record import make_record, write_record
+
+    ev = model.last_eval["test"]
+    if kind == "detector":
+        codec, params = "none", {}
+        detector = {"name": cfg.detector.get("backbone"), "weights_hash": None}
+    else:
+        codec, params = model.codec_name, dict(model.params)
+        if cfg.get("variant"):
+            params["variant"] = cfg.variant
+        det = model.detector
+        detector = {"name": getattr(det, "backbone_name", None), "weights_hash": det.weights_hash()} if det is not None else None
+    rec = make_record(
+        codec=codec, params=params, dataset=datamodule.name, split="test", num_images=len(ev["per_image"]),
+        detector=detector, metrics=finite_or_none(ev["metrics"]), per_image=[finite_or_none(p) for p in ev["per_image"]],
+        config=to_plain(cfg),
+    )
+    return write_record(rec, cfg.paths.results_dir)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    metrics, _ = train(cfg)
+    opt = cfg.get("optimized_metric")
+    return metrics.get(opt) if opt else None
+
+
+def main() -> None:
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

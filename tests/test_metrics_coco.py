@@ -14,11 +14,11 @@ CLASSES = ["Car", "Pedestrian", "Cyclist"]
 
 def target(boxes=(), labels=(), ignore=(), neighbours=(), neighbour_labels=(), image_id=0, hw=(375, 1242)):
     return {
-        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-        "labels": torch.tensor(labels, dtype=torch.int64).reshape(-1),
-        "ignore_boxes": torch.tensor(ignore, dtype=torch.float32).reshape(-1, 4),
-        "neighbour_boxes": torch.tensor(neighbours, dtype=torch.float32).reshape(-1, 4),
-        "neighbour_labels": torch.tensor(neighbour_labels, dtype=torch.int64).reshape(-1),
+        "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1),
+        "ignore_boxes": torch.as_tensor(ignore, dtype=torch.float32).reshape(-1, 4),
+        "neighbour_boxes": torch.as_tensor(neighbours, dtype=torch.float32).reshape(-1, 4),
+        "neighbour_labels": torch.as_tensor(neighbour_labels, dtype=torch.int64).reshape(-1),
         "image_id": image_id,
         "name": f"{image_id:06d}",
         "orig_size": torch.tensor(hw),
@@ -27,9 +27,9 @@ def target(boxes=(), labels=(), ignore=(), neighbours=(), neighbour_labels=(), i
 
 def pred(boxes=(), scores=(), labels=()):
     return {
-        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-        "scores": torch.tensor(scores, dtype=torch.float32).reshape(-1),
-        "labels": torch.tensor(labels, dtype=torch.int64).reshape(-1),
+        "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "scores": torch.as_tensor(scores, dtype=torch.float32).reshape(-1),
+        "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1),
     }
 
 
@@ -149,6 +149,8 @@ def test_matches_torchmetrics_pycocotools_backend():
         rnd = torch.rand(n, generator=g) < 0.3
         d[rnd] = torch.cat([xy[:1].repeat(n, 1), xy[:1].repeat(n, 1) + 50], 1)[rnd] + torch.rand(int(rnd.sum()), 4, generator=g) * 100
         d = torch.cat([torch.minimum(d[:, :2], d[:, 2:]), torch.maximum(d[:, :2], d[:, 2:])], 1)
+        # torchmetrics converts to xywh in float32; quarter-pixel coordinates make that exact
+        gt_boxes, d = (gt_boxes * 4).round() / 4, (d * 4).round() / 4
         lab = torch.where(torch.rand(n, generator=g) < 0.8, gt_labels[src], torch.randint(1, 4, (n,), generator=g))
         scores = torch.rand(n, generator=g)
         targets.append(target(gt_boxes, gt_labels, image_id=i))

@@ -25,7 +25,7 @@ def _write_records(folder: Path) -> Path:
     det = {"name": "fasterrcnn", "weights_hash": "0123456789abcdef"}
 
     def put(codec, params, bpp, psnr, map50=None, dataset="kitti"):
-        metrics = {"bpp_real": bpp, "psnr": psnr, "roi_psnr": psnr + 1.0}
+        metrics = {"bpp_real": bpp, "psnr": psnr, "roi_psnr": psnr + 1.0}  # inf -> null
         if map50 is not None:
             metrics["map_50"] = map50
         rec = make_record(codec, params, dataset, "val", 4, det, metrics, [{"name": "000001"}], {"seed": 0},
@@ -37,7 +37,7 @@ def _write_records(folder: Path) -> Path:
         put("roi_hyperprior", {"lambda": 0.001 * 2**i, "variant": "base"}, r * 0.5, q, m + 0.02)
         put(EVIL, {"lambda": i}, r * 2.0, q)  # PSNR only: no mAP
     put("webp", {"quality": 50}, 0.3, 32.0, 0.45)  # one point only: BD not computable
-    put("none", {}, 24.0, 99.0, 0.6)  # uncompressed reference level
+    put("none", {}, 24.0, float("inf"), 0.6)  # uncompressed reference: PSNR infinite (stored as null)
     return folder
 
 
@@ -67,12 +67,13 @@ def test_report_has_bd_tables_plots_and_provenance(results, tmp_path):
     html = html_path.read_text()
 
     # BD table (markdown): roi_hyperprior needs half the rate of jpeg at every PSNR.
-    assert re.search(r"^\| roi_hyperprior/base \| 4 \| -50\.00 \| ", md, flags=re.M), md
+    assert re.search(r"^\| roi_hyperprior/base \| 4 \| -50\.00 \| ", md, flags=re.MULTILINE), md
     assert "| webp | 1 |  |  | not computable: test curve has 1 point(s), at least 3 needed |" in md
     assert "| BD-rate [%] |" in md and "BD-mAP@0.50 [%-points]" in md
     assert "(<rd_psnr.png>)" in md and "(<rd_map_50.png>)" in md
     assert (out / "rd_psnr.png").read_bytes().startswith(PNG_MAGIC)
     assert "ms_ssim" not in md  # absent metrics are skipped
+    assert not re.search(r"^\| none \| 1 \|", md, flags=re.MULTILINE)  # uncompressed level: not a BD row
     # Provenance: every record, linked relative to the report folder.
     for rec in results.glob("*.json"):
         assert f"../results/{rec.name}" in md
@@ -101,8 +102,8 @@ def test_cli_collect_bd_plot_report(results, tmp_path, capsys):
     for source in ([str(results)], ["--table", str(table)]):
         assert main(["bd", "--anchor", "jpeg", "--metric", "psnr", *source]) == 0
         out = capsys.readouterr().out
-        assert re.search(r"^roi_hyperprior/base\s+4\s+-50\.00\s*$", out, flags=re.M), out
-        assert re.search(r"^webp\s+1\s+n/a\s+not computable: test curve has 1 point", out, flags=re.M), out
+        assert re.search(r"^roi_hyperprior/base\s+4\s+-50\.00\s*$", out, flags=re.MULTILINE), out
+        assert re.search(r"^webp\s+1\s+n/a\s+not computable: test curve has 1 point", out, flags=re.MULTILINE), out
 
     assert main(["bd", "--anchor", "jpeg", "--metric", "map_50", str(results), "--out", str(tmp_path / "bd.csv")]) == 0
     assert "not computable: test curve has 0 point(s)" in capsys.readouterr().out  # EVIL has no mAP

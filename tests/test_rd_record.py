@@ -13,22 +13,29 @@ import pytest
 import torch
 
 from vcm.errors import VcmError
-from vcm.rd.record import REQUIRED_KEYS, RecordError, current_git_commit, make_record, read_record, write_record
+from vcm.rd.record import (
+    REQUIRED_KEYS,
+    RecordError,
+    current_git_commit,
+    make_record,
+    read_record,
+    write_record,
+)
 
 
 def _record(**overrides):
-    kwargs = dict(
-        codec="roi_hyperprior",
-        params={"lambda": 0.0067, "variant": "q3"},
-        dataset="kitti",
-        split="val",
-        num_images=3,
-        detector={"name": "fasterrcnn_r50_fpn", "weights_hash": "0123456789abcdef"},
-        metrics={"bpp_real": 0.25, "psnr": 31.5, "map_50": 0.42},
-        per_image=[{"name": "000001", "bpp_real": 0.2}, {"name": "000002", "bpp_real": 0.3}],
-        config={"model": {"lmbda": 0.0067}, "seed": 1},
-        git_commit="a" * 40,
-    )
+    kwargs = {
+        "codec": "roi_hyperprior",
+        "params": {"lambda": 0.0067, "variant": "q3"},
+        "dataset": "kitti",
+        "split": "val",
+        "num_images": 3,
+        "detector": {"name": "fasterrcnn_r50_fpn", "weights_hash": "0123456789abcdef"},
+        "metrics": {"bpp_real": 0.25, "psnr": 31.5, "map_50": 0.42},
+        "per_image": [{"name": "000001", "bpp_real": 0.2}, {"name": "000002", "bpp_real": 0.3}],
+        "config": {"model": {"lmbda": 0.0067}, "seed": 1},
+        "git_commit": "a" * 40,
+    }
     kwargs.update(overrides)
     return make_record(**kwargs)
 
@@ -77,6 +84,8 @@ def test_git_commit_is_filled_from_the_checkout_or_null(tmp_path):
         ({"num_images": True}, "'num_images'"),
         ({"num_images": 2.5}, "'num_images'"),
         ({"detector": {"name": "x"}}, "'detector.weights_hash'"),
+        ({"detector": {"name": "x", "weights_hash": 5}}, "'detector.weights_hash'"),
+        ({"detector": "frcnn"}, "'detector'"),
         ({"metrics": {"psnr": "31"}}, "'metrics.psnr'"),
         ({"metrics": {"psnr": np.zeros(3)}}, "'metrics.psnr'"),
         ({"per_image": [1, 2]}, "'per_image[0]'"),
@@ -89,6 +98,12 @@ def test_make_record_rejects_wrong_types_naming_the_key(override, key):
     with pytest.raises(RecordError, match=re.escape(key)) as e:
         _record(**override)
     assert isinstance(e.value, VcmError) and isinstance(e.value, ValueError)
+
+
+def test_detector_may_be_null_or_have_unknown_values():
+    assert _record(detector=None)["detector"] is None
+    rec = _record(detector={"name": "fasterrcnn", "weights_hash": None})
+    assert rec["detector"] == {"name": "fasterrcnn", "weights_hash": None}
 
 
 def test_write_record_refuses_invalid_records_and_writes_nothing(tmp_path):

@@ -324,6 +324,7 @@ class LMSFC(CompressionModel):
         self.attention_every_stage = bool(attention_every_stage)
         self.feature_channels = feature_channels
         self.codec_name = "ta_msf" if self.attention_every_stage else "lmsfc"
+        self.quality: int | None = None  # set by the factories
 
         self.g_a = FENet(N, M, attention_every_stage, feature_channels)
         self.g_s = DRNet(N, M, feature_channels)
@@ -449,7 +450,9 @@ class LMSFC(CompressionModel):
         }
 
     @torch.no_grad()
-    def _encode(self, levels: Mapping[str, Tensor]) -> tuple[list[list[bytes]], tuple[int, int], Tensor, list[list[int]]]:
+    def _encode(
+        self, levels: Mapping[str, Tensor]
+    ) -> tuple[list[list[bytes]], tuple[int, int], Tensor, list[list[int]]]:
         """Entropy-codes the levels; also returns the ``y_hat`` the decoder will rebuild.
 
         Returns:
@@ -516,7 +519,9 @@ class LMSFC(CompressionModel):
                 f"{len(strings[0])} y strings but {len(strings[1])} z strings; expected one each per image"
             )
         if len(sizes) != len(LEVELS) or any(len(s) != 2 or min(s) < 1 for s in sizes):
-            raise BitstreamError(f"sizes={sizes!r}; expected four positive [h, w] pairs for {list(LEVELS)}")
+            raise BitstreamError(
+                f"sizes={sizes!r}; expected four positive [h, w] pairs for {list(LEVELS)}"
+            )
         shape = (int(shape[0]), int(shape[1]))
         ratio = _P2_MULTIPLE
         expected = _padded_p2_size(sizes)
@@ -548,7 +553,9 @@ class LMSFC(CompressionModel):
 
     # ------------------------------------------------------------------ autoregressive coding
 
-    def _gaussian_params_at(self, y_pad: Tensor, params: Tensor, h: int, w: int, weight: Tensor) -> tuple[Tensor, Tensor]:
+    def _gaussian_params_at(
+        self, y_pad: Tensor, params: Tensor, h: int, w: int, weight: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """Scales and means [1,M,1,1] at position (h, w) from the decoded neighbourhood.
 
         Encoder and decoder both call this with the same masked weight and the same crop shape,

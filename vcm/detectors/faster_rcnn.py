@@ -672,6 +672,7 @@ class FrozenDetector(nn.Module):
         """
         levels, image_list = self._heads_input(features)
         targets = self._prepare_targets(features, targets)
+        self.model.roi_heads.box_head.train()
         rpn, roi_heads = self.model.rpn, self.model.roi_heads
         image_sizes = image_list.image_sizes
 

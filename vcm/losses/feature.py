@@ -42,7 +42,9 @@ class FeatureRateDistortionLoss(nn.Module):
         weights = dict(_DEFAULT_WEIGHTS if weights is None else weights)
         for key, value in weights.items():
             if key not in FEATURE_LEVELS:
-                raise ValueError(f"weights has unknown level {key!r}; expected keys among {list(FEATURE_LEVELS)}")
+                raise ValueError(
+                    f"weights has unknown level {key!r}; expected keys among {list(FEATURE_LEVELS)}"
+                )
             value = float(value)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"weights[{key!r}]={value!r} must be a finite number >= 0")

@@ -31,8 +31,9 @@ Choices (each a parameter):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
@@ -243,7 +244,12 @@ def bd_table(
     """
     import pandas as pd
 
-    from vcm.rd.table import UNCOMPRESSED_CODECS, check_single_test_set, curve_points, resolve_curve
+    from vcm.rd.table import (
+        UNCOMPRESSED_CODECS,
+        check_single_test_set,
+        curve_points,
+        resolve_curve,
+    )
 
     for col, what in ((metric, "metric"), (rate, "rate")):
         if col not in df.columns:

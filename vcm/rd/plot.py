@@ -5,8 +5,8 @@ import io
 import math
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -127,6 +127,7 @@ def plot_rd(
             ax.plot(
                 pts.rate, pts.quality * scale,
                 linestyle="--" if is_anchor else "-",
+                color=f"C{i % 10}",  # by curve index: a curve keeps its colour in every plot
                 marker=markers[i % len(markers)], markersize=5, linewidth=1.6 if is_anchor else 2.0,
                 label=curve,
             )

@@ -8,7 +8,7 @@ weights and data that produced it::
       "params": {"lambda": 0.0067, "variant": "q3"}, # dict, the operating point (and curve variant)
       "dataset": "kitti", "split": "val",           # str, str
       "num_images": 24,                              # int >= 1
-      "detector": {"name": "...", "weights_hash": "..."} or null,
+      "detector": {"name": str|null, "weights_hash": str|null} or null,
       "metrics": {"bpp_real": 0.31, "psnr": 33.2, ...},  # flat dict of floats (null = not finite)
       "per_image": [{...}, ...],                     # list of dicts
       "git_commit": "40-hex" or null,                # commit of the vcm checkout, null outside one
@@ -82,7 +82,8 @@ def make_record(
         dataset: dataset name, e.g. ``"kitti"``.
         split: split name, e.g. ``"val"``.
         num_images: number of evaluated images (>= 1).
-        detector: ``{"name": str, "weights_hash": str}`` of the frozen detector, or None.
+        detector: ``{"name": str, "weights_hash": str}`` of the frozen detector (either value may
+            be None when unknown), or None when no detector was used.
         metrics: flat mapping metric name -> number (Python, NumPy or 0-d tensor); non-finite
             values are stored as null.
         per_image: one mapping per image (JSON-serialisable values).
@@ -110,7 +111,7 @@ def make_record(
         "per_image": per_image,
         "git_commit": git_commit,
         "config": config,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     return validate_record(record)
 
@@ -161,8 +162,13 @@ def validate_record(record: Mapping[str, Any], source: str | os.PathLike | None 
         if not isinstance(detector, Mapping):
             raise fail(f"key 'detector' must be null or a dict with 'name' and 'weights_hash', got {detector!r}")
         for sub in ("name", "weights_hash"):
-            if not isinstance(detector.get(sub), str) or not detector[sub]:
-                raise fail(f"key 'detector.{sub}' must be a non-empty string, got {detector.get(sub)!r}")
+            # Both keys must be there; a value may be null when unknown (e.g. a detector that is
+            # being trained has no fixed weights hash yet).
+            if sub not in detector:
+                raise fail(f"key 'detector.{sub}' is missing; expected a string or null")
+            value = detector[sub]
+            if value is not None and (not isinstance(value, str) or not value):
+                raise fail(f"key 'detector.{sub}' must be a non-empty string or null, got {value!r}")
         detector = _jsonable(detector, "detector", fail)
     out["detector"] = detector
 
@@ -319,7 +325,7 @@ def default_run_name(record: Mapping[str, Any]) -> str:
         parts.append(f"{k}={v}")
     stem = _SAFE_NAME.sub("-", "_".join(parts)).strip("-.") or "record"
     stem = stem[:_MAX_NAME_STEM]
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stem}_{stamp}_{uuid.uuid4().hex[:6]}"
 
 
@@ -353,8 +359,7 @@ def write_record(
         raise ValueError(
             f"run_name {run_name!r} must be a non-empty file stem of letters, digits and '._=-' only"
         )
-    if run_name.endswith(".json"):
-        run_name = run_name[: -len(".json")]
+    run_name = run_name.removesuffix(".json")
     path = Path(results_dir) / f"{run_name}.json"
     # allow_nan is off in validate_record's output already; dumping here first means a failure
     # cannot leave anything behind.

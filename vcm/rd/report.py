@@ -4,15 +4,21 @@ from __future__ import annotations
 import html
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 from urllib.parse import quote
 
 import pandas as pd
 
 from vcm.rd.bd import DEFAULT_MIN_POINTS, bd_table
 from vcm.rd.plot import DEFAULT_METRICS, metric_display, plot_rd
-from vcm.rd.table import check_single_test_set, metric_columns, param_columns, resolve_curve
+from vcm.rd.table import (
+    check_single_test_set,
+    metric_columns,
+    param_columns,
+    resolve_curve,
+)
 from vcm.utils.io import atomic_write_text
 
 _Table = tuple[list[str], list[list[str]], list[list[str | None]]]  # header, cells, link targets
@@ -165,8 +171,13 @@ def write_report(
         ("anchor", anchor_curve),
         ("rate", rate),
         ("points", f"{len(df)} records, {df['curve'].nunique()} curves"),
-        ("BD method", f"PCHIP of log-rate over quality, exact integral on the overlap, >= {min_points} "
-                      f"points per curve, {monotonic} monotonicity; negative BD-rate = fewer bits than the anchor"),
+        (
+            "BD method",
+            (
+                f"PCHIP of log-rate over quality, exact integral on the overlap, >= {min_points} points "
+                f"per curve, {monotonic} monotonicity; negative BD-rate = fewer bits than the anchor"
+            ),
+        ),
     ]
 
     md = ["# Rate-distortion report", ""]

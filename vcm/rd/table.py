@@ -15,21 +15,18 @@ Columns, in order:
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
 from vcm.rd.record import RecordError, read_record
 from vcm.utils.io import atomic_write_text
-
-log = logging.getLogger(__name__)
 
 LEADING_COLUMNS = ["curve", "codec", "dataset", "split", "num_images"]
 TRAILING_COLUMNS = ["git_commit", "detector_name", "detector_hash", "created", "params_json", "record_path"]
@@ -137,9 +134,8 @@ def collect(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> pd.DataFr
         try:
             record = read_record(f)
         except (RecordError, OSError) as e:
-            msg = f"skipping {f}: {e}"
-            warnings.warn(msg, stacklevel=2)
-            log.warning(msg)
+            detail = str(e)
+            warnings.warn(f"skipping {detail}" if str(f) in detail else f"skipping {f}: {detail}", stacklevel=2)
             continue
         rows.append(record_to_row(record, f))
     return _frame(rows)

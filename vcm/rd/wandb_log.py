@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -77,7 +78,7 @@ def log_rd_curves(
             mode=wandb_mode(),
             job_type="rd-curves",
             config={"rate": rate, "metrics": list(metrics)},
-            settings=wandb.Settings(silent=True, console="off", disable_git=False, save_code=False),
+            settings=wandb.Settings(silent=True, console="off", save_code=False),
         )
     try:
         payload: dict[str, Any] = {f"{key_prefix}/points": wandb.Table(dataframe=_table_frame(df))}

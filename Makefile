@@ -1,0 +1,54 @@
+# vcm make targets. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+export PYTHONUNBUFFERED := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all demo bench bench-roi bench-features paper-mini paper lint clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install vcm editable with dev extras (does nothing when up to date)
+
+test: $(STAMP) ## Run the fast test suite (what CI runs)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: $(STAMP) ## Run every test, slow ones included
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP) ## Train a codec and a detector briefly on the embedded synthetic data and evaluate them (<10 min)
+	$(BIN)/python -m vcm.scripts.paper --preset demo
+
+bench: $(STAMP) ## Speed/overhead benchmarks: vcm vs CompressAI, real vs estimated bpp, Lightning vs plain loop, anchors
+	$(BIN)/python -m vcm.scripts.bench
+
+bench-roi: $(STAMP) ## Does ROI-awareness work? hyperprior vs roi_hyperprior on kitti_tiny (BD-rates)
+	$(BIN)/python -m vcm.scripts.bench_roi
+
+bench-features: $(STAMP) ## Does task-awareness work? L-MSFC vs TA-MSF on synthetic data (BD-rate on mAP@0.5)
+	$(BIN)/python -m vcm.scripts.bench_features
+
+paper-mini: $(STAMP) ## The whole comparison at small scale on this CPU (<60 min): report under outputs/paper-mini
+	$(BIN)/python -m vcm.scripts.paper --preset mini
+
+paper: $(STAMP) ## The full-scale comparison (real KITTI in KITTI_ROOT, GPU): report under outputs/paper
+	$(BIN)/python -m vcm.scripts.paper --preset full
+
+lint: $(STAMP) ## Ruff
+	$(BIN)/ruff check vcm tests
+
+clean: ## Remove logs, results and caches (not the venv)
+	rm -rf logs results outputs .cache .pytest_cache

@@ -1,0 +1,279 @@
+"""Image codecs: one parametrised test per property over every codec, then the ROI hyperprior specifics."""
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from compressai.zoo.image import cfgs as compressai_cfgs
+
+from vcm.codecs.base import count_bits, crop_image, net_aux_parameters, pad_image, weights_hash
+from vcm.codecs.container import decode_image, encode_image
+from vcm.codecs.image import (
+    FactorizedImageCodec,
+    HyperpriorImageCodec,
+    MeanScaleImageCodec,
+    factorized,
+    hyperprior,
+    mean_scale,
+)
+from vcm.codecs.roi_hyperprior import RoiHyperprior
+from vcm.losses import RateDistortionLoss
+
+# Small channel counts keep every test fast; the architectures are the real ones.
+CODECS = {
+    "factorized": lambda: factorized(N=32, M=48),
+    "hyperprior": lambda: hyperprior(N=32, M=48),
+    "mean_scale": lambda: mean_scale(N=32, M=48),
+    "roi_hyperprior": lambda: RoiHyperprior(N=32, M=48, cond_channels=8),
+    "roi_hyperprior_zero_features": lambda: RoiHyperprior(N=32, M=48, cond_channels=8, zero_features=True),
+}
+EXPECTED_LIKELIHOODS = {
+    "factorized": {"y"},
+    "hyperprior": {"y", "z"},
+    "mean_scale": {"y", "z"},
+    "roi_hyperprior": {"y", "z", "w"},
+    "roi_hyperprior_zero_features": {"y", "z", "w"},
+}
+
+
+def random_levels(batch: int, h: int, w: int, seed: int = 0) -> OrderedDict:
+    """FPN-like levels p2..p6 for an image of h x w (any size works for the codec)."""
+    g = torch.Generator().manual_seed(seed)
+    return OrderedDict(
+        (k, torch.randn(batch, 256, max(1, -(-h // s)), max(1, -(-w // s)), generator=g))
+        for k, s in (("p2", 4), ("p3", 8), ("p4", 16), ("p5", 32), ("p6", 64))
+    )
+
+
+def make(name: str):
+    torch.manual_seed(0)
+    return CODECS[name]()
+
+
+def cond_for(model, x: torch.Tensor):
+    return random_levels(x.shape[0], x.shape[-2], x.shape[-1]) if model.needs_features else None
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_forward_shapes_and_gradients_reach_every_parameter(name):
+    model = make(name).train()
+    torch.manual_seed(1)
+    x = torch.rand(2, 3, 64, 128)
+    out = model(x, cond_for(model, x))
+    assert out["x_hat"].shape == x.shape
+    assert set(out["likelihoods"]) == EXPECTED_LIKELIHOODS[name]
+    assert out["likelihoods"]["y"].shape == (2, model.M, 4, 8)
+    for lik in out["likelihoods"].values():
+        assert torch.all((lik > 0) & (lik <= 1))
+
+    loss = RateDistortionLoss(lmbda=0.01)(out, x)["loss"] + model.aux_loss()
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{name}: {pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name}: {pname} has a non-finite gradient"
+
+    net, aux = net_aux_parameters(model)
+    assert {id(p) for p in net}.isdisjoint({id(p) for p in aux})
+    assert len(net) + len(aux) == len(list(model.parameters()))
+    assert len(aux) == (2 if name.startswith("roi") else 1)
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_real_coding_odd_size_round_trip(name):
+    model = make(name).eval()
+    model.update(force=True)
+    torch.manual_seed(2)
+    img = torch.rand(1, 3, 100, 131)
+    cond = cond_for(model, pad_image(img, model.min_div)[0])
+    data = encode_image(model, img, cond=cond)
+    first = decode_image(model, data)
+    second = decode_image(model, data)
+    assert first.shape == (1, 3, 100, 131)
+    assert torch.equal(first, second)
+    assert 0 <= first.min() and first.max() <= 1
+
+    # Real coding reproduces the eval forward pass (rounding instead of noise) bit for bit in the latents.
+    x_pad, pad = pad_image(img, model.min_div)
+    with torch.no_grad():
+        expected = crop_image(model(x_pad, cond)["x_hat"], pad).clamp(0, 1)
+    torch.testing.assert_close(first, expected, atol=1e-5, rtol=0)
+
+
+def test_full_kitti_frame_hyperprior():
+    model = make("hyperprior").eval()
+    model.update(force=True)
+    torch.manual_seed(3)
+    frame = torch.randint(0, 256, (3, 375, 1242), dtype=torch.uint8)
+    data = encode_image(model, frame)
+    out = decode_image(model, data)
+    assert out.shape == (1, 3, 375, 1242)
+    assert torch.equal(out, decode_image(model, data))
+
+
+@pytest.mark.parametrize(
+    ("factory", "cls", "zoo_name"),
+    [
+        (factorized, FactorizedImageCodec, "bmshj2018-factorized"),
+        (hyperprior, HyperpriorImageCodec, "bmshj2018-hyperprior"),
+        (mean_scale, MeanScaleImageCodec, "mbt2018-mean"),
+    ],
+)
+def test_quality_tables_match_compressai_zoo(factory, cls, zoo_name):
+    assert cls.quality_channels == compressai_cfgs[zoo_name]
+    for quality in range(1, 9):
+        model = factory(quality)
+        assert (model.N, model.M) == compressai_cfgs[zoo_name][quality]
+        assert model.g_a[0].weight.shape[0] == model.N and model.g_a[-1].weight.shape[0] == model.M
+    for bad in (0, 9, 2.5, "3"):
+        with pytest.raises(ValueError, match=r"1\.\.8"):
+            factory(bad)
+    with pytest.raises(ValueError, match="N and M"):
+        factory()
+    overridden = factory(8, N=64)
+    assert (overridden.N, overridden.M) == (64, compressai_cfgs[zoo_name][8][1])
+    assert (factory(N=16, M=24).N, factory(N=16, M=24).M) == (16, 24)
+
+
+def test_class_attributes():
+    assert (FactorizedImageCodec.min_div, HyperpriorImageCodec.min_div, MeanScaleImageCodec.min_div) == (16, 64, 64)
+    assert RoiHyperprior.min_div == 64 and RoiHyperprior.needs_features
+    names = [c.codec_name for c in (FactorizedImageCodec, HyperpriorImageCodec, MeanScaleImageCodec, RoiHyperprior)]
+    assert names == ["factorized", "hyperprior", "mean_scale", "roi_hyperprior"]
+    assert not any(c.needs_features for c in (FactorizedImageCodec, HyperpriorImageCodec, MeanScaleImageCodec))
+
+
+# ---------------------------------------------------------------------- helpers of vcm.codecs.base
+def test_pad_and_crop():
+    x = torch.rand(2, 3, 100, 131)
+    x_pad, pad = pad_image(x, 64)
+    assert x_pad.shape == (2, 3, 128, 192) and pad == (0, 61, 0, 28)
+    assert torch.equal(x_pad[..., :100, :131], x)
+    assert torch.equal(x_pad[..., 99, 131:], x[..., 99, 130:131].expand(-1, -1, 61))  # replicate
+    assert torch.equal(crop_image(x_pad, pad), x)
+    same, no_pad = pad_image(torch.rand(1, 3, 64, 64), 64)
+    assert no_pad == (0, 0, 0, 0) and same.shape == (1, 3, 64, 64)
+    with pytest.raises(ValueError):
+        pad_image(torch.rand(3, 8, 8), 16)
+
+
+def test_weights_hash():
+    a, b = make("hyperprior"), make("hyperprior")
+    h = weights_hash(a)
+    assert len(h) == 16 and int(h, 16) >= 0
+    assert weights_hash(b) == h  # same seed, same weights
+    a.update(force=True)
+    updated = weights_hash(a)
+    assert updated != h  # the CDF tables are part of the identity
+    with torch.no_grad():
+        a.g_s[0].weight[0, 0, 0, 0] += 1e-3
+    assert weights_hash(a) != updated
+
+
+def test_net_aux_split_rejects_shared_parameter():
+    model = make("factorized")
+    model.shared = torch.nn.Module()
+    model.shared.quantiles = model.g_a[0].weight  # the same tensor under an aux name
+    with pytest.raises(ValueError, match="both"):
+        net_aux_parameters(model)
+
+
+def test_count_bits():
+    lik = {"y": torch.tensor([0.5, 0.25]), "z": torch.tensor([[0.125]])}
+    assert count_bits(lik).item() == pytest.approx(1 + 2 + 3)
+
+
+# ---------------------------------------------------------------------- ROI hyperprior
+def test_roi_two_sizes_same_weights():
+    model = make("roi_hyperprior").eval()
+    for h, w in ((64, 128), (128, 192)):
+        x = torch.rand(1, 3, h, w)
+        with torch.no_grad():
+            out = model(x, random_levels(1, h, w))
+        assert out["x_hat"].shape == x.shape
+        assert out["likelihoods"]["w"].shape == (1, 32, h // 64, w // 64)
+
+
+def test_roi_feature_checks():
+    model = make("roi_hyperprior")
+    x = torch.rand(1, 3, 64, 64)
+    with pytest.raises(ValueError, match="needs detector features"):
+        model(x)
+    levels = random_levels(1, 64, 64)
+    del levels["p4"]
+    with pytest.raises(ValueError, match="p4"):
+        model(x, levels)
+    with pytest.raises(ValueError, match="B=1, 256"):
+        model(x, {k: torch.zeros(2, 256, 4, 4) for k in ("p3", "p4", "p5")})
+    with pytest.raises(ValueError, match="multiple of 64"):
+        model(torch.rand(1, 3, 60, 64), random_levels(1, 60, 64))
+    # zero-features ablation: no cond needed, same parameters
+    zero = make("roi_hyperprior_zero_features")
+    assert zero(x)["x_hat"].shape == x.shape
+    assert [n for n, _ in zero.named_parameters()] == [n for n, _ in model.named_parameters()]
+
+
+def test_roi_features_reach_the_encoder():
+    # train mode (no rounding, which would map the small latents of random weights to 0) with equal noise
+    model = make("roi_hyperprior").train()
+    x = torch.rand(1, 3, 64, 128)
+    outs = []
+    for seed in (0, 1):
+        torch.manual_seed(5)
+        with torch.no_grad():
+            outs.append(model(x, random_levels(1, 64, 128, seed=seed)))
+    a, b = outs
+    assert not torch.equal(a["x_hat"], b["x_hat"])
+    assert not torch.equal(a["likelihoods"]["w"], b["likelihoods"]["w"])
+
+
+def test_roi_rate_includes_w_and_decoder_needs_no_detector():
+    model = make("roi_hyperprior").eval()
+    model.update(force=True)
+    x = torch.rand(1, 3, 64, 128)
+    cond = random_levels(1, 64, 128)
+    out = model(x, cond)
+    assert set(out["likelihoods"]) == {"y", "z", "w"}
+    assert count_bits(out["likelihoods"]) > count_bits({k: out["likelihoods"][k] for k in ("y", "z")})
+
+    assert list(inspect.signature(model.decompress).parameters) == ["strings", "shape"]
+    enc = model.compress(x, cond)
+    assert len(enc["strings"]) == 3 and all(len(g) == 1 for g in enc["strings"])
+    assert enc["shape"] == (1, 2, 1, 2)
+    before = model.decompress(enc["strings"], enc["shape"])["x_hat"]
+    # wreck every projection of detector features: the decoder must not notice
+    with torch.no_grad():
+        for name in ("proj_p3", "proj_p4", "proj_p5", "proj_obj"):
+            getattr(model, name).weight.fill_(float("nan"))
+            getattr(model, name).bias.fill_(float("nan"))
+    after = model.decompress(enc["strings"], enc["shape"])["x_hat"]
+    assert torch.equal(before, after)
+
+
+@dataclass
+class FakeDetectorFeatures:
+    levels: OrderedDict
+    image_sizes: list
+    original_sizes: list
+
+
+def test_roi_detector_geometry():
+    model = make("roi_hyperprior").eval()
+    x = torch.rand(1, 3, 128, 192)
+    levels = random_levels(1, 128, 192)
+    with torch.no_grad():
+        plain = model(x, levels)["x_hat"]
+        # Detector saw the image at its own size: the aligned resampling equals plain bilinear resizing.
+        same = model(x, FakeDetectorFeatures(levels, [(128, 192)], [(128, 192)]))["x_hat"]
+        torch.testing.assert_close(same, plain, atol=1e-5, rtol=1e-5)
+        # The detector's batch padding (garbage at the bottom/right) never leaks into the encoder.
+        padded = OrderedDict((k, F.pad(v, (0, 3, 0, 2), value=1e3)) for k, v in levels.items())
+        unpadded = model(x, FakeDetectorFeatures(padded, [(128, 192)], [(128, 192)]))["x_hat"]
+        torch.testing.assert_close(unpadded, plain, atol=1e-5, rtol=1e-5)
+        # ...whereas resizing the whole padded map (no geometry known) would shift and pollute it
+        assert not torch.allclose(model(x, padded)["x_hat"], plain, atol=1e-3)
+    with pytest.raises(ValueError, match="2 images"):
+        model(x, FakeDetectorFeatures(levels, [(128, 192)] * 2, [(128, 192)] * 2))

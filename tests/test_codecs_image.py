@@ -10,7 +10,13 @@ import torch
 import torch.nn.functional as F
 from compressai.zoo.image import cfgs as compressai_cfgs
 
-from vcm.codecs.base import count_bits, crop_image, net_aux_parameters, pad_image, weights_hash
+from vcm.codecs.base import (
+    count_bits,
+    crop_image,
+    net_aux_parameters,
+    pad_image,
+    weights_hash,
+)
 from vcm.codecs.container import decode_image, encode_image
 from vcm.codecs.image import (
     FactorizedImageCodec,
@@ -168,9 +174,12 @@ def test_weights_hash():
     a.update(force=True)
     updated = weights_hash(a)
     assert updated != h  # the CDF tables are part of the identity
+    b.load_state_dict(a.state_dict())  # a decoder rebuilt from the encoder's weights and tables
+    assert weights_hash(b) == updated
     with torch.no_grad():
-        a.g_s[0].weight[0, 0, 0, 0] += 1e-3
+        a.g_s[0].weight[0, 0, 0, 0] += 1e-3  # in place: the cached hash must not be reused
     assert weights_hash(a) != updated
+    assert weights_hash(a) == weights_hash(a, use_cache=False)
 
 
 def test_net_aux_split_rejects_shared_parameter():

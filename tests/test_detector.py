@@ -12,7 +12,10 @@ import pytest
 import torch
 from torch import nn
 from torchvision.models import MobileNet_V3_Large_Weights, ResNet18_Weights, resnet18
-from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights, fasterrcnn_resnet50_fpn_v2
+from torchvision.models.detection import (
+    FasterRCNN_ResNet50_FPN_V2_Weights,
+    fasterrcnn_resnet50_fpn_v2,
+)
 from torchvision.ops import FrozenBatchNorm2d
 
 import vcm.detectors.faster_rcnn as frcnn
@@ -31,9 +34,11 @@ CLASSES = ["Car", "Pedestrian", "Cyclist"]
 LIGHT = ["resnet18_fpn", "mobilenet_v3_fpn"]
 # Small inputs and proposal counts keep the ResNet-50 heads affordable on one CPU thread. A large RPN
 # sample makes the (few) p6 anchors take part in the objectness loss, so p6 receives a gradient.
-FAST = dict(min_size=128, max_size=416, box_score_thresh=0.0, rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=50,
-            rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=100, rpn_batch_size_per_image=4096,
-            box_batch_size_per_image=64)
+FAST = {
+    "min_size": 128, "max_size": 416, "box_score_thresh": 0.0,
+    "rpn_pre_nms_top_n_test": 200, "rpn_post_nms_top_n_test": 50, "rpn_pre_nms_top_n_train": 300,
+    "rpn_post_nms_top_n_train": 100, "rpn_batch_size_per_image": 4096, "box_batch_size_per_image": 64,
+}
 
 
 def make_detector(backbone: str, seed: int = 0, classes=CLASSES, **overrides) -> FrozenDetector:
@@ -382,6 +387,7 @@ def test_checkpoint_round_trip_keeps_weights_hash(tmp_path):
 
     plain = save_detector(tmp_path / "det.pt", det, {"min_size": 128})
     state, config = load_detector_state(plain)
+    assert list(state) == list(det.model.state_dict())  # torchvision's keys, no wrapper prefix
     assert config == {"min_size": 128, "backbone": "resnet18_fpn", "class_names": CLASSES, "num_classes": 4}
     loaded = make_detector("resnet18_fpn", seed=8, checkpoint=plain)
     assert loaded.weights_hash() == det.weights_hash()

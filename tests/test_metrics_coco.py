@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -159,7 +160,14 @@ def test_matches_torchmetrics_pycocotools_backend():
     ours.update(preds[:3], targets[:3])
     ours.update(preds[3:], targets[3:])
     out = ours.compute()
-    ref = tm.MeanAveragePrecision(backend="pycocotools", class_metrics=True)
+    # torchmetrics' default thresholds come from torch.linspace in float32 (0.55 -> 0.5500000119...),
+    # which moves recall points that fall exactly on a threshold; give it pycocotools' own values.
+    ref = tm.MeanAveragePrecision(
+        backend="pycocotools",
+        class_metrics=True,
+        iou_thresholds=np.linspace(0.5, 0.95, 10).tolist(),
+        rec_thresholds=np.linspace(0.0, 1.0, 101).tolist(),
+    )
     ref.update(preds, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
     r = ref.compute()
     assert 0.05 < out["map"] < 0.95  # a non-trivial case

@@ -177,3 +177,22 @@ def test_wandb_offline_run_logs_table_and_curves(results, tmp_path, monkeypatch,
     map50 = json.loads(next(media.glob("map_50_table_*.table.json")).read_text())
     jpeg = sorted((x, y) for x, key, y in map50["data"] if key == "jpeg")
     np.testing.assert_allclose(jpeg, [(r, 100 * m) for r, m in zip(RATES, MAP50)], rtol=1e-12)
+
+
+def test_wandb_logs_into_an_existing_run_without_finishing_it(results, tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    from vcm.rd.wandb_log import log_rd_curves
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="vcm-test")
+    try:
+        folder = log_rd_curves(collect([results]), run=run, metrics=["psnr"], key_prefix="eval_rd")
+        assert folder is not None and folder.name.startswith("offline-run-")
+        run.log({"after": 1.0})  # still open: the caller owns the run
+        assert wandb.run is run
+    finally:
+        run.finish()
+        wandb.teardown()
+    data = next(folder.glob("run-*.wandb")).read_bytes()
+    assert b"eval_rd/points" in data and b"eval_rd/psnr" in data and b"after" in data

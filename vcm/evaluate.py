@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from vcm.errors import ConfigError
 from vcm.evaluation.pipeline import MetricAccumulator, evaluate_image, finite_or_none
 from vcm.evaluation.runners import AnchorFeatureRunner, AnchorImageRunner
-from vcm.utils.config import check_config, to_plain
+from vcm.utils.config import CONF_DIR, check_config, to_plain
 
 log = logging.getLogger("vcm.eval")
 
@@ -113,7 +113,7 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
     return path, record
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

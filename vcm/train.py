@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vcm.errors import ConfigError
-from vcm.utils.config import check_config, to_plain
+from vcm.utils.config import CONF_DIR, check_config, to_plain
 from vcm.utils.io import atomic_write_text
 
 log = logging.getLogger("vcm.train")
@@ -188,7 +188,7 @@ def write_train_record(cfg: DictConfig, model, datamodule, kind: str) -> Path:
     return write_record(rec, cfg.paths.results_dir)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     metrics, _ = train(cfg)
     opt = cfg.get("optimized_metric")

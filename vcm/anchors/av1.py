@@ -20,7 +20,7 @@ class Av1Anchor(YuvImageAnchor):
     Colour conversion and padding are vcm's (BT.709 limited range, multiple of 8, cropped after
     decoding). SVT-AV1 only codes 4:2:0 (AV1 Main profile), so ``chroma`` is "420".
 
-    Bytes counted: the anchor header (12 bytes) plus the AV1 low-overhead OBU stream exactly as
+    Bytes counted: the anchor header (15 bytes) plus the AV1 low-overhead OBU stream exactly as
     SVT-AV1 emits it (temporal delimiter, sequence header, frame OBUs). No IVF/MP4 container is used,
     so nothing is excluded.
 

@@ -138,7 +138,7 @@ def as_rgb_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:
             raise ValueError(f"image array must be uint8 [H,W,3] RGB, got shape {image.shape}")
         arr = image
     else:
-        raise ValueError(f"image must be a numpy array [H,W,3] or a tensor [3,H,W], got {type(image).__name__}")
+        raise TypeError(f"image must be a numpy array [H,W,3] or a tensor [3,H,W], got {type(image).__name__}")
     h, w = arr.shape[:2]
     if not (0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE):
         raise ValueError(f"image size {h}x{w} is outside 1..{MAX_SIDE} per side")
@@ -247,9 +247,9 @@ class FeatureAnchor(_Anchor):
     kind: ClassVar[str] = "feature"
 
     @abc.abstractmethod
-    def encode(self, levels: "OrderedDict[str, torch.Tensor]") -> bytes:
+    def encode(self, levels: OrderedDict[str, torch.Tensor]) -> bytes:
         """Code levels p2..p5, each [1,256,h,w] float; p6 is ignored. Returns the complete bitstream."""
 
     @abc.abstractmethod
-    def decode(self, data: bytes) -> "OrderedDict[str, torch.Tensor]":
+    def decode(self, data: bytes) -> OrderedDict[str, torch.Tensor]:
         """Return p2..p5 reconstructed and p6 = max_pool2d(p5, kernel 1, stride 2), each [1,C,h,w] float32."""

@@ -38,7 +38,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vcm.anchors.base import FeatureAnchor, StreamReader, check_choice, check_int, pack_stream
+from vcm.anchors.base import (
+    FeatureAnchor,
+    StreamReader,
+    check_choice,
+    check_int,
+    pack_stream,
+)
 from vcm.anchors.color import pad_to_multiple
 from vcm.anchors.hevc import X265_PRESETS, X265_TUNES, x265_options
 from vcm.anchors.pyav_io import PIX_FMTS, decode_picture, encode_picture
@@ -145,7 +151,7 @@ def tile_levels(
     return frame, layout
 
 
-def _untile_np(frame: np.ndarray, layout: FrameLayout) -> "OrderedDict[str, np.ndarray]":
+def _untile_np(frame: np.ndarray, layout: FrameLayout) -> OrderedDict[str, np.ndarray]:
     if frame.ndim != 2 or frame.shape[0] < layout.height or frame.shape[1] < layout.width:
         raise ValueError(f"frame of shape {frame.shape} does not cover the layout's {layout.height}x{layout.width}")
     out: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -156,7 +162,7 @@ def _untile_np(frame: np.ndarray, layout: FrameLayout) -> "OrderedDict[str, np.n
     return out
 
 
-def untile_levels(frame: np.ndarray, layout: FrameLayout) -> "OrderedDict[str, torch.Tensor]":
+def untile_levels(frame: np.ndarray, layout: FrameLayout) -> OrderedDict[str, torch.Tensor]:
     """Inverse of :func:`tile_levels`.
 
     Args:
@@ -231,7 +237,7 @@ class FeatureHeader:
         return pack_stream(codec_id, fields, payload)
 
     @classmethod
-    def unpack(cls, data: bytes, codec_id: int, name: str) -> tuple["FeatureHeader", bytes]:
+    def unpack(cls, data: bytes, codec_id: int, name: str) -> tuple[FeatureHeader, bytes]:
         """Parse a bitstream from :meth:`pack`; raises BitstreamError when it is not one."""
         reader = StreamReader(data, codec_id, name)
         bit_depth, n, first = reader.take(_FIELDS)
@@ -247,10 +253,10 @@ class FeatureHeader:
         return cls(bit_depth, first, tuple(shapes), tuple(bounds)), reader.payload()
 
 
-def check_levels(levels: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+def check_levels(levels: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
     """Select p2..p5 ([1,C,h,w] float, finite) from ``levels``; p6 may be present and is dropped."""
     if not isinstance(levels, Mapping):
-        raise ValueError(f"levels must be a mapping name -> tensor, got {type(levels).__name__}")
+        raise TypeError(f"levels must be a mapping name -> tensor, got {type(levels).__name__}")
     missing = [k for k in CODED_LEVELS if k not in levels]
     unknown = [k for k in levels if k not in CODED_LEVELS and k != "p6"]
     if missing or unknown:
@@ -277,7 +283,7 @@ class FrameFeatureAnchor(FeatureAnchor):
     min_side: int = 0
     bit_depth: int
 
-    def encode(self, levels: "OrderedDict[str, torch.Tensor]") -> bytes:
+    def encode(self, levels: OrderedDict[str, torch.Tensor]) -> bytes:
         """Code p2..p5.
 
         Args:
@@ -298,7 +304,7 @@ class FrameFeatureAnchor(FeatureAnchor):
         header = FeatureHeader(self.bit_depth, int(CODED_LEVELS[0][1:]), layout.shapes, tuple(bounds))
         return header.pack(self.codec_id, payload)
 
-    def decode(self, data: bytes) -> "OrderedDict[str, torch.Tensor]":
+    def decode(self, data: bytes) -> OrderedDict[str, torch.Tensor]:
         """Decode to p2..p5 and p6 = max_pool2d(p5, 1, 2), each [1,C,h,w] float32.
 
         Raises:

@@ -35,7 +35,7 @@ class HevcAnchor(YuvImageAnchor):
     x265 refuses pictures smaller than 16x16), converted to Y'CbCr by vcm (BT.709, limited range,
     see :mod:`vcm.anchors.color`) and coded as one IDR picture with no rate control.
 
-    Bytes counted: the anchor header (12 bytes: magic, version, codec id, H, W, chroma_format_idc,
+    Bytes counted: the anchor header (15 bytes: magic, version, codec id, H, W, chroma_format_idc,
     bit depth, colour code, payload length) plus the HEVC Annex-B elementary stream exactly as x265
     writes it (VPS, SPS, PPS, slice, with start codes). No container is used, so nothing is excluded.
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import io
-import struct
-from typing import ClassVar
 
 import numpy as np
 from PIL import Image
@@ -32,7 +30,7 @@ class JpegAnchor(ImageAnchor):
 
     JPEG's own colour conversion is used (JFIF: BT.601 full range) since that is part of the format.
 
-    Bytes counted: the anchor header (9 bytes: magic, version, codec id, H, W, payload length) plus
+    Bytes counted: the anchor header (12 bytes: magic, version, codec id, H, W, payload length) plus
     the complete JFIF file Pillow writes (SOI, APP0, tables, scan, EOI). The JFIF segments are the
     format's interchange syntax that every JPEG decoder needs, so they are counted, not excluded.
 
@@ -66,7 +64,7 @@ class JpegAnchor(ImageAnchor):
 class WebpAnchor(ImageAnchor):
     """WebP (libwebp through Pillow); lossy VP8 (always 4:2:0) by default, lossless VP8L on request.
 
-    Bytes counted: the anchor header (9 bytes) plus the complete WebP file Pillow writes, including
+    Bytes counted: the anchor header (12 bytes) plus the complete WebP file Pillow writes, including
     its 20-byte RIFF/chunk header (WebP defines no other interchange format, so it is counted).
 
     Args:
@@ -77,7 +75,6 @@ class WebpAnchor(ImageAnchor):
 
     name = "webp"
     codec_id = 2
-    fields_struct: ClassVar[struct.Struct] = struct.Struct(">")
 
     def __init__(self, quality: int = 75, lossless: bool = False, method: int = 4):
         self.quality = check_int("quality", quality, 0, 100)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import av
 import numpy as np
 
-from vcm.errors import BitstreamError
+from vcm.errors import BitstreamError, CodecUnavailableError
 
 #: (chroma, bit depth) -> FFmpeg pixel format; chroma "400" is monochrome.
 PIX_FMTS: dict[tuple[str, int], str] = {
@@ -26,6 +26,24 @@ PIX_FMTS: dict[tuple[str, int], str] = {
 #: chroma_format_idc as in HEVC/VVC, stored in anchor headers.
 CHROMA_IDC = {"400": 0, "420": 1, "444": 3}
 IDC_CHROMA = {v: k for k, v in CHROMA_IDC.items()}
+
+
+def codec_available(codec: str, mode: str) -> bool:
+    """True when PyAV's FFmpeg has the encoder (mode "w") or decoder (mode "r") ``codec``."""
+    try:
+        av.codec.Codec(codec, mode)
+    except (av.FFmpegError, ValueError):
+        return False
+    return True
+
+
+def _require(codec: str, mode: str) -> None:
+    if not codec_available(codec, mode):
+        what = "encoder" if mode == "w" else "decoder"
+        raise CodecUnavailableError(
+            f"the FFmpeg inside PyAV {av.__version__} has no {codec!r} {what}; install a PyAV build with it "
+            "(the PyPI wheels of PyAV 18 bundle libx265, libsvtav1 and libdav1d)"
+        )
 
 
 def _plane_view(plane, width: int, bytes_per_sample: int) -> np.ndarray:
@@ -73,6 +91,7 @@ def encode_picture(
     Returns:
         The elementary stream (e.g. HEVC Annex-B, AV1 OBUs) with parameter sets in band.
     """
+    _require(codec, "w")
     height, width = planes[0].shape
     ctx = av.CodecContext.create(codec, "w")
     ctx.width, ctx.height, ctx.pix_fmt = width, height, pix_fmt
@@ -104,6 +123,7 @@ def decode_picture(codec: str, data: bytes, pix_fmt: str, bit_depth: int, name: 
     Returns:
         The decoded planes (uint16 [h_i, w_i], luma first), of the coded (padded) size.
     """
+    _require(codec, "r")
     try:
         ctx = av.CodecContext.create(codec, "r")
         frames = list(ctx.decode(av.Packet(data))) + list(ctx.decode(None))

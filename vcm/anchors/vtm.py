@@ -60,7 +60,7 @@ class VtmTools:
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if isinstance(extra_args, str):
-            raise ValueError(f"extra_args must be a list of arguments, got the string {extra_args!r}")
+            raise TypeError(f"extra_args must be a list of arguments, got the string {extra_args!r}")
         self.encoder = None if encoder is None else str(encoder)
         self.decoder = None if decoder is None else str(decoder)
         self.cfg = None if cfg is None else str(cfg)
@@ -202,7 +202,7 @@ class VtmTools:
 class VtmAnchor(YuvImageAnchor):
     """Intra VVC (H.266) with the VTM reference encoder at a fixed QP.
 
-    Bytes counted: the anchor header (12 bytes: magic, version, codec id, H, W, chroma_format_idc,
+    Bytes counted: the anchor header (15 bytes: magic, version, codec id, H, W, chroma_format_idc,
     bit depth, colour code, payload length) plus the complete bitstream file the VTM encoder writes
     (Annex-B NAL units: parameter sets and the slice). VTM writes no container, so nothing is excluded;
     the decoded-picture-hash SEI is switched off since it carries no picture data.

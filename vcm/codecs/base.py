@@ -16,12 +16,12 @@ from compressai.entropy_models import EntropyModel
 from torch import Tensor, nn
 
 __all__ = [
-    "pad_image",
-    "crop_image",
-    "weights_hash",
-    "net_aux_parameters",
     "count_bits",
+    "crop_image",
     "is_updated",
+    "net_aux_parameters",
+    "pad_image",
+    "weights_hash",
 ]
 
 
@@ -71,7 +71,7 @@ def crop_image(x: Tensor, pad: Sequence[int]) -> Tensor:
     return x[..., top : h - bottom, left : w - right]
 
 
-def weights_hash(module: nn.Module) -> str:
+def weights_hash(module: nn.Module, use_cache: bool = True) -> str:
     """Identity of a codec's weights: sha256 over its state dict, first 16 hex characters.
 
     Every entry of the state dict is hashed in sorted name order: name, dtype, shape and raw bytes (on
@@ -82,26 +82,45 @@ def weights_hash(module: nn.Module) -> str:
     (stale ``update()``, different float rounding on another device) would not decode each other's
     bitstreams even with equal parameters.
 
+    Hashing a 10M-parameter model takes about 0.1 s, which would dominate the coding time of a frame
+    on a GPU, so the result is cached on the module and reused while no state tensor has been
+    replaced (same storage) or modified in place (autograd's version counter). Writes through
+    ``tensor.data`` bypass that counter; pass ``use_cache=False`` after such writes.
+
     Args:
         module: any module.
+        use_cache: reuse the cached hash when the state is unchanged.
 
     Returns:
         16 lowercase hex characters.
     """
+    state = module.state_dict(keep_vars=True)
+    key = tuple(
+        (name, v.data_ptr(), v._version, tuple(v.shape), str(v.dtype), str(v.device))
+        if isinstance(v, Tensor)
+        else (name, repr(v))
+        for name, v in sorted(state.items())
+    )
+    cached = module.__dict__.get("_vcm_weights_hash")
+    if use_cache and cached is not None and cached[0] == key:
+        return cached[1]
     digest = hashlib.sha256()
-    state = module.state_dict()
     for name in sorted(state):
         value = state[name]
         digest.update(name.encode("utf-8"))
         digest.update(b"\0")
         if isinstance(value, Tensor):
-            t = value.detach().to("cpu").contiguous()
+            # a copy: .numpy() on the module's own storage would make it non-resizable, and
+            # CompressAI's load_state_dict resizes the (empty) CDF buffers in place
+            t = value.detach().to("cpu", copy=True).contiguous()
             digest.update(f"{t.dtype}:{tuple(t.shape)}".encode())
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())
         else:  # extra state (rare): hash its repr so it still contributes
             digest.update(repr(value).encode("utf-8"))
         digest.update(b"\1")
-    return digest.hexdigest()[:16]
+    result = digest.hexdigest()[:16]
+    module.__dict__["_vcm_weights_hash"] = (key, result)
+    return result
 
 
 def net_aux_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from vcm.codecs.base import crop_image, is_updated, pad_image, weights_hash
 from vcm.errors import BitstreamError
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "Payload", "pack", "unpack", "encode_image", "decode_image"]
+__all__ = ["FORMAT_VERSION", "MAGIC", "Payload", "decode_image", "encode_image", "pack", "unpack"]
 
 MAGIC = b"VCM1"
 FORMAT_VERSION = 1
@@ -160,15 +160,15 @@ def pack(
         out += _text(key, "extra key")
         out += _value(v, f"extra[{key!r}]")
     if isinstance(strings, (bytes, bytearray)) or not isinstance(strings, Sequence):
-        raise ValueError(f"strings must be a list of groups of bytes, got {type(strings).__name__}")
+        raise ValueError(f"strings must be a list of groups of bytes, got {type(strings).__name__}")  # noqa: TRY004
     out += _varint(len(strings))
     for g, group in enumerate(strings):
         if isinstance(group, (bytes, bytearray)) or not isinstance(group, Sequence):
-            raise ValueError(f"strings[{g}] must be a list of bytes, got {type(group).__name__}")
+            raise ValueError(f"strings[{g}] must be a list of bytes, got {type(group).__name__}")  # noqa: TRY004
         out += _varint(len(group))
         for s in group:
             if not isinstance(s, (bytes, bytearray)):
-                raise ValueError(f"strings[{g}] holds a {type(s).__name__}, expected bytes")
+                raise ValueError(f"strings[{g}] holds a {type(s).__name__}, expected bytes")  # noqa: TRY004
             out += _varint(len(s))
             out += s
     out += struct.pack("<I", zlib.crc32(out) & 0xFFFFFFFF)
@@ -288,7 +288,9 @@ def unpack(data: bytes, expected_codec: str | None = None, expected_hash: str | 
         try:
             _, pos = _parse(data, len(data))
         except BitstreamError as e:
-            raise BitstreamError(f"{e}; the file is truncated or corrupt") from None
+            # a flipped length byte also reads past the end: the CRC cannot say which happened
+            hint = "; or the file is corrupt (its CRC32 does not match)" if "truncated" in str(e) else ""
+            raise BitstreamError(f"{e}{hint}") from None
         if len(data) - pos < _CRC_BYTES:
             raise BitstreamError(
                 f"truncated vcm bitstream: it ends while reading the CRC32 (byte {len(data)}, "
@@ -303,12 +305,18 @@ def unpack(data: bytes, expected_codec: str | None = None, expected_hash: str | 
     return payload
 
 
-def _check_expected(payload: Payload, codec: str | None, weights: str | None) -> None:
+def _check_expected(
+    payload: Payload, codec: str | None, weights: str | None, model_codec: str | None = None
+) -> None:
+    """Raise when the payload was made by another codec or other weights.
+
+    ``model_codec`` only labels the model in the message when its name is not checked.
+    """
     codec_ok = codec is None or payload.codec == codec
     hash_ok = weights is None or payload.weights_hash == weights.lower()
     if codec_ok and hash_ok:
         return
-    this_codec = payload.codec if codec is None else codec
+    this_codec = codec if codec is not None else (model_codec or payload.codec)
     this_hash = "?" if weights is None else weights
     raise BitstreamError(
         f"this bitstream was made by codec {payload.codec!r} with weights {payload.weights_hash}, "
@@ -374,12 +382,17 @@ def encode_image(model: nn.Module, x: Tensor, cond: Any = None, codec_name: str 
 
 
 @torch.no_grad()
-def decode_image(model: nn.Module, data: bytes) -> Tensor:
+def decode_image(model: nn.Module, data: bytes, codec_name: str | None = None) -> Tensor:
     """Decode a bitstream made by :func:`encode_image` with the same model and weights.
+
+    The weights hash is always checked (it identifies the weights and entropy tables that decoding
+    needs); the codec name only when ``codec_name`` is given, because a bitstream may carry a
+    custom name (``encode_image(..., codec_name=...)``) for the very same model.
 
     Args:
         model: the image codec, updated (``update(force=True)``) exactly as at encoding.
         data: the bitstream.
+        codec_name: the codec name the bitstream must carry, or None to accept any.
 
     Returns:
         The image [1, 3, H, W], float in [0, 1], at its original size.
@@ -389,7 +402,8 @@ def decode_image(model: nn.Module, data: bytes) -> Tensor:
             other weights, or the decoder fails on it.
     """
     _require_updated(model)
-    payload = unpack(data, expected_codec=_codec_name(model), expected_hash=weights_hash(model))
+    payload = unpack(data, expected_codec=codec_name)
+    _check_expected(payload, codec_name, weights_hash(model), model_codec=_codec_name(model))
     h, w = payload.orig_hw
     if any(len(group) != 1 for group in payload.strings):
         raise BitstreamError(

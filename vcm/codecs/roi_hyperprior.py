@@ -47,34 +47,37 @@ class RoiHyperprior(CompressionModel):
       ``h_s_obj(w_hat)`` (M channels each) are concatenated and fused by ``h_s_fuse`` (1x1 conv
       2M -> M, then softplus, so the scales are positive and no channel dies as after a ReLU).
 
+    Detector levels are projected by 1x1 convs and resized bilinearly to the stage they join.
+
     Rate = bits(y) + bits(z) + bits(w). The decoder needs no detector: ``decompress`` uses only
     ``z_hat`` and ``w_hat``.
 
     .. code-block:: none
 
-        P3 P4 P5 (detector, encoder side only)
-          │  proj_p3/p4/p5 (1x1), bilinear resize to each stage
-          ▼
-        x ─►[conv↓2,GDN]─►cat P3─►[conv↓2,GDN]─►cat P4─►[conv↓2,GDN]─►cat P5─►[conv↓2]─► y
-                                                                              (g_a)      │
-               P3,P4,P5 ─► resize to y ─► proj_obj ─► f_obj                            │
-                                                        │                               │
-          ┌──────────────── |y| ◄──────────────────────┼───────────────────────────────┤
-          ▼                                             ▼                               │
-        h_a ─► z ─► Q, EB ─► z_hat ─► h_s ─┐       cat(|y|, f_obj) ─► h_a_obj ─► w     │
-                                            │                                    │      │
-                                            │   w_hat ◄─ Q, EB_obj ◄─────────────┘      │
-                                            │     │                                     │
-                                            │  h_s_obj                                  │
-                                            ▼     ▼                                     ▼
-                                       h_s_fuse(cat) ─► scales ─────────────────► Q, GC ─► y_hat ─► g_s ─► x_hat
+                          P3                P4                P5   detector, encoder side only
+                          │ proj_p3         │ proj_p4         │ proj_p5
+                          ▼                 ▼                 ▼
+        x ─► conv↓2,GDN ─cat─► conv↓2,GDN ─cat─► conv↓2,GDN ─cat─► conv↓2 ─► y           (g_a)
+                                                                             │
+        P3,P4,P5 ─► resize to y ─► proj_obj ─► f_obj                         │
+                                                 │                           │
+            ┌──────────────── |y| ───────────────┼───────────────────────────┤
+            ▼                                    ▼                           │
+           h_a ─► z ─► Q,EB ─► z_hat ─► h_s   cat(|y|, f_obj) ─► h_a_obj ─► w│
+                                         │                                │  │
+                 w_hat ◄── Q,EB_obj ◄────┼────────────────────────────────┘  │
+                   │                     │                                   │
+                h_s_obj ─────────► h_s_fuse ─► scales ─► Q,GC ◄──────────────┘
+                                                           │ y_hat
+                                                          g_s ─► x_hat
 
         EB = entropy bottleneck, GC = Gaussian conditional
 
     Detector features (``cond``): a mapping with keys ``"p3"``, ``"p4"``, ``"p5"`` (others ignored) of
     tensors [B, 256, h, w] of any size, or an object with such a mapping in ``.levels`` (e.g.
     :class:`vcm.detectors.DetectorFeatures`). A plain mapping is assumed to cover the same field of view
-    as ``x`` and is resized to each stage with ``F.interpolate``. When the object also has
+    as ``x`` (the padded input) and is resized to each stage with ``F.interpolate``; features of the
+    unpadded image would be stretched over the padding, so pass the detector's own output instead. When the object also has
     ``image_sizes`` and ``original_sizes`` (a detector that resizes and batch-pads its input), each
     image is resampled from the part of the map its content occupies, with the image content at the
     top-left of ``x`` as :func:`vcm.codecs.base.pad_image` leaves it; rows and columns beyond the
@@ -183,7 +186,7 @@ class RoiHyperprior(CompressionModel):
             )
         levels = getattr(cond, "levels", cond)
         if not isinstance(levels, Mapping):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 (vcm reports bad input as ValueError)
                 f"RoiHyperprior: cond must be a mapping of levels or have a .levels mapping, got {type(cond).__name__}"
             )
         batch = x.shape[0]

@@ -615,18 +615,21 @@ def _rot(ry: float) -> np.ndarray:
 
 
 def _faces(verts: np.ndarray, faces: Sequence[Sequence[int]]) -> list[tuple[np.ndarray, np.ndarray, bool]]:
-    """(points, outward normal, faces the camera) of each face of a convex polyhedron."""
+    """(points, outward normal, faces the camera) of each face of a convex polyhedron, in order."""
     centroid = verts.mean(axis=0)
-    out = []
-    for idx in faces:
-        p = verts[list(idx)]
-        fc = p.mean(axis=0)
-        n = np.cross(p[1] - p[0], p[2] - p[0])
-        nn = np.linalg.norm(n)
-        n = n / nn if nn > 1e-12 else np.zeros(3)
-        if np.dot(n, fc - centroid) < 0:
-            n = -n
-        out.append((p, n, bool(np.dot(n, -fc) > 1e-9)))
+    out: list = [None] * len(faces)
+    groups: dict[int, list[int]] = {}
+    for j, idx in enumerate(faces):
+        groups.setdefault(len(idx), []).append(j)
+    for k, js in groups.items():  # faces with the same vertex count are handled together
+        P = verts[np.array([faces[j] for j in js])]  # [F, k, 3]
+        fc = P.mean(axis=1)
+        n = np.cross(P[:, 1] - P[:, 0], P[:, 2] - P[:, 0])
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        n *= np.where(np.einsum("fi,fi->f", n, fc - centroid) < 0, -1.0, 1.0)[:, None]
+        vis = np.einsum("fi,fi->f", n, fc) < -1e-9
+        for a, j in enumerate(js):
+            out[j] = (P[a], n[a], bool(vis[a]))
     return out
 
 
@@ -944,76 +947,87 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.nda
 
 def _coverage(d_px: np.ndarray, half_px: np.ndarray) -> np.ndarray:
     """Fraction of a 1-pixel box covered by a line of half-width ``half_px`` at distance ``d_px``."""
-    return np.clip(np.minimum(d_px + 0.5, half_px) - np.maximum(d_px - 0.5, -half_px), 0.0, 1.0)
+    return np.clip(np.minimum(d_px + 0.5, half_px) - np.maximum(d_px - 0.5, -half_px), 0.0, 1.0).astype(np.float32)
 
 
-def _haze_field(img: np.ndarray, depth: np.ndarray, color: np.ndarray) -> np.ndarray:
-    k = (1.0 - np.exp(-np.maximum(depth, 0.0) / _HAZE_M)).astype(np.float32)[..., None]
-    return img * (1.0 - k) + color * k
+def _haze_factor(depth: np.ndarray | float) -> np.ndarray:
+    """Blend weight towards the horizon colour (aerial perspective), float32, same shape as depth."""
+    return (1.0 - np.exp(-np.maximum(np.asarray(depth, np.float32), 0.0) / np.float32(_HAZE_M))).astype(np.float32)
 
 
 def _render_background(cam: Camera, lay: RoadLayout, rng: np.random.Generator) -> np.ndarray:
-    """Sky, skyline, ground (road, markings, sidewalks) and facades: float32 [H, W, 3] in 0..255."""
+    """Sky, skyline, ground (road, markings, sidewalks) and facades: float32 [H, W, 3] in 0..255.
+
+    A ray caster with one depth per row for the ground and one per column for the facades, so
+    everything stays a handful of vectorised operations.
+    """
     H, W = cam.height, cam.width
-    dx = ((np.arange(W) - cam.cx) / cam.fx).astype(np.float64)  # ray x / z per column
-    dy = ((np.arange(H) - cam.cy) / cam.fy).astype(np.float64)  # ray y / z per row
-    grain = rng.standard_normal((H, W), dtype=np.float32)  # fine texture shared by all materials
+    f32 = np.float32
+    dx = ((np.arange(W) - cam.cx) / cam.fx).astype(f32)  # ray x / z per column
+    dy = ((np.arange(H) - cam.cy) / cam.fy).astype(f32)  # ray y / z per row
+    grain = rng.standard_normal((H, W), dtype=f32)  # fine texture shared by all materials
     mid = _smooth_noise(rng, H, W, 6)
     low = _smooth_noise(rng, H, W, 40)
-    img = np.empty((H, W, 3), np.float32)
+    horizon = lay.sky_horizon.astype(f32)
 
     # Sky: gradient to the horizon plus soft clouds.
-    t = np.clip((cam.cy - np.arange(H)) / max(cam.cy, 1.0), 0.0, 1.0).astype(np.float32)
-    img[:] = (lay.sky_horizon[None] * (1 - t[:, None]) + lay.sky_top[None] * t[:, None])[:, None, :]
-    clouds = np.clip((_smooth_noise(rng, H, W, 90) - (1.0 - lay.cloudiness)) * 2.5, 0.0, 1.0) * (t > 0)[:, None]
-    clouds *= 0.75 + 0.25 * mid
-    img += (np.float32(245.0) - img) * clouds[..., None]
+    t = np.clip((cam.cy - np.arange(H)) / max(cam.cy, 1.0), 0.0, 1.0).astype(f32)
+    sky_rows = horizon[None] * (1 - t[:, None]) + lay.sky_top.astype(f32)[None] * t[:, None]  # [H, 3]
+    img = np.empty((H, W, 3), f32)
+    img[:] = sky_rows[:, None, :]
+    clouds = _smooth_noise(rng, H, W, 90)
+    clouds = np.clip((clouds - f32(1.0 - lay.cloudiness)) * f32(2.5), 0.0, 1.0) * (t > 0)[:, None] * (f32(0.75) + f32(0.25) * mid)
+    img += (f32(245.0) - img) * clouds[..., None]
 
     # Ground: rows below the horizon hit the plane y = CAMERA_HEIGHT at depth zg (one depth per row).
     r0 = int(np.searchsorted(dy, 1e-9, side="right"))
     if r0 < H:
-        zg = CAMERA_HEIGHT / dy[r0:]  # [Hg]
+        zg = (CAMERA_HEIGHT / dy[r0:]).astype(f32)  # [Hg]
         Xg = dx[None, :] * zg[:, None]  # [Hg, W]
-        mpp = (zg / cam.fx)[:, None]  # metres per pixel across the road
-        g = np.empty((H - r0, W, 3), np.float32)
+        mpp = (zg / f32(cam.fx))[:, None]  # metres per pixel across the road
         gr, lo_, md = grain[r0:], low[r0:], mid[r0:]
         road = (Xg >= lay.road_left) & (Xg <= lay.road_right)
         walk = ~road & (Xg > lay.wall_left) & (Xg < lay.wall_right)
-        asphalt = lay.asphalt[None, None] * (0.86 + 0.22 * lo_ + 0.06 * md)[..., None] + 7.0 * gr[..., None]
-        walk_c = lay.sidewalk[None, None] * (0.9 + 0.14 * lo_)[..., None] + 5.0 * gr[..., None]
-        grass = lay.grass[None, None] * (0.7 + 0.5 * md)[..., None] + 10.0 * gr[..., None]
-        g[:] = grass
-        g[walk] = walk_c[walk]
-        g[road] = asphalt[road]
+        mat = road.astype(np.int8) * 2 + walk.astype(np.int8)  # 0 grass, 1 sidewalk, 2 road
+        palette = np.stack([lay.grass, lay.sidewalk, lay.asphalt]).astype(f32)
+        gain = np.where(road, f32(0.86) + f32(0.22) * lo_ + f32(0.06) * md,
+                        np.where(walk, f32(0.9) + f32(0.14) * lo_, f32(0.7) + f32(0.5) * md))
+        amp = np.array([10.0, 5.0, 7.0], f32)[mat]
         # Sidewalk tiles: seams every `tile` metres both ways, drawn with pixel coverage to avoid aliasing.
-        mz = (zg ** 2 / (cam.fy * CAMERA_HEIGHT))[:, None]  # metres per pixel along the road
-        seam_z = _coverage(np.abs((zg[:, None] + 0.5 * lay.tile) % lay.tile - 0.5 * lay.tile) / mz, 0.02 / mz)
-        seam_x = _coverage(np.abs((Xg + 0.5 * lay.tile) % lay.tile - 0.5 * lay.tile) / mpp, 0.02 / mpp)
-        seams = np.maximum(seam_z, seam_x) * walk
-        g *= (1.0 - 0.3 * seams)[..., None]
-        # Curbs: a bright strip at each road edge.
+        tile = f32(lay.tile)
+        mz = (zg ** 2 / f32(cam.fy * CAMERA_HEIGHT))[:, None]  # metres per pixel along the road
+        seam_z = _coverage(np.abs((zg[:, None] + 0.5 * tile) % tile - 0.5 * tile) / mz, 0.02 / mz)
+        seam_x = _coverage(np.abs((Xg + 0.5 * tile) % tile - 0.5 * tile) / mpp, 0.02 / mpp)
+        gain *= f32(1.0) - f32(0.3) * np.maximum(seam_z, seam_x) * walk
+        g = palette[mat] * gain[..., None] + (amp * gr)[..., None]
+        # Curbs (bright strip at each road edge) and lane markings (dashed ones by depth): paint
+        # coverage towards a near-white.
+        paint = np.zeros(Xg.shape, f32)
         for edge in (lay.road_left, lay.road_right):
-            cov = _coverage(np.abs(Xg - edge) / mpp, 0.09 / mpp)
-            g += (np.float32(205.0) - g) * (0.8 * cov)[..., None]
-        # Lane markings, dashed ones by depth.
-        paint = np.zeros(Xg.shape, np.float32)
+            paint = np.maximum(paint, f32(0.8) * _coverage(np.abs(Xg - f32(edge)) / mpp, 0.09 / mpp))
         for x, width, dashed, period, dash in lay.markings:
-            cov = _coverage(np.abs(Xg - x) / mpp, 0.5 * width / mpp)
+            cov = _coverage(np.abs(Xg - f32(x)) / mpp, f32(0.5 * width) / mpp)
             if dashed:
-                cov = cov * (((zg + lay.dash_phase) % period) < dash)[:, None]
-            paint = np.maximum(paint, cov)
-        g += (np.float32(228.0) - g) * (0.92 * paint * (0.85 + 0.15 * md))[..., None]
-        img[r0:] = _haze_field(g, np.broadcast_to(zg[:, None], Xg.shape), lay.sky_horizon)
+                cov = cov * (((zg + f32(lay.dash_phase)) % f32(period)) < dash)[:, None]
+            paint = np.maximum(paint, f32(0.92) * cov)
+        g += (f32(222.0) - g) * (paint * (f32(0.85) + f32(0.15) * md))[..., None]
+        k = _haze_factor(zg)[:, None, None]
+        img[r0:] = g * (1 - k) + horizon * k
 
     # Skyline: a plane at _FAR_Z with a wavy top (distant buildings and trees); the ground ends there.
-    a0, a1, k1, p1, a2, k2, p2, a3 = lay.skyline
-    Xf = dx * _FAR_Z
+    a0, a1, k1, p1, a2, k2, p2, a3 = (float(v) for v in lay.skyline)
+    Xf = dx.astype(np.float64) * _FAR_Z
     prof = a0 + a1 * np.sin(Xf * k1 + p1) + a2 * np.sin(Xf * k2 + p2) + a3 * np.sign(np.sin(Xf * 0.4 + p1))
-    hb = CAMERA_HEIGHT - dy * _FAR_Z  # height above ground where each row meets the skyline plane
-    sky_m = (hb[:, None] >= 0) & (hb[:, None] < prof[None, :])
-    skyline = lay.skyline_color[None, None] * (0.85 + 0.3 * mid)[..., None] + 4.0 * grain[..., None]
-    skyline = _haze_field(skyline, np.full((H, W), _FAR_Z), lay.sky_horizon)
-    img[sky_m] = skyline[sky_m]
+    hb = CAMERA_HEIGHT - dy.astype(np.float64) * _FAR_Z  # height above ground where each row meets the plane
+    rows = np.nonzero((hb >= 0) & (hb < prof.max()))[0]
+    if rows.size:
+        rs = slice(int(rows[0]), int(rows[-1]) + 1)
+        m = (hb[rs, None] >= 0) & (hb[rs, None] < prof[None, :])
+        sk = lay.skyline_color.astype(f32)[None, None] * (f32(0.85) + f32(0.3) * mid[rs])[..., None] + f32(4.0) * grain[rs][..., None]
+        k = _haze_factor(_FAR_Z)
+        sk = sk * (1 - k) + horizon * k
+        block = img[rs]
+        block[m] = sk[m]
 
     # Facades: planes x = wall_left / wall_right, one depth per column.
     light = {"left": 0.75 + 0.35 * max(0.0, float(lay.sun[0])), "right": 0.75 + 0.35 * max(0.0, float(-lay.sun[0]))}
@@ -1022,7 +1036,7 @@ def _render_background(cam: Camera, lay: RoadLayout, rng: np.random.Generator) -
         if cols.size == 0:
             continue
         xw = -lay.wall_left if side == "left" else lay.wall_right
-        zw = xw / np.abs(dx[cols])  # [C]
+        zw = (xw / np.abs(dx[cols].astype(np.float64)))  # [C]
         seg = lay.segments[side]
         idx = np.searchsorted(seg.ends, zw)
         inside = idx < len(seg.ends)
@@ -1032,33 +1046,36 @@ def _render_background(cam: Camera, lay: RoadLayout, rng: np.random.Generator) -
         top = np.where(kind == 1, seg.height[ic], seg.height[ic] + wave[:, 0] * np.sin(zw * wave[:, 3] + wave[:, 4])
                        + wave[:, 1] * np.sin(zw * 7.3 + wave[:, 5]) + wave[:, 2] * np.sin(zw * 2.1))
         top = np.where(kind == 0, -1.0, top)
-        hw = CAMERA_HEIGHT - dy[:, None] * zw[None, :]  # [H, C] height above ground
-        m = (hw >= 0) & (hw < top[None, :])
-        if not m.any():
+        hw_all = CAMERA_HEIGHT - dy[:, None].astype(np.float64) * zw[None, :]  # [H, C] height above ground
+        ri, cj = np.nonzero((hw_all >= 0) & (hw_all < top[None, :]))
+        if ri.size == 0:
             continue
-        md, gr = mid[:, cols], grain[:, cols]
-        base = seg.color[ic][None] * (0.9 + 0.16 * md[..., None]) * light[side] + 3.0 * gr[..., None]
-        # Windows: a grid in facade coordinates; faded to the wall colour where they get sub-pixel.
-        along = zw - seg.starts[ic] - seg.win_off[ic]
-        wx = (along % seg.pitch[ic]) / seg.pitch[ic] < seg.win_w[ic]
-        px_per_m = cam.fx * xw / zw ** 2
-        fade = np.clip(seg.win_w[ic] * seg.pitch[ic] * px_per_m / 3.0, 0.0, 1.0)
-        rel = (hw - seg.ground_floor[ic][None]) / seg.floor_h[ic][None]
-        wy = ((rel % 1.0) < seg.win_h[ic][None]) & (rel > 0) & (hw < top[None] - 0.8)
-        win = wy & wx[None] & (kind == 1)[None]
-        hsh = ((np.floor(rel).astype(np.int64) * 73856093) ^ (np.floor(along / seg.pitch[ic]).astype(np.int64)[None] * 19349663)
-               ^ seg.seed[ic][None]) & 255
-        wcol = seg.glass[ic][None] * (0.55 + 0.9 * (hsh / 255.0))[..., None].astype(np.float32)
-        fcol = base.copy()
-        fcol = np.where(win[..., None], base + (wcol - base) * fade[None, :, None], fcol)
-        fcol = np.where(((hw < 0.6) | (hw > top[None] - 0.35))[..., None] & (kind == 1)[None, :, None], fcol * 0.78, fcol)
-        veg = seg.color[ic][None] * (0.5 + 0.55 * md[..., None]) * (0.8 + 0.25 * light[side]) + 16.0 * gr[..., None]
-        veg *= (0.8 + 0.2 * np.clip(hw / np.maximum(top[None], 0.1), 0, 1))[..., None]
-        col = np.where((kind == 2)[None, :, None], veg, fcol)
-        col = _haze_field(col, np.broadcast_to(zw[None], hw.shape), lay.sky_horizon)
-        block = img[:, cols]
-        block[m] = col[m]
-        img[:, cols] = block
+        # Everything below works on the gathered facade pixels only (1-D arrays).
+        hw = hw_all[ri, cj].astype(f32)
+        gc = cols[cj]
+        md, gr = mid[ri, gc], grain[ri, gc]
+        icp, kindp, topp, zwp = ic[cj], kind[cj], top[cj].astype(f32), zw[cj]
+        # Windows: a grid in facade coordinates, faded to the wall colour where they get sub-pixel.
+        along = zw - seg.starts[ic] - seg.win_off[ic]  # per column
+        win_col = ((along % seg.pitch[ic]) / seg.pitch[ic] < seg.win_w[ic]) & (kind == 1)
+        fade_col = np.clip(seg.win_w[ic] * seg.pitch[ic] * cam.fx * xw / zw ** 2 / 3.0, 0.0, 1.0).astype(f32)
+        hash_col = (np.floor(along / seg.pitch[ic]).astype(np.int64) * 19349663) ^ seg.seed[ic]
+        rel = (hw - seg.ground_floor[icp].astype(f32)) / seg.floor_h[icp].astype(f32)
+        win = win_col[cj] & (rel > 0) & (hw < topp - 0.8) & ((rel % 1.0) < seg.win_h[icp])
+        fade = fade_col[cj]
+        hsh = ((np.floor(rel).astype(np.int64) * 73856093) ^ hash_col[cj]) & 255
+        # Colour multiplier of the segment colour: texture, plinth/cornice bands; vegetation darker low.
+        bld = (f32(0.9) + f32(0.16) * md) * f32(light[side])
+        bld = np.where((hw < 0.6) | (hw > topp - 0.35), bld * f32(0.78), bld)
+        veg = (f32(0.5) + f32(0.55) * md) * f32(0.8 + 0.25 * light[side]) \
+            * (f32(0.8) + f32(0.2) * np.clip(hw / np.maximum(topp, 0.1), 0, 1))
+        is_veg = kindp == 2
+        col = seg.color[icp].astype(f32) * np.where(is_veg, veg, bld)[:, None] \
+            + (np.where(is_veg, f32(16.0), f32(3.0)) * gr)[:, None]
+        wcol = seg.glass[icp].astype(f32) * (f32(0.55) + f32(0.9 / 255.0) * hsh.astype(f32))[:, None]
+        col = np.where(win[:, None], col + (wcol - col) * fade[:, None], col)
+        k = _haze_factor(zwp)[:, None]
+        img[ri, gc] = col * (1 - k) + horizon * k
     return img
 
 
@@ -1157,7 +1174,7 @@ def render_frame(index: int, seed: int, width: int = KITTI_WIDTH, height: int = 
 def encode_png(image: np.ndarray) -> bytes:
     """PNG bytes of an RGB uint8 [H, W, 3] image; no metadata, fixed zlib level (deterministic)."""
     buf = io.BytesIO()
-    Image.fromarray(image, mode="RGB").save(buf, format="PNG", compress_level=6, optimize=False)
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="PNG", compress_level=6, optimize=False)
     return buf.getvalue()
 
 

@@ -39,10 +39,10 @@ import socket
 import threading
 import urllib.request
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -59,13 +59,17 @@ from torchvision.models import (
 from torchvision.models._api import WeightsEnum
 from torchvision.models.detection import FasterRCNN, FasterRCNN_ResNet50_FPN_V2_Weights
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import _mobilenet_extractor, _resnet_fpn_extractor
+from torchvision.models.detection.backbone_utils import (
+    _mobilenet_extractor,
+    _resnet_fpn_extractor,
+)
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.models.detection.rpn import RPNHead, concat_box_prediction_layers
 from torchvision.models.detection.transform import resize_boxes
-from torchvision.ops import FrozenBatchNorm2d, boxes as box_ops
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops import boxes as box_ops
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from vcm.detectors.features import LEVEL_NAMES, DetectorFeatures
@@ -270,7 +274,7 @@ def _fetch_state_dict(tv_weights: WeightsEnum, what: str) -> dict[str, Tensor]:
     if not path.is_file():
         try:
             _download(tv_weights.url, path)
-        except Exception as e:  # noqa: BLE001 - every failure gets the same how-to-fix message
+        except Exception as e:  # whatever failed (DNS, proxy, timeout, HTTP, hash), the fix is the same
             raise WeightsUnavailableError(
                 f"could not get the pretrained {what} weights: {type(e).__name__}: {e}. "
                 f"Pretrained weights are downloaded once from {tv_weights.url} into the torch hub cache "
@@ -281,7 +285,7 @@ def _fetch_state_dict(tv_weights: WeightsEnum, what: str) -> dict[str, Tensor]:
             ) from e
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise WeightsUnavailableError(
             f"pretrained {what} weights file {path} cannot be read ({type(e).__name__}: {e}); delete it to "
             f"download it again from {tv_weights.url}, or replace it with a good copy"
@@ -415,7 +419,7 @@ def _torch_load(path: Path) -> Any:
         # loader refuses; such files come from our own training runs, so fall back to a full load.
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise ConfigError(f"cannot read detector checkpoint {path}: {e} (safe load: {safe_error})") from e
 
 
@@ -519,9 +523,14 @@ class FrozenDetector(nn.Module):
         checkpoint: str | os.PathLike | None = None,
         min_size: int = 800,
         max_size: int = 1333,
+        init_seed: int | None = 0,
         **kwargs: Any,
-    ) -> "FrozenDetector":
+    ) -> FrozenDetector:
         """Build (and load) the detector described by a config; see :func:`build_faster_rcnn`.
+
+        ``init_seed`` makes random initial weights reproducible (the global RNG is left alone), so
+        a codec trained against a randomly initialised detector can be evaluated later against the
+        very same detector (its weights hash matches).
 
         Args:
             class_names: object classes; their count fixes the predictor size, and a checkpoint that
@@ -530,13 +539,16 @@ class FrozenDetector(nn.Module):
             checkpoint: trained detector weights (normally required for meaningful detections).
         """
         class_names = [str(c) for c in class_names]
-        model = _build(backbone, len(class_names) + 1, weights, checkpoint is not None, min_size, max_size,
-                       kwargs.pop("trainable_backbone_layers", None), **kwargs)
+        with torch.random.fork_rng(devices=[]):
+            if init_seed is not None:
+                torch.manual_seed(int(init_seed))
+            model = _build(backbone, len(class_names) + 1, weights, checkpoint is not None, min_size, max_size,
+                           kwargs.pop("trainable_backbone_layers", None), **kwargs)
         if checkpoint is not None:
             _load_checkpoint(model, checkpoint, backbone=backbone, class_names=class_names)
         return cls(model, class_names, backbone)
 
-    def train(self, mode: bool = True) -> "FrozenDetector":
+    def train(self, mode: bool = True) -> FrozenDetector:
         """Stay in eval mode whatever ``mode`` is.
 
         Lightning calls ``train()`` on the whole LightningModule (so on every child) when a training
@@ -672,7 +684,6 @@ class FrozenDetector(nn.Module):
         """
         levels, image_list = self._heads_input(features)
         targets = self._prepare_targets(features, targets)
-        self.model.roi_heads.box_head.train()
         rpn, roi_heads = self.model.rpn, self.model.roi_heads
         image_sizes = image_list.image_sizes
 

@@ -25,7 +25,7 @@ class DetectorFeatures:
             coordinates and targets are given in them.
     """
 
-    levels: "OrderedDict[str, Tensor]"
+    levels: OrderedDict[str, Tensor]
     image_sizes: list[tuple[int, int]]
     original_sizes: list[tuple[int, int]]
 
@@ -40,14 +40,14 @@ class DetectorFeatures:
         h, w = self.levels["p2"].shape[-2:]
         return 4 * int(h), 4 * int(w)
 
-    def with_levels(self, levels: "OrderedDict[str, Tensor] | dict[str, Tensor]") -> "DetectorFeatures":
+    def with_levels(self, levels: OrderedDict[str, Tensor] | dict[str, Tensor]) -> DetectorFeatures:
         """The same images with other (e.g. decoded) levels."""
         return dataclasses.replace(self, levels=OrderedDict(levels))
 
-    def detach(self) -> "DetectorFeatures":
+    def detach(self) -> DetectorFeatures:
         """A copy whose levels are cut from the autograd graph."""
         return self.with_levels(OrderedDict((k, v.detach()) for k, v in self.levels.items()))
 
-    def to(self, device: torch.device | str) -> "DetectorFeatures":
+    def to(self, device: torch.device | str) -> DetectorFeatures:
         """A copy with every level on ``device``."""
         return self.with_levels(OrderedDict((k, v.to(device)) for k, v in self.levels.items()))

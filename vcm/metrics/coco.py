@@ -26,14 +26,15 @@ import io
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from vcm.utils.io import atomic_write_json
 
-__all__ = ["CocoMAP", "targets_to_coco", "save_coco_json", "class_key"]
+__all__ = ["CocoMAP", "class_key", "save_coco_json", "targets_to_coco"]
 
 
 def class_key(name: str) -> str:

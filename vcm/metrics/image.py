@@ -11,13 +11,12 @@ float64 value per image, shape ``[...]`` (a 0-dim tensor for a single image).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["to_uint8_range", "psnr", "masked_psnr", "roi_mask_from_boxes", "ms_ssim", "MS_SSIM_MIN_SIZE"]
+__all__ = ["MS_SSIM_MIN_SIZE", "masked_psnr", "ms_ssim", "psnr", "roi_mask_from_boxes", "to_uint8_range"]
 
 #: Smallest image side MS-SSIM accepts: 5 scales (4 halvings) of an 11-tap window need > 160 px.
 MS_SSIM_MIN_SIZE = 161

@@ -32,11 +32,12 @@ Values are returned as fractions in [0, 1] (the devkit prints percentages).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["KittiAP", "eval_kitti_2d", "KITTI_CLASSES", "KITTI_MIN_OVERLAP", "DIFFICULTIES"]
+__all__ = ["DIFFICULTIES", "KITTI_CLASSES", "KITTI_MIN_OVERLAP", "KittiAP", "eval_kitti_2d"]
 
 #: Classes with an official 2D benchmark, and their IoU threshold for a true positive.
 KITTI_MIN_OVERLAP: dict[str, float] = {"Car": 0.7, "Pedestrian": 0.5, "Cyclist": 0.5}
@@ -93,7 +94,7 @@ class _Frame:
     the rest is kept because the greedy matching depends on it.
     """
 
-    __slots__ = ("gt_ignored", "dt_ignored", "dt_scores", "iou", "in_dontcare", "num_valid")
+    __slots__ = ("dt_ignored", "dt_scores", "gt_ignored", "in_dontcare", "iou", "num_valid")
 
     def __init__(
         self, gt: Mapping[str, np.ndarray], dt: Mapping[str, np.ndarray], cls: str, neighbours: set[str], diff: int

@@ -56,8 +56,8 @@ def log_rd_curves(
         key_prefix: logged keys are ``<prefix>/points`` and ``<prefix>/<metric>``.
 
     Returns:
-        The run's local folder (holding ``run-<id>.wandb``), or None when it has none
-        (``WANDB_MODE=disabled``).
+        The run's local folder (holding ``run-<id>.wandb``, complete when this function started
+        the run), or None when it has none (``WANDB_MODE=disabled``).
 
     Raises:
         ValueError: if the table is empty or lacks the rate column.
@@ -103,6 +103,11 @@ def log_rd_curves(
     finally:
         if own_run:
             run.finish()
+            # finish() can return before the wandb service has flushed the offline run file;
+            # shutting the service down (only when no other run uses it) makes the folder
+            # complete on return, ready for `wandb sync`.
+            if wandb.run is None:
+                wandb.teardown()
     if not run_dir:
         return None
     folder = Path(run_dir).parent  # run.dir is <run folder>/files

@@ -35,3 +35,8 @@ def to_plain(cfg) -> dict:
     if cfg is None:
         return None
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+# The config tree lives beside the package (editable install); VCM_CONF_DIR points elsewhere.
+import os as _os
+
+CONF_DIR = Path(_os.environ.get("VCM_CONF_DIR", PROJECT_ROOT / "conf")).resolve()

@@ -284,5 +284,9 @@ def test_roi_detector_geometry():
         torch.testing.assert_close(unpadded, plain, atol=1e-5, rtol=1e-5)
         # ...whereas resizing the whole padded map (no geometry known) would shift and pollute it
         assert not torch.allclose(model(x, padded)["x_hat"], plain, atol=1e-3)
+        # A detector that saw the image at twice its size: same field of view, so the same result.
+        big = random_levels(1, 256, 384)
+        scaled = model(x, FakeDetectorFeatures(big, [(256, 384)], [(128, 192)]))["x_hat"]
+        torch.testing.assert_close(scaled, model(x, big)["x_hat"], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="2 images"):
         model(x, FakeDetectorFeatures(levels, [(128, 192)] * 2, [(128, 192)] * 2))

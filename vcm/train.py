@@ -144,6 +144,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     train_s = time.time() - t0
 
     metrics: dict[str, Any] = {"train_s": train_s}
+    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1})
     if cfg.get("validate_after_fit", True):
         trainer.validate(model, datamodule=datamodule, verbose=False)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1})

@@ -369,10 +369,12 @@ def encode_image(model: nn.Module, x: Tensor, cond: Any = None, codec_name: str 
         x = x.float() / 255.0
     elif not x.is_floating_point():
         raise ValueError(f"encode_image expects uint8 or float pixels, got {x.dtype}")
-    elif x.numel() and (x.min() < 0 or x.max() > 1):
+    elif x.numel() and (x.min() < -1e-4 or x.max() > 1 + 1e-4):
         raise ValueError(
             f"encode_image expects float pixels in [0, 1], got [{x.min().item():.4g}, {x.max().item():.4g}]"
         )
+    else:
+        x = x.clamp(0, 1)  # float noise of a resize or colour conversion
     _require_updated(model)
     x = x.to(_model_device(model))
     h, w = x.shape[-2:]

@@ -75,13 +75,14 @@ class RoiHyperprior(CompressionModel):
 
     Detector features (``cond``): a mapping with keys ``"p3"``, ``"p4"``, ``"p5"`` (others ignored) of
     tensors [B, 256, h, w] of any size, or an object with such a mapping in ``.levels`` (e.g.
-    :class:`vcm.detectors.DetectorFeatures`). A plain mapping is assumed to cover the same field of view
-    as ``x`` (the padded input) and is resized to each stage with ``F.interpolate``; features of the
-    unpadded image would be stretched over the padding, so pass the detector's own output instead. When the object also has
-    ``image_sizes`` and ``original_sizes`` (a detector that resizes and batch-pads its input), each
-    image is resampled from the part of the map its content occupies, with the image content at the
-    top-left of ``x`` as :func:`vcm.codecs.base.pad_image` leaves it; rows and columns beyond the
-    content (the codec's own padding) repeat the border, as the image padding does.
+    :class:`vcm.detectors.DetectorFeatures`). A plain mapping is assumed to cover the same field of
+    view as ``x`` (the padded input) and is resized to each stage with ``F.interpolate``; features of
+    the unpadded image would be stretched over the padding. When the object also has ``image_sizes``
+    and ``original_sizes`` (a detector that resizes and batch-pads its input), each image is
+    resampled from the part of the map its content occupies, with the content at the top-left of
+    ``x`` as :func:`vcm.codecs.base.pad_image` leaves it; rows and columns beyond the content (the
+    codec's own padding) repeat the border, as the image padding does. So pass the detector's output
+    for the unpadded image as it is.
 
     Args:
         N: channels of the transforms and of ``z`` and ``w``.

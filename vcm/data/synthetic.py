@@ -48,9 +48,10 @@ import math
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -77,7 +78,6 @@ MIN_VISIBLE_FRACTION = 0.1
 #: Labelled objects whose clipped box is lower than this (pixels) are written as DontCare regions.
 MIN_BOX_HEIGHT = 10.0
 
-LABELLED_TYPES = ("Car", "Van", "Pedestrian", "Cyclist")
 _FAR_Z = 250.0  # skyline plane; the ground ends there
 _HAZE_M = 320.0  # distance over which colours fade to the horizon sky colour
 
@@ -111,7 +111,7 @@ class Camera:
     height: int
 
     @classmethod
-    def kitti(cls, width: int = KITTI_WIDTH, height: int = KITTI_HEIGHT) -> "Camera":
+    def kitti(cls, width: int = KITTI_WIDTH, height: int = KITTI_HEIGHT) -> Camera:
         """KITTI's P2 intrinsics scaled from 1242x375 to ``width`` x ``height``."""
         sx, sy = width / KITTI_WIDTH, height / KITTI_HEIGHT
         return cls(KITTI_FOCAL * sx, KITTI_FOCAL * sy, KITTI_CX * sx, KITTI_CY * sy, int(width), int(height))
@@ -320,16 +320,16 @@ def _sample_segments(rng: np.random.Generator, z_max: float = 170.0) -> _Segment
         length = {0: rng.uniform(4, 14), 1: rng.uniform(8, 30), 2: rng.uniform(6, 24)}[kind]
         height = rng.uniform(6, 18) if kind == 1 else rng.uniform(1.8, 6.5)
         greens = np.array([rng.uniform(40, 80), rng.uniform(85, 125), rng.uniform(30, 60)], np.float32)
-        rows.append(dict(
-            start=z, end=z + length, kind=kind, height=height,
-            color=_pick(rng, _FACADE_COLORS, 10) if kind == 1 else greens,
-            glass=np.array([rng.uniform(40, 90), rng.uniform(55, 100), rng.uniform(70, 120)], np.float32),
-            pitch=rng.uniform(2.4, 4.0), win_w=rng.uniform(0.35, 0.6), win_off=rng.uniform(0, 3),
-            floor_h=rng.uniform(2.8, 3.5), win_h=rng.uniform(0.4, 0.6), ground_floor=rng.uniform(0.6, 1.2),
-            wave=np.array([rng.uniform(0.3, 1.2), rng.uniform(0.1, 0.5), rng.uniform(0.2, 0.5),
+        rows.append({
+            "start": z, "end": z + length, "kind": kind, "height": height,
+            "color": _pick(rng, _FACADE_COLORS, 10) if kind == 1 else greens,
+            "glass": np.array([rng.uniform(40, 90), rng.uniform(55, 100), rng.uniform(70, 120)], np.float32),
+            "pitch": rng.uniform(2.4, 4.0), "win_w": rng.uniform(0.35, 0.6), "win_off": rng.uniform(0, 3),
+            "floor_h": rng.uniform(2.8, 3.5), "win_h": rng.uniform(0.4, 0.6), "ground_floor": rng.uniform(0.6, 1.2),
+            "wave": np.array([rng.uniform(0.3, 1.2), rng.uniform(0.1, 0.5), rng.uniform(0.2, 0.5),
                            rng.uniform(0.8, 2.5), rng.uniform(0, 6.3), rng.uniform(0, 6.3)], np.float32),
-            seed=int(rng.integers(1, 2**20)),
-        ))
+            "seed": int(rng.integers(1, 2**20)),
+        })
         z += length
     return _Segments(
         starts=np.array([r["start"] for r in rows]), ends=np.array([r["end"] for r in rows]),
@@ -400,21 +400,21 @@ def sample_layout(rng: np.random.Generator) -> RoadLayout:
 
 
 def _vehicle_style(rng: np.random.Generator, van: bool) -> dict:
-    return dict(
-        color=_pick(rng, _VAN_COLORS if van else _CAR_COLORS, 10),
-        glass=np.array([rng.uniform(25, 60), rng.uniform(35, 70), rng.uniform(45, 85)], np.float32),
-        cab_shift=float(rng.uniform(-0.04, 0.04)),
-        wheel_r=float(rng.uniform(0.29, 0.33) if not van else rng.uniform(0.32, 0.36)),
-    )
+    return {
+        "color": _pick(rng, _VAN_COLORS if van else _CAR_COLORS, 10),
+        "glass": np.array([rng.uniform(25, 60), rng.uniform(35, 70), rng.uniform(45, 85)], np.float32),
+        "cab_shift": float(rng.uniform(-0.04, 0.04)),
+        "wheel_r": float(rng.uniform(0.29, 0.33) if not van else rng.uniform(0.32, 0.36)),
+    }
 
 
 def _person_style(rng: np.random.Generator) -> dict:
     shirt = np.clip(np.array([rng.uniform(20, 235), rng.uniform(20, 235), rng.uniform(20, 235)]), 0, 255)
-    return dict(
-        shirt=shirt.astype(np.float32), pants=_pick(rng, _PANTS, 8), skin=_pick(rng, _SKIN, 6),
-        hair=_pick(rng, _HAIR, 6), stride=float(rng.uniform(-1, 1)), crank=float(rng.uniform(0, 2 * math.pi)),
-        frame=_pick(rng, _CAR_COLORS, 20),
-    )
+    return {
+        "shirt": shirt.astype(np.float32), "pants": _pick(rng, _PANTS, 8), "skin": _pick(rng, _SKIN, 6),
+        "hair": _pick(rng, _HAIR, 6), "stride": float(rng.uniform(-1, 1)), "crank": float(rng.uniform(0, 2 * math.pi)),
+        "frame": _pick(rng, _CAR_COLORS, 20),
+    }
 
 
 _DIMS = {  # mean, std, low, high of (h, w, l)
@@ -454,15 +454,15 @@ def make_object(kind: str, x: float, z: float, rotation_y: float, rng: np.random
     elif kind == "Pole":
         hh = rng.uniform(4.0, 7.5)
         d = (_r2(hh), 0.16, 0.16) if dims is None else tuple(_r2(v) for v in dims)
-        style = dict(color=np.array([rng.uniform(70, 140)] * 3, np.float32), sign=bool(rng.random() < 0.4),
-                     sign_color=_pick(rng, np.array([[30, 80, 170], [200, 30, 30], [240, 240, 240]], np.float32), 8))
+        style = {"color": np.array([rng.uniform(70, 140)] * 3, np.float32), "sign": bool(rng.random() < 0.4),
+                 "sign_color": _pick(rng, np.array([[30, 80, 170], [200, 30, 30], [240, 240, 240]], np.float32), 8)}
         default_label = None
     elif kind == "Tree":
         hh = rng.uniform(4.5, 8.0)
         d = (_r2(hh), 0.3, 0.3) if dims is None else tuple(_r2(v) for v in dims)
-        style = dict(trunk=np.array([rng.uniform(60, 95), rng.uniform(45, 70), rng.uniform(30, 45)], np.float32),
-                     crown=np.array([rng.uniform(40, 85), rng.uniform(80, 125), rng.uniform(30, 55)], np.float32),
-                     crown_r=float(rng.uniform(1.1, 2.0)), blobs=rng.uniform(-1, 1, (4, 3)))
+        style = {"trunk": np.array([rng.uniform(60, 95), rng.uniform(45, 70), rng.uniform(30, 45)], np.float32),
+                 "crown": np.array([rng.uniform(40, 85), rng.uniform(80, 125), rng.uniform(30, 55)], np.float32),
+                 "crown_r": float(rng.uniform(1.1, 2.0)), "blobs": rng.uniform(-1, 1, (4, 3))}
         default_label = None
     else:
         raise ConfigError(f"unknown object kind {kind!r}; expected one of Car, Van, Pedestrian, Cyclist, Pole, Tree")
@@ -472,7 +472,7 @@ def make_object(kind: str, x: float, z: float, rotation_y: float, rng: np.random
 
 
 def _footprint(spec: ObjectSpec, margin: float) -> np.ndarray:
-    h, w, l = spec.dims
+    _h, w, l = spec.dims
     if spec.kind == "Tree":
         w = l = 0.5
     c, s = math.cos(spec.rotation_y), math.sin(spec.rotation_y)
@@ -536,7 +536,7 @@ def _propose(kind: str, rng: np.random.Generator, lay: RoadLayout) -> ObjectSpec
 
 
 #: Expected objects per frame (Poisson means) of each kind; DontCare are far vehicles.
-OBJECT_RATES = {"Car": 3.4, "Van": 0.35, "Pedestrian": 1.2, "Cyclist": 0.6, "FarVehicle": 0.9}
+OBJECT_RATES = {"Car": 3.9, "Van": 0.35, "Pedestrian": 1.3, "Cyclist": 0.6, "FarVehicle": 0.9}
 EMPTY_FRAME_PROBABILITY = 0.05
 
 
@@ -621,7 +621,7 @@ def _faces(verts: np.ndarray, faces: Sequence[Sequence[int]]) -> list[tuple[np.n
     groups: dict[int, list[int]] = {}
     for j, idx in enumerate(faces):
         groups.setdefault(len(idx), []).append(j)
-    for k, js in groups.items():  # faces with the same vertex count are handled together
+    for js in groups.values():  # faces with the same vertex count are handled together
         P = verts[np.array([faces[j] for j in js])]  # [F, k, 3]
         fc = P.mean(axis=1)
         n = np.cross(P[:, 1] - P[:, 0], P[:, 2] - P[:, 0])
@@ -927,7 +927,7 @@ def _draw_ops(ops2d: list[_Op2D], x0: int, y0: int, size: tuple[int, int]) -> tu
                 d_.ellipse([ua - ra, va - ra, ua + ra, va + ra], fill=fill)
                 d_.ellipse([ub - rb, vb - rb, ub + rb, vb + rb], fill=fill)
         elif o.kind == "ring":
-            width = max(1, int(round(2 * float(o.radii.mean()))))
+            width = max(1, round(2 * float(o.radii.mean())))
             pts = [tuple(v) for v in p.tolist()]
             pts.append(pts[0])
             dr.line(pts, fill=o.color, width=width, joint="curve")
@@ -1091,8 +1091,7 @@ def render_scene(camera: Camera, layout: RoadLayout, objects: Sequence[ObjectSpe
     unclipped projected box.
 
     Returns:
-        The frame: image uint8 [H, W, 3] and labels in painting order of labelled objects sorted
-        by depth (near first, DontCare regions last).
+        The frame: image uint8 [H, W, 3] and its labels, objects near to far, then DontCare regions.
     """
     H, W = camera.height, camera.width
     env = _Env(sun=layout.sun, haze_color=layout.sky_horizon.astype(np.float64))
@@ -1144,7 +1143,7 @@ def render_scene(camera: Camera, layout: RoadLayout, objects: Sequence[ObjectSpe
         if clipped[2] - clipped[0] < 1.0 or clipped[3] - clipped[1] < 1.0:
             continue
         vis = float(visible[i]) / float(own[i])
-        x, y, z = o.loc
+        x, _y, z = o.loc
         kitti_type = o.label
         if vis < MIN_VISIBLE_FRACTION or clipped[3] - clipped[1] < MIN_BOX_HEIGHT:
             kitti_type = "DontCare"
@@ -1172,9 +1171,12 @@ def render_frame(index: int, seed: int, width: int = KITTI_WIDTH, height: int = 
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of an RGB uint8 [H, W, 3] image; no metadata, fixed zlib level (deterministic)."""
+    """PNG bytes of an RGB uint8 [H, W, 3] image; no metadata, fixed zlib level (deterministic).
+
+    Level 3 is about twice as fast as Pillow's default 6 on these noisy frames for ~9 % more bytes.
+    """
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="PNG", compress_level=6, optimize=False)
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="PNG", compress_level=3, optimize=False)
     return buf.getvalue()
 
 

@@ -134,23 +134,19 @@ def evaluate_image(runner, image: torch.Tensor, target: dict | None, detector=No
     return m, preds, decoded
 
 
-def detector_condition(detector, x: torch.Tensor) -> OrderedDict:
-    """Detector features used to condition an image codec, cropped to the valid (unpadded) area.
+def detector_condition(detector, x: torch.Tensor):
+    """Detector features that condition an image codec (roi_hyperprior) on the encoder side.
 
     Args:
         detector: FrozenDetector.
-        x: float [B,3,H,W] in [0,1], one size for the batch.
+        x: float [B,3,H,W] in [0,1], the unpadded images.
 
     Returns:
-        OrderedDict p2..p6 of [B,256,h,w] covering only the resized image, not the batch padding.
+        The DetectorFeatures object itself: it carries the resized and original image sizes, so the
+        codec aligns each level with its own image area, ignoring the detector's batch padding and
+        the codec's own padding.
     """
-    feats = detector.features(list(x))
-    th, tw = feats.image_sizes[0]
-    out = OrderedDict()
-    for i, (k, v) in enumerate(feats.levels.items()):
-        stride = 2 ** (i + 2)
-        out[k] = v[..., : max(1, math.ceil(th / stride)), : max(1, math.ceil(tw / stride))]
-    return out
+    return detector.features(list(x))
 
 
 class MetricAccumulator:

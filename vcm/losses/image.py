@@ -84,15 +84,16 @@ def _bpp(output: dict, target: Tensor, num_pixels: Any, valid: Tensor | None) ->
     bits = count_bits(output["likelihoods"])
     if num_pixels is None:
         total = valid.sum() if valid is not None else target.shape[0] * target.shape[-2] * target.shape[-1]
-    elif isinstance(num_pixels, (int, float)) and not isinstance(num_pixels, bool):
-        total = target.shape[0] * num_pixels
     else:
-        counts = torch.as_tensor(num_pixels, dtype=torch.float64).reshape(-1)
-        if counts.numel() != target.shape[0]:
+        counts = torch.as_tensor(num_pixels, dtype=torch.float64)
+        if counts.dim() == 0:  # one count, the same for every image
+            total = target.shape[0] * counts
+        elif counts.numel() == target.shape[0]:
+            total = counts.sum()
+        else:
             raise ValueError(
                 f"num_pixels must be one count or one per image ({target.shape[0]}), got {counts.numel()} values"
             )
-        total = counts.sum()
     total = torch.as_tensor(total, dtype=bits.dtype, device=bits.device)
     if total <= 0:
         raise ValueError(f"num_pixels must be positive, got {num_pixels!r}")

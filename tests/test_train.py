@@ -1,0 +1,183 @@
+"""End-to-end: short training runs of every model family with real-bitstream validation,
+results records, checkpoints, ``vcm-eval``, the bitstream CLI and the wandb offline logger."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import FAST_DETECTOR, FAST_TRAIN, compose_config
+from vcm.rd.record import read_record
+
+SMALL_IMAGE_CODEC = ["model.codec.N=32", "model.codec.M=48"]
+
+
+def _train(overrides, tmp_path):
+    from vcm.train import train
+
+    cfg = compose_config("train", FAST_TRAIN + overrides, tmp_path)
+    return train(cfg)
+
+
+def _check_run_dir(tmp_path: Path, metrics: dict) -> dict:
+    run = tmp_path / "run"
+    assert (run / "config.yaml").is_file() and (run / "split.json").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    split = json.loads((run / "split.json").read_text())
+    assert set(split["train"]).isdisjoint(split["test"]) and split["train"]
+    rec = read_record(metrics["record_path"])
+    for p in rec["per_image"]:
+        # bpp_real is the size of the complete bitstream over the original pixels.
+        assert p["bpp_real"] == pytest.approx(p["bits"] / (p["height"] * p["width"]))
+    return rec
+
+
+@pytest.fixture(scope="module")
+def trained_hyperprior(tmp_path_factory, kitti_tiny_root):
+    tmp = tmp_path_factory.mktemp("hyperprior")
+    metrics, objects = _train(["data=kitti_tiny", "model=hyperprior", "quality=1"] + SMALL_IMAGE_CODEC, tmp)
+    return tmp, metrics, objects
+
+
+def test_spine_on_kitti_tiny(trained_hyperprior):
+    tmp, metrics, _ = trained_hyperprior
+    for k in ("val/bpp_real", "val/bpp_estimated", "val/psnr", "val/ms_ssim", "val/enc_s", "val/dec_s", "test/bpp_real"):
+        assert k in metrics and np.isfinite(metrics[k]), k
+    assert metrics["val/bpp_real"] > 0
+    rec = _check_run_dir(tmp, metrics)
+    assert rec["codec"] == "hyperprior" and rec["params"] == {"quality": 1, "lmbda": 0.0018}
+    assert rec["dataset"] == "kitti_tiny" and rec["split"] == "test" and rec["num_images"] == 1
+    # A checkpoint holds the codec and its config, never a detector.
+    ck = torch.load(tmp / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ck["vcm"]["codec_name"] == "hyperprior" and all(k.startswith("codec.") for k in ck["state_dict"])
+
+
+def test_spine_on_synthetic(tmp_path):
+    metrics, objects = _train(["data=synthetic", "data.synthetic_num=8", "data.synthetic_size=[160,480]",
+                               "model=factorized", "quality=1", "model.codec.N=16", "model.codec.M=24"], tmp_path)
+    assert np.isfinite(metrics["val/bpp_real"]) and np.isfinite(metrics["val/psnr"])
+    rec = _check_run_dir(tmp_path, metrics)
+    assert rec["dataset"] == "synthetic" and rec["per_image"][0]["height"] == 160
+
+
+def test_roi_hyperprior_trains_with_frozen_detector(tmp_path, kitti_tiny_root):
+    from vcm.detectors import FrozenDetector
+
+    metrics, objects = _train(["data=kitti_tiny", "model=roi_hyperprior", "model.codec.N=32", "model.codec.M=48",
+                               "loss.alpha=0.9"] + FAST_DETECTOR, tmp_path)
+    for k in ("val/roi_psnr", "val/bg_psnr", "val/bpp_real", "val/map_50", "val/kitti_ap_car_moderate"):
+        assert k in metrics, k
+    det = objects["model"].detector
+    # The detector after a training run is bitwise the detector that was configured.
+    fresh = FrozenDetector.from_config(["Car", "Pedestrian", "Cyclist"], backbone="resnet18_fpn", min_size=128, max_size=416,
+                                       rpn_post_nms_top_n_test=100)
+    assert det.weights_hash() == fresh.weights_hash()
+    assert not det.training and not any(p.requires_grad for p in det.parameters())
+    fp, ff = det.state_fingerprint(), fresh.state_fingerprint()
+    assert fp.keys() == ff.keys() and all(torch.equal(fp[k].cpu(), ff[k]) for k in fp)
+    ck = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert not any("detector" in k for k in ck["state_dict"])
+    assert ck["vcm"]["detector"]["weights_hash"] == fresh.weights_hash()
+    rec = _check_run_dir(tmp_path, metrics)
+    assert rec["params"]["alpha"] == 0.9 and rec["detector"]["weights_hash"] == fresh.weights_hash()
+
+
+@pytest.mark.parametrize("model", ["lmsfc", "ta_msf"])
+def test_feature_codecs_train_with_split_inference(tmp_path, kitti_tiny_root, model):
+    metrics, objects = _train(["data=kitti_tiny", f"model={model}", "quality=1", "model.codec.N=32", "model.codec.M=32",
+                               "model.warmup_epochs=0"] + FAST_DETECTOR, tmp_path)
+    for k in ("val/bpp_real", "val/bpp_estimated", "val/mse_p2", "val/mse_p6", "val/map_50", "val/kitti_ap_car_moderate"):
+        assert k in metrics, k
+    if model == "ta_msf":
+        assert "train/det_loss_epoch" in metrics and metrics["train/det_weight_epoch"] == pytest.approx(0.1)
+    _check_run_dir(tmp_path, metrics)
+
+
+@pytest.fixture(scope="module")
+def trained_detector(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("detector")
+    metrics, objects = _train(["model=detector", "data=synthetic", "data.synthetic_num=8", "data.synthetic_size=[160,480]",
+                               "data.crop_size=null", "detector=mobilenet_v3_fpn", "model.warmup_steps=2"] + FAST_DETECTOR, tmp)
+    return tmp, metrics
+
+
+def test_detector_training_writes_best_checkpoint(trained_detector):
+    tmp, metrics = trained_detector
+    assert "val/map_50" in metrics and "val/kitti_ap_car_moderate" in metrics
+    assert Path(metrics["best_checkpoint"]).is_file()
+
+
+def test_eval_none_with_trained_detector_on_kitti_tiny(trained_detector, tmp_path, kitti_tiny_root):
+    from vcm.evaluate import evaluate
+
+    _, metrics = trained_detector
+    cfg = compose_config("eval", ["codec=none", "data=kitti_tiny", "detector=mobilenet_v3_fpn",
+                                  f"detector.checkpoint={metrics['best_checkpoint']}", "max_images=2"] + FAST_DETECTOR, tmp_path)
+    path, rec = evaluate(cfg)
+    on_disk = read_record(path)
+    assert on_disk["codec"] == "none" and on_disk["num_images"] == 2
+    for key in ("codec", "params", "dataset", "split", "num_images", "detector", "metrics", "per_image", "git_commit", "config"):
+        assert key in on_disk
+    m = on_disk["metrics"]
+    assert m["bpp_real"] == 24.0
+    for k in ("map", "map_50", "map_75", "ap_car"):
+        assert k in m
+    for c in ("car", "pedestrian", "cyclist"):
+        for d in ("easy", "moderate", "hard"):
+            assert f"kitti_ap_{c}_{d}" in m
+
+
+def test_eval_checkpoint_and_anchor_records(trained_hyperprior, tmp_path, kitti_tiny_root):
+    from vcm.evaluate import evaluate
+
+    tmp, _, _ = trained_hyperprior
+    ckpt = tmp / "run" / "checkpoints" / "last.ckpt"
+    cfg = compose_config("eval", ["codec=checkpoint", f"codec.ckpt={ckpt}", "data=kitti_tiny", "max_images=1"], tmp_path)
+    _, rec = evaluate(cfg)
+    assert rec["codec"] == "hyperprior" and rec["metrics"]["bpp_real"] > 0 and "bpp_estimated" in rec["metrics"]
+    cfg = compose_config("eval", ["codec=jpeg", "codec.quality=50", "data=kitti_tiny", "max_images=1"], tmp_path)
+    _, rec = evaluate(cfg)
+    assert rec["codec"] == "jpeg" and rec["params"]["quality"] == 50 and rec["metrics"]["psnr"] > 20
+
+
+def test_compress_decompress_cli_round_trip(trained_hyperprior, tmp_path, kitti_tiny_root):
+    from vcm.cli.bitstream import compress_main, decompress_main
+
+    tmp, _, _ = trained_hyperprior
+    ckpt = str(tmp / "run" / "checkpoints" / "last.ckpt")
+    src = kitti_tiny_root / "training" / "image_2" / "000001.png"
+    out, png1, png2 = tmp_path / "f.vcm", tmp_path / "a.png", tmp_path / "b.png"
+    assert compress_main(["--ckpt", ckpt, str(src), str(out)]) == 0
+    assert decompress_main(["--ckpt", ckpt, str(out), str(png1)]) == 0
+    assert decompress_main(["--ckpt", ckpt, str(out), str(png2)]) == 0
+    a, b = np.asarray(Image.open(png1)), np.asarray(Image.open(png2))
+    orig = np.asarray(Image.open(src).convert("RGB"))
+    assert a.shape == orig.shape and np.array_equal(a, b)
+    # The same frame through vcm-eval's path gives the same number of bytes.
+    from vcm.evaluation.runners import runner_from_checkpoint
+
+    runner = runner_from_checkpoint(ckpt)
+    data = runner.encode(torch.from_numpy(orig).permute(2, 0, 1).contiguous())
+    assert len(data) == out.stat().st_size
+    # A truncated file fails with a clear message, never a crash.
+    out.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
+    assert decompress_main(["--ckpt", ckpt, str(out), str(tmp_path / "c.png")]) == 2
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_wandb_offline_logger_writes_run_files(tmp_path, kitti_tiny_root, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    metrics, objects = _train(["data=kitti_tiny", "model=factorized", "quality=1", "model.codec.N=16", "model.codec.M=24",
+                               "logger=wandb", "test_after_fit=false"], tmp_path)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    files = list(runs[0].glob("*.wandb"))
+    assert files and files[0].stat().st_size > 0
+    import wandb
+
+    wandb.finish()

@@ -42,8 +42,7 @@ FAST = {
 
 
 def make_detector(backbone: str, seed: int = 0, classes=CLASSES, **overrides) -> FrozenDetector:
-    torch.manual_seed(seed)
-    return FrozenDetector.from_config(classes, backbone=backbone, **{**FAST, **overrides})
+    return FrozenDetector.from_config(classes, backbone=backbone, init_seed=seed, **{**FAST, **overrides})
 
 
 _CACHE: dict[str, FrozenDetector] = {}
@@ -453,3 +452,14 @@ def test_detector_features_helpers():
     assert isinstance(feats, DetectorFeatures) and feats.batch_size == 2
     moved = feats.detach().to("cpu")
     assert moved.image_sizes == feats.image_sizes and moved.levels is not feats.levels
+
+
+def test_random_init_is_reproducible_and_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    a = FrozenDetector.from_config(CLASSES, backbone="resnet18_fpn", init_seed=5, **FAST)
+    after = torch.rand(3)
+    b = FrozenDetector.from_config(CLASSES, backbone="resnet18_fpn", init_seed=5, **FAST)
+    assert torch.equal(before, after)
+    assert a.weights_hash() == b.weights_hash()

@@ -115,7 +115,10 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    from vcm.callbacks.sweep import run_job
+
+    # In a multirun a failing point is recorded and the sweep goes on (vcm.callbacks.sweep).
+    run_job(evaluate, cfg)
 
 
 def main() -> None:

@@ -9,7 +9,13 @@ Examples::
     vcm-train data=kitti_tiny model=hyperprior trainer.max_steps=20
     vcm-train -m model=hyperprior quality=1,3,5          # a lambda sweep
     vcm-train model=detector data=synthetic detector=resnet18_fpn
-    vcm-train ... ckpt_path=last                           # resume the run in hydra.run.dir
+    vcm-train ... ckpt_path=last hydra.run.dir=<run dir>   # resume that run from its last.ckpt
+
+Resuming (``ckpt_path=last`` with the run's ``hydra.run.dir``, or ``ckpt_path=<file>``) restores
+weights, optimisers, LR scheduler, loop counters, the position in the epoch and the RNG states, so
+the resumed run ends with the same weights and metrics as an uninterrupted one (CPU; see
+``tests/test_reliability.py``). In a multirun a failing point is recorded (``FAILED.json``) and the
+sweep goes on (:mod:`vcm.callbacks.sweep`).
 """
 from __future__ import annotations
 
@@ -31,19 +37,48 @@ from vcm.utils.io import atomic_write_text
 log = logging.getLogger("vcm.train")
 
 
+def _check_checkpoint_file(path: Path, what: str) -> None:
+    """Refuse a checkpoint that is not a complete torch archive (truncated copy, full disk)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(
+            f"{what}: {path} is truncated or corrupt (not a complete torch checkpoint archive). vcm writes "
+            "checkpoints atomically, so this file was damaged afterwards; resume from another checkpoint "
+            "(e.g. checkpoints/best-*.ckpt) or delete it to start from scratch"
+        )
+
+
 def _resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     if not ckpt_path:
         return None
     if ckpt_path == "last":
         last = output_dir / "checkpoints" / "last.ckpt"
         if last.is_file():
+            _check_checkpoint_file(last, "ckpt_path=last")
             return str(last)
         log.info("ckpt_path=last: no %s yet, starting from scratch", last)
         return None
     p = Path(ckpt_path)
     if not p.is_file():
         raise ConfigError(f"ckpt_path={ckpt_path}: file not found")
+    _check_checkpoint_file(p, f"ckpt_path={ckpt_path}")
     return str(p)
+
+
+def _keep_csv_logs(loggers: list) -> None:
+    """Lightning's CSVLogger deletes an existing metrics.csv; a resumed run keeps it under another name."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    for lg in loggers:
+        if isinstance(lg, CSVLogger):
+            metrics = Path(lg.log_dir) / "metrics.csv"
+            if metrics.is_file():
+                n = 1
+                while (kept := metrics.with_name(f"metrics.before-resume-{n}.csv")).exists():
+                    n += 1
+                os.replace(metrics, kept)
+                log.info("resuming: the earlier metrics are kept in %s", kept)
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -96,6 +131,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     check_config(cfg)
     L.seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = _resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
@@ -127,18 +163,23 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             "variant": cfg.get("variant"),
             "class_names": list(datamodule.class_names),
         })
-    loggers = build_loggers(cfg)
-    from vcm.callbacks.checkpoint_io import AtomicCheckpointIO
+    from vcm.callbacks.checkpoint_io import AtomicCheckpointIO, RngStateCallback
 
+    callbacks.append(RngStateCallback())
+    loggers = build_loggers(cfg)
+    if ckpt_path:
+        _keep_csv_logs(loggers)
+    # The DataModule shares data among processes itself (padded training shares, unpadded
+    # evaluation shares, resumable order), so Lightning must not swap in its DistributedSampler.
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                                 plugins=[AtomicCheckpointIO()])
+                                                 plugins=[AtomicCheckpointIO()], use_distributed_sampler=False)
+    _check_launch(trainer)
     for lg in loggers:
         try:
             lg.log_hyperparams(to_plain(cfg))
         except Exception as e:  # noqa: BLE001 - a logger that cannot store the config must not stop training
             log.warning("logger %s could not store the config: %s", type(lg).__name__, e)
 
-    ckpt_path = _resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     t0 = time.time()
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     train_s = time.time() - t0
@@ -166,6 +207,23 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return metrics, objects
 
 
+def _check_launch(trainer: L.Trainer) -> None:
+    """Refuse multi-process training that Lightning would start by re-running the command line
+    inside a Hydra multirun: each re-run would start the whole sweep again."""
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    from vcm.callbacks.sweep import _multirun_job
+
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if (isinstance(launcher, _SubprocessScriptLauncher) and not launcher.cluster_environment.creates_processes_externally
+            and trainer.world_size > 1 and _multirun_job() is not None):
+        raise ConfigError(
+            f"strategy {type(trainer.strategy).__name__} with {trainer.world_size} processes starts its processes by "
+            "re-running the command line, which cannot work inside a Hydra multirun (-m); run each point as its own "
+            "vcm-train, or sweep with launcher=slurm (SLURM starts the processes)"
+        )
+
+
 def write_train_record(cfg: DictConfig, model, datamodule, kind: str) -> Path:
     """The test split's results record of a trained model (same schema as ``vcm-eval``)."""
     from vcm.evaluation.pipeline import finite_or_none
@@ -191,9 +249,12 @@ def write_train_record(cfg: DictConfig, model, datamodule, kind: str) -> Path:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    metrics, _ = train(cfg)
+    from vcm.callbacks.sweep import run_job
+
+    # In a multirun a failing point is recorded and the sweep goes on (vcm.callbacks.sweep).
+    metrics = run_job(lambda c: train(c)[0], cfg)
     opt = cfg.get("optimized_metric")
-    return metrics.get(opt) if opt else None
+    return metrics.get(opt) if opt and metrics else None
 
 
 def main() -> None:

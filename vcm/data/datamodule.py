@@ -4,6 +4,13 @@ Sources (``source``): ``kitti`` (a KITTI root, object or tracking layout), ``syn
 road scenes generated on first use into a cache folder) and ``coco`` (instances JSON + images).
 Training batches are random crops (boxes clipped, boxes that leave the crop dropped); validation
 and test batches are full frames, one per batch since KITTI frame sizes differ.
+
+Reproducibility: the training order is a function of (seed, epoch) and every sample's augmentation
+of (seed, epoch, index) only, never of the global RNG, the number of workers or of processes; the
+training loader records how far into the epoch it is, so a run resumed from a mid-epoch checkpoint
+sees exactly the batches the uninterrupted run would have seen. With several processes (DDP) every
+process takes its own share: training shares are padded to equal length (processes step together),
+evaluation shares are not (no image is counted twice).
 """
 from __future__ import annotations
 
@@ -33,6 +40,102 @@ def collate(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor | 
     return images, targets
 
 
+def _mix(*values: int) -> int:
+    """A 64-bit seed from non-negative integers (well mixed, independent of Python's hash seed)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1, dtype=np.uint64)[0])
+
+
+class SeededAugmentation(Dataset):
+    """Training samples keyed ``(epoch, index)`` whose random transform depends on (seed, epoch, index) only.
+
+    The transform draws from torch's global RNG; it runs inside ``fork_rng`` seeded per sample, so
+    neither the global RNG (the codec's quantisation noise) nor the sample depends on the order or
+    the process samples are loaded in (workers, prefetching, resuming).
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset = dataset
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_mix(self.seed, 2, epoch, index))
+            return self.dataset[index]
+
+
+class TrainSampler(torch.utils.data.Sampler):
+    """This process's share of a (shuffled) epoch as ``(epoch, index)`` keys, a pure function of
+    (seed, epoch, rank, number of processes).
+
+    Shares are padded by repeating the first indices (as ``DistributedSampler`` does) so every process
+    has the same number of batches. ``start`` skips the samples already consumed in ``epoch`` (resume).
+    """
+
+    def __init__(self, num_samples: int, seed: int, shuffle: bool = True, num_replicas: int = 1, rank: int = 0):
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.num_replicas = max(1, int(num_replicas))
+        self.rank = int(rank)
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if int(epoch) != self.epoch:
+            self.start = 0
+        self.epoch = int(epoch)
+
+    def share(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(_mix(self.seed, 1, self.epoch))
+            order = torch.randperm(self.num_samples, generator=g).tolist()
+        else:
+            order = list(range(self.num_samples))
+        total = len(self) * self.num_replicas
+        order += (order * (total // max(len(order), 1) + 1))[: total - len(order)]
+        return order[self.rank:total:self.num_replicas]
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.num_replicas)
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        return iter([(self.epoch, i) for i in self.share()[start:]])
+
+
+class ResumableLoader(DataLoader):
+    """A training DataLoader whose position in the epoch is saved in checkpoints.
+
+    Lightning stores ``state_dict()`` with the loops' state and calls ``load_state_dict`` before
+    iterating again; the sampler then skips the batches the checkpointed run had already trained on.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._batches = 0
+
+    def __iter__(self):
+        sampler: TrainSampler = self.sampler
+        self._batches = sampler.start // self.batch_size
+        for batch in super().__iter__():
+            self._batches += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "batches": self._batches}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.epoch = int(state["epoch"])
+        self.sampler.start = int(state["batches"]) * self.batch_size
+        self._batches = int(state["batches"])
+
+
 class DetectionDataModule(L.LightningDataModule):
     """KITTI / synthetic / COCO data with deterministic, recorded splits.
 
@@ -53,7 +156,11 @@ class DetectionDataModule(L.LightningDataModule):
         synthetic_num, synthetic_seed: size and seed of the generated synthetic set.
         coco_images, coco_annotations: for ``coco``.
         max_eval_images: evaluate only the first N frames of val/test (quick runs); null = all.
+        seed: seed of the training order and augmentation (see the module docstring).
     """
+
+    # With several processes an evaluation share may be empty (fewer images than processes).
+    allow_zero_length_dataloader_with_multiple_devices = True
 
     def __init__(
         self,
@@ -78,6 +185,7 @@ class DetectionDataModule(L.LightningDataModule):
         coco_images: str | None = None,
         coco_annotations: str | None = None,
         max_eval_images: int | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         if source not in ("kitti", "synthetic", "coco"):
@@ -109,6 +217,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.coco_images = coco_images
         self.coco_annotations = coco_annotations
         self.max_eval_images = max_eval_images
+        self.seed = int(seed)
         self.split_record: dict[str, Any] | None = None
         self.datasets: dict[str, Dataset] = {}
 
@@ -230,6 +339,13 @@ class DetectionDataModule(L.LightningDataModule):
         return save_coco_json(path, targets_to_coco(targets, self.class_names))
 
     # ------------------------------------------------------------------ loaders
+    def _processes(self) -> tuple[int, int]:
+        """(rank, number of processes) of the attached trainer; (0, 1) without one."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
         ds = self.datasets[split]
@@ -237,12 +353,17 @@ class DetectionDataModule(L.LightningDataModule):
             raise DataError(f"the {split} split of {self.name} is empty; check data.split_fractions / split lists")
         if split != "train" and self.max_eval_images:
             ds = torch.utils.data.Subset(ds, range(min(len(ds), int(self.max_eval_images))))
-        # Full frames of different sizes are batched as lists (the detector handles them).
-        bs = self.batch_size if split == "train" else self.eval_batch_size
-        return DataLoader(
-            ds, batch_size=bs, shuffle=shuffle, num_workers=self.num_workers, collate_fn=collate,
-            persistent_workers=self.num_workers > 0, drop_last=False,
-        )
+        rank, world = self._processes()
+        # Loaders own a generator so that creating an iterator draws nothing from the global RNG.
+        common = dict(num_workers=self.num_workers, collate_fn=collate, persistent_workers=self.num_workers > 0,
+                      drop_last=False, generator=torch.Generator().manual_seed(self.seed))
+        if split == "train":
+            sampler = TrainSampler(len(ds), self.seed, shuffle=shuffle, num_replicas=world, rank=rank)
+            return ResumableLoader(SeededAugmentation(ds, self.seed), batch_size=self.batch_size, sampler=sampler, **common)
+        # Full frames of different sizes are batched as lists (the detector handles them). Each
+        # process evaluates its own frames, none twice (no padding; the module gathers results).
+        sampler = list(range(rank, len(ds), world)) if world > 1 else None
+        return DataLoader(ds, batch_size=self.eval_batch_size, shuffle=False, sampler=sampler, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

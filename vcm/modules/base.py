@@ -118,6 +118,10 @@ class CodecModule(L.LightningModule):
         opt = self.optimizer_factory(net)
         aux_opt = self.aux_optimizer_factory(aux)
         self._scheduler = self.scheduler_factory(opt) if self.scheduler_factory else None
+        # The scheduler is stepped here, not by Lightning, so its state travels in our own checkpoint key.
+        pending = self.__dict__.pop("_pending_scheduler_state", None)
+        if self._scheduler is not None and pending is not None:
+            self._scheduler.load_state_dict(pending)
         return [opt, aux_opt]
 
     def compute_loss(self, batch) -> dict[str, torch.Tensor]:
@@ -128,7 +132,7 @@ class CodecModule(L.LightningModule):
         out = self.compute_loss(batch)
         loss = out["loss"]
         if not torch.isfinite(loss):
-            msg = (f"non-finite training loss {float(loss)} at global step {self.global_step} "
+            msg = (f"non-finite training loss {float(loss.detach())} at global step {self.global_step} "
                    f"(epoch {self.current_epoch}, batch {batch_idx}); components: "
                    + ", ".join(f"{k}={float(v):.4g}" for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1))
             if self.nonfinite == "raise":
@@ -191,10 +195,23 @@ class CodecModule(L.LightningModule):
         acc = self._acc[stage]
         gathered = gather_objects((acc.per_image, acc.preds, acc.targets))
         merged = MetricAccumulator(acc.class_names, detection=acc.detection)
+        seen: set = set()
         for per_image, preds, targets in gathered:
-            merged.per_image.extend(per_image)
-            merged.preds.extend(preds)
-            merged.targets.extend(targets)
+            aligned = len(preds) == len(per_image)
+            for i, m in enumerate(per_image):
+                # A padding sampler (e.g. Lightning's DistributedSampler) hands some images to two
+                # processes; each image counts once.
+                key = (m.get("name"), m.get("height"), m.get("width"))
+                if m.get("name") is not None and key in seen:
+                    continue
+                seen.add(key)
+                merged.per_image.append(m)
+                if aligned:
+                    merged.preds.append(preds[i])
+                    merged.targets.append(targets[i])
+            if not aligned:
+                merged.preds.extend(preds)
+                merged.targets.extend(targets)
         metrics = merged.compute() if merged.per_image else {}
         # Every rank holds the same gathered values, so no further reduction is needed.
         for k, v in metrics.items():
@@ -247,3 +264,20 @@ class CodecModule(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vcm"] = dict(self.vcm_meta)
+        sch = getattr(self, "_scheduler", None)
+        if sch is not None:
+            checkpoint["vcm_scheduler"] = sch.state_dict()
+        checkpoint["vcm_skipped_batches"] = int(self.skipped_batches)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        from compressai.models.base import CompressionModel
+
+        # The entropy models' CDF tables are buffers that stay empty until update(); CompressAI's
+        # load_state_dict resizes them, after which Lightning's strict load finds matching shapes.
+        sd = {k[len("codec."):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("codec.")}
+        if sd and isinstance(self.codec, CompressionModel):
+            CompressionModel.load_state_dict(self.codec, sd)
+        # configure_optimizers runs after this hook when resuming; it applies the state.
+        if checkpoint.get("vcm_scheduler") is not None:
+            self.__dict__["_pending_scheduler_state"] = checkpoint["vcm_scheduler"]
+        self.skipped_batches = int(checkpoint.get("vcm_skipped_batches", 0))

@@ -1,0 +1,201 @@
+"""Shared pieces of the reliability and bad-input tests: tiny configs, subprocess runs, a test-only
+callback that kills its own process, and a small L-MSFC coding script run in separate processes.
+
+Run as a script, it codes or decodes with a tiny L-MSFC context model (see :func:`main`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+VENV_BIN = Path(sys.executable).parent
+TESTS = Path(__file__).resolve().parent
+
+# 8 synthetic frames of 128x320 (6 train, 1 val, 1 test), a 16-channel codec, 64x64 crops.
+SYNTH = ["data=synthetic", "data.synthetic_num=8", "data.synthetic_size=[128,320]", "data.num_workers=0"]
+TINY = SYNTH + [
+    "data.crop_size=[64,64]", "data.batch_size=2", "data.max_eval_images=1",
+    "quality=1", "model.codec.N=16", "model.codec.M=16",
+    "trainer=debug", "trainer.enable_progress_bar=false", "logger=csv",
+]
+
+
+def synthetic_cache(base: Path) -> Path:
+    """A cache folder holding the synthetic set of ``SYNTH`` (generated once, reused by every run)."""
+    from vcm.data.synthetic import generate
+
+    cache = base / "cache"
+    generate(cache / "synthetic" / "n8_s0_128x320", num=8, seed=0, width=320, height=128)
+    return cache
+
+
+def compose(overrides: list[str], tmp: Path, cache: Path | None = None, name: str = "train"):
+    """``conf/<name>.yaml`` with overrides; run, results and cache folders under ``tmp``."""
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+    from omegaconf import open_dict
+
+    import vcm.utils.config  # noqa: F401  (resolvers)
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = _compose(name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp / "run")
+        cfg.paths.results_dir = str(tmp / "results")
+        cfg.paths.cache_dir = str(cache or tmp / "cache")
+    return cfg
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment of the ``vcm-*`` subprocesses: one thread (the machine is shared), tests importable."""
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HYDRA_FULL_ERROR="0", WANDB_MODE="offline",
+               PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    return env
+
+
+def run_cli(tool: str, args: list[str], timeout: float = 300, cwd: Path | None = None, wait: bool = True):
+    """Run ``.venv/bin/<tool> args``; returns the CompletedProcess (or the Popen when ``wait`` is False)."""
+    cmd = [str(VENV_BIN / tool), *[str(a) for a in args]]
+    if not wait:
+        return subprocess.Popen(cmd, env=subprocess_env(), cwd=cwd or ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, env=subprocess_env(), cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its content (to check that nothing changed)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+
+
+class KillAtStep(L.Callback):
+    """Test-only: SIGKILL this process when the batch after global step ``step`` starts.
+
+    By then ModelCheckpoint has written the checkpoint of step ``step`` (every_n_train_steps), and
+    the process dies in the middle of an epoch without any chance to clean up, as with ``kill -9``.
+    """
+
+    def __init__(self, step: int):
+        self.step = int(step)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------------------------- L-MSFC
+def tiny_lmsfc():
+    """A small L-MSFC with the autoregressive context model (fixed random weights, CDFs updated)."""
+    import torch
+
+    from vcm.codecs.lmsfc import LMSFC
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LMSFC(N=8, M=8, entropy_model="context", feature_channels=8).eval()
+    model.update(force=True)
+    return model
+
+
+def tiny_levels():
+    """P2..P5 of a 64x96 "image" (strides 4..32), large enough that y has many non-zero symbols."""
+    from collections import OrderedDict
+
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    return OrderedDict((k, 4.0 * torch.randn(1, 8, 16 // s, 24 // s, generator=g))
+                       for k, s in (("p2", 1), ("p3", 2), ("p4", 4), ("p5", 8)))
+
+
+def main(argv: list[str]) -> int:
+    """``python helpers.py lmsfc-encode OUT`` / ``lmsfc-decode OUT NAME [THREADS]``.
+
+    encode: writes the bitstream (vcm container), the encoder's own reconstruction (from the
+    ``y_hat`` it coded) and the model state; decode: rebuilds the model from the state file, decodes
+    and writes the levels.
+    """
+    import torch
+
+    from vcm.codecs.base import weights_hash
+    from vcm.codecs.container import pack, unpack
+
+    cmd, out = argv[0], Path(argv[1])
+    if cmd == "lmsfc-encode":
+        model = tiny_lmsfc()
+        strings, z_shape, y_hat, sizes = model._encode(tiny_levels())
+        enc_side = model._reconstruct(y_hat, sizes)
+        data = pack(model.codec_name, weights_hash(model), (64, 96), strings, z_shape,
+                    {"sizes": [v for hw in sizes for v in hw]})
+        (out / "stream.vcm").write_bytes(data)
+        torch.save(model.state_dict(), out / "model.pt")
+        torch.save({"y_hat": y_hat.clone(), **{k: v.clone() for k, v in enc_side.items()}}, out / "encoder_side.pt")
+        return 0
+    if cmd == "lmsfc-decode":
+        name = argv[2]
+        torch.set_num_threads(int(argv[3]) if len(argv) > 3 else 1)
+        from compressai.models.base import CompressionModel
+
+        from vcm.codecs.lmsfc import LMSFC
+
+        model = LMSFC(N=8, M=8, entropy_model="context", feature_channels=8).eval()
+        CompressionModel.load_state_dict(model, torch.load(out / "model.pt", weights_only=True))
+        p = unpack((out / "stream.vcm").read_bytes(), expected_codec="lmsfc", expected_hash=weights_hash(model))
+        flat = list(p.extra["sizes"])
+        captured = {}
+        reconstruct = model._reconstruct
+
+        def keep_y_hat(y_hat, sizes):
+            captured["y_hat"] = y_hat.clone()
+            return reconstruct(y_hat, sizes)
+
+        model._reconstruct = keep_y_hat
+        levels = model.decompress(p.strings, p.shape, [flat[i:i + 2] for i in range(0, len(flat), 2)])["levels_hat"]
+        torch.save({"y_hat": captured["y_hat"], **{k: v.clone() for k, v in levels.items()}}, out / f"decoded_{name}.pt")
+        (out / f"decoded_{name}.json").write_text(json.dumps({"pid": os.getpid(), "threads": torch.get_num_threads()}))
+        return 0
+    raise SystemExit(f"unknown command {cmd!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
+
+class DdpSyncCheck(L.Callback):
+    """Test-only: record what every DDP process did, gathered on process 0 into a JSON file.
+
+    ``param_hashes``: a hash of each process's parameters at the end of training (they must agree);
+    ``val_shares``: the frame names each process evaluated in the last validation.
+    """
+
+    def __init__(self, out: str):
+        self.out = Path(out)
+        self.val_shares: list = []
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        from vcm.modules.base import gather_objects
+
+        names = [m.get("name") for m in pl_module._acc["val"].per_image]
+        self.val_shares = gather_objects(names)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import hashlib
+
+        from vcm.modules.base import gather_objects
+
+        h = hashlib.sha256()
+        for name, p in sorted(pl_module.codec.named_parameters()):
+            h.update(name.encode())
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        hashes = gather_objects(h.hexdigest())
+        if trainer.global_rank == 0:
+            self.out.write_text(json.dumps({"param_hashes": hashes, "val_shares": self.val_shares,
+                                            "world_size": trainer.world_size}))

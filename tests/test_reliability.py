@@ -209,34 +209,45 @@ def test_bitstream_decodes_to_identical_pixels_in_other_processes(tmp_path, hype
 
 def test_lmsfc_context_model_bitstream_decodes_bit_identically_in_other_processes(tmp_path):
     """The autoregressive context model recomputes the Gaussian parameters from decoded symbols; any
-    float difference between encoder and decoder would derail the rANS decoder. Encoded here,
-    decoded in two other processes (1 and 2 threads) and here: identical to the encoder's own
-    reconstruction, bit for bit."""
-    from helpers import main as helper_main
+    float difference between encoder and decoder would derail the rANS decoder. Encoded here (one
+    thread), decoded in two other processes (1 and 2 threads) and here.
 
-    assert helper_main(["lmsfc-encode", str(tmp_path)]) == 0
-    script = Path(__file__).with_name("helpers.py")
+    The entropy-decoded latent ``y_hat`` is identical everywhere. The reconstructed features are
+    bit-identical when the decoder uses the encoder's thread count; with another thread count the
+    synthesis convolutions may round differently (measured: 1 ulp, 1.2e-7, in P2), hence the
+    tolerance for that case only.
+    """
     import subprocess
     import sys
 
+    from helpers import main as helper_main
     from helpers import subprocess_env
 
+    assert torch.get_num_threads() == 1
+    assert helper_main(["lmsfc-encode", str(tmp_path)]) == 0
+    script = Path(__file__).with_name("helpers.py")
     procs = [subprocess.Popen([sys.executable, str(script), "lmsfc-decode", str(tmp_path), f"p{t}", str(t)],
                               env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for t in (1, 2)]
     for p in procs:
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 0, out
     enc_side = torch.load(tmp_path / "encoder_side.pt", weights_only=True)
+    assert int((enc_side["y_hat"] != 0).sum()) > 20  # the context model had symbols to work on
     model = tiny_lmsfc()
-    strings, z_shape, y_hat, sizes = model._encode(tiny_levels())
-    assert int((y_hat != 0).sum()) > 20  # the context model had symbols to work on
+    strings, z_shape, _, sizes = model._encode(tiny_levels())
     here = model.decompress(strings, z_shape, sizes)["levels_hat"]
     pids = set()
     for t in (1, 2):
         dec = torch.load(tmp_path / f"decoded_p{t}.pt", weights_only=True)
-        pids.add(json.loads((tmp_path / f"decoded_p{t}.json").read_text())["pid"])
+        info = json.loads((tmp_path / f"decoded_p{t}.json").read_text())
+        assert info["threads"] == t
+        pids.add(info["pid"])
+        assert torch.equal(dec["y_hat"], enc_side["y_hat"]), t
         for k in ("p2", "p3", "p4", "p5", "p6"):
-            assert torch.equal(dec[k], enc_side[k]) and torch.equal(dec[k], here[k]), (t, k)
+            if t == 1:
+                assert torch.equal(dec[k], enc_side[k]) and torch.equal(dec[k], here[k]), k
+            else:
+                torch.testing.assert_close(dec[k], enc_side[k], rtol=0, atol=1e-5)
     assert os.getpid() not in pids and len(pids) == 2
 
 

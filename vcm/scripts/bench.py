@@ -92,8 +92,8 @@ class Settings:
     step_nm: tuple[int, int] | None = None
     step_batch: int = 8
     step_crop: int = 256
-    step_warmup: int = 3
-    step_steps: int = 12
+    step_warmup: int = 2
+    step_steps: int = 10
     anchors: bool = True
 
 
@@ -316,7 +316,7 @@ def train_short(model, images: list[torch.Tensor], s: Settings, seed: int = 0) -
         aux_opt.step()
         if not math.isfinite(float(out["loss"].detach())):
             raise RuntimeError(f"non-finite loss at step {step} of the bpp benchmark's training")
-        history.append({k: float(out[k]) for k in ("loss", "bpp_loss", "mse_loss")} | {"aux_loss": float(aux_loss)})
+        history.append({k: float(out[k].detach()) for k in ("loss", "bpp_loss", "mse_loss")} | {"aux_loss": float(aux_loss.detach())})
     model.eval()
     tail = history[-min(20, len(history)) :]
     return {

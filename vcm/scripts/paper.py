@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     from vcm.utils.config import PROJECT_ROOT
 
-    out = a.out or PROJECT_ROOT / "outputs" / a.preset
+    out = a.out or PROJECT_ROOT / "outputs" / {"demo": "demo", "mini": "paper-mini", "full": "paper"}[a.preset]
     return run_study(a.preset, out, a.detector_ckpt, a.dry_run, set(a.only) if a.only else None)
 
 

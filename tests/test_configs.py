@@ -61,6 +61,18 @@ def test_eval_codec_option_composes(option):
     _check_targets(cfg.codec)
 
 
+@pytest.mark.parametrize("option", _options("sweep"))
+def test_eval_sweep_option_composes(option):
+    cfg = _compose("eval", [f"sweep={option}"])
+    assert cfg.hydra.sweeper.params and cfg.codec._target_.startswith("vcm.anchors.")
+
+
+@pytest.mark.parametrize("option", _options("experiment"))
+def test_experiment_sweeps_list_rate_points(option):
+    cfg = _compose("train", [f"experiment={option}"])
+    assert "quality" in cfg.hydra.sweeper.params and cfg.model._target_.startswith("vcm.modules.")
+
+
 @pytest.mark.parametrize("model,lmbda", [("hyperprior", 0.0067), ("factorized", 0.0067), ("lmsfc", 0.125), ("ta_msf", 0.125)])
 def test_quality_selects_lambda_and_lambda_can_be_set(model, lmbda):
     cfg = _compose("train", [f"model={model}", "quality=3"])

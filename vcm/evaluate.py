@@ -65,7 +65,8 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
     check_config(cfg)
     torch.manual_seed(int(cfg.get("seed", 0)))
     device = str(cfg.get("device", "cpu"))
-    datamodule = hydra.utils.instantiate(cfg.data)
+    # Evaluation codes full frames: the training crop size (and its check against the frame size) does not apply.
+    datamodule = hydra.utils.instantiate(cfg.data, crop_size=None)
     datamodule.prepare_data()
     datamodule.setup()
     split = str(cfg.split)

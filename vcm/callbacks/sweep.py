@@ -6,7 +6,7 @@ multirun it catches the job's exception, writes ``FAILED.json`` into that job's 
 (the point's overrides, the error and its traceback), logs which point failed and returns, so the
 launcher goes on with the next point. :class:`SweepFailureCallback` (a Hydra callback, configured
 in ``conf/hydra/default.yaml``) then lists every failed point at the end of the sweep, writes
-``failures.json`` into the sweep folder and makes the command exit with a non-zero status. Outside
+``failures.json`` into the sweep folder and makes the command exit with status 1. Outside
 a multirun, errors propagate unchanged.
 """
 from __future__ import annotations
@@ -21,17 +21,12 @@ from typing import Any, Callable
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
-from vcm.errors import VcmError
 from vcm.utils.io import atomic_write_json
 
 log = logging.getLogger("vcm.sweep")
 
 FAILURE_FILE = "FAILED.json"
 SUMMARY_FILE = "failures.json"
-
-
-class SweepFailedError(VcmError, RuntimeError):
-    """Some points of a multirun failed (each has a ``FAILED.json`` in its output folder)."""
 
 
 def _multirun_job() -> dict[str, Any] | None:
@@ -107,4 +102,6 @@ class SweepFailureCallback(HydraCallback):
         msg = (f"{len(failures)} sweep point(s) failed (the others' results are complete):\n" + "\n".join(lines)
                + f"\nsummary: {sweep_dir / SUMMARY_FILE}")
         log.error(msg)
-        raise SweepFailedError(msg)
+        # Hydra turns exceptions of callbacks into warnings; SystemExit is how the sweep's exit
+        # status says that points failed (the message goes to stderr).
+        raise SystemExit(msg)

@@ -47,9 +47,13 @@ class DetectorModule(L.LightningModule):
         from vcm.detectors import build_faster_rcnn
 
         cfg = {k: v for k, v in dict(detector).items() if not k.startswith("_") and k != "class_names"}
-        self.detector_cfg = cfg
+        self.detector_cfg = dict(cfg)
         self.class_names = list(class_names)
-        self.detector = build_faster_rcnn(num_classes=len(self.class_names) + 1, **cfg)
+        init_seed = cfg.pop("init_seed", None)
+        with torch.random.fork_rng(devices=[]):
+            if init_seed is not None:
+                torch.manual_seed(int(init_seed))
+            self.detector = build_faster_rcnn(num_classes=len(self.class_names) + 1, **cfg)
         self.optimizer_factory = optimizer or partial(torch.optim.SGD, lr=0.002, momentum=0.9, nesterov=True, weight_decay=1e-4)
         if warmup_steps < 0:
             raise ConfigError(f"model.warmup_steps={warmup_steps}: expected >= 0")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import logging
 import math
 import os
@@ -41,18 +42,16 @@ import statistics
 import sys
 import time
 import warnings
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from vcm.utils.io import atomic_write_json, atomic_write_text
-
-log = logging.getLogger("vcm.bench")
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT / ".." / "shared" / "data"
@@ -457,7 +456,7 @@ def _lightning_run(module, batch, steps: int, warmup: int) -> tuple[list[float],
     trainer.fit(module, train_dataloaders=loader)
     if len(timer.steps) != steps:
         raise RuntimeError(f"the Trainer ran {len(timer.steps)} steps, expected {steps}")
-    periods = [b - a for a, b in zip(timer.starts, timer.starts[1:])]
+    periods = [b - a for a, b in itertools.pairwise(timer.starts)]
     return timer.steps[warmup:], periods[warmup:]
 
 
@@ -491,7 +490,7 @@ def _plain_run(model, batch, steps: int, warmup: int, lmbda: float) -> tuple[lis
         aux_loss.backward()
         aux_opt.step()
         times.append(time.perf_counter() - t0)
-    periods = [b - a for a, b in zip(starts, starts[1:])]
+    periods = [b - a for a, b in itertools.pairwise(starts)]
     return times[warmup:], periods[warmup:]
 
 
@@ -663,9 +662,11 @@ def render_markdown(result: dict) -> str:
     lines = [
         "### Benchmarks",
         "",
-        f"Measured with `{result['command']}` ({result['created'][:10]}; {env['cpu_model']}, "
-        f"{env['cpu_count']} cores shared with other jobs, torch {env['torch']} with {env['torch_threads']} threads, "
-        f"CompressAI {env['compressai']}, Lightning {env['lightning']}).",
+        (
+            f"Measured with `{result['command']}` ({result['created'][:10]}; {env['cpu_model']}, "
+            f"{env['cpu_count']} cores shared with other jobs, torch {env['torch']} with {env['torch_threads']} "
+            f"threads, CompressAI {env['compressai']}, Lightning {env['lightning']})."
+        ),
         "",
         "| check | measured | goal | result |",
         "|---|---:|---:|:---:|",
@@ -677,11 +678,13 @@ def render_markdown(result: dict) -> str:
         c = result["codec"]
         m = c["model"]
         lines += [
-            f"- Coding time: {c['frame']['name']} ({c['frame']['width']}x{c['frame']['height']}), "
-            f"{m['codec']} N={m['N']} M={m['M']} ({m['weights']}); median of {c['repeats']} interleaved rounds "
-            f"after a warm-up: vcm {c['median']['vcm_enc_s']:.3f} s / {c['median']['vcm_dec_s']:.3f} s, "
-            f"direct {c['median']['direct_enc_s']:.3f} s / {c['median']['direct_dec_s']:.3f} s (enc / dec); "
-            f"identical strings: {c['same_strings']}, identical decoded image: {c['same_decoded_image']}.",
+            (
+                f"- Coding time: {c['frame']['name']} ({c['frame']['width']}x{c['frame']['height']}), "
+                f"{m['codec']} N={m['N']} M={m['M']} ({m['weights']}); median of {c['repeats']} interleaved rounds "
+                f"after a warm-up: vcm {c['median']['vcm_enc_s']:.3f} s / {c['median']['vcm_dec_s']:.3f} s, "
+                f"direct {c['median']['direct_enc_s']:.3f} s / {c['median']['direct_dec_s']:.3f} s (enc / dec); "
+                f"identical strings: {c['same_strings']}, identical decoded image: {c['same_decoded_image']}."
+            ),
         ]
     if "bpp" in result:
         b = result["bpp"]
@@ -710,8 +713,10 @@ def render_markdown(result: dict) -> str:
         fr = a["frame"]
         lines += [
             "",
-            f"Throughput on {fr['name']} ({fr['width']}x{fr['height']}), median of {a['repeats']} runs after a warm-up, "
-            f"one process, {env['torch_threads']} torch threads:",
+            (
+                f"Throughput on {fr['name']} ({fr['width']}x{fr['height']}), median of {a['repeats']} runs after a "
+                f"warm-up, one process, {env['torch_threads']} torch threads:"
+            ),
             "",
             "| codec | params | encode (frames/s) | decode (frames/s) | bpp | note |",
             "|---|---|---:|---:|---:|---|",
@@ -770,7 +775,7 @@ def run(a: argparse.Namespace, command: str) -> dict[str, Any]:
         s = replace(s, train_steps=a.train_steps)
     result: dict[str, Any] = {
         "command": command,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": bool(a.quick),
         "settings": asdict(s),
         "environment": _environment(),
@@ -793,7 +798,7 @@ def run(a: argparse.Namespace, command: str) -> dict[str, Any]:
         hp = _hyperprior(s.codec_nm).eval()
         hp.update(force=True)  # once: both paths share these tables
     if "codec" in a.only:
-        log.info("1/4 codec path: vcm vs CompressAI direct (%d rounds)", s.repeats)
+        _say(f"1/4 codec path: vcm vs CompressAI direct ({s.repeats} rounds after a warm-up)")
         t0 = time.perf_counter()
         c = bench_codec(hp, image, s.repeats)
         c.update(model=_describe(hp, "random init (seed 0), untrained: y quantises to almost all zeros, so entropy "
@@ -805,7 +810,7 @@ def run(a: argparse.Namespace, command: str) -> dict[str, Any]:
                              "bytes": c["bitstream_bytes"], "bpp": 8 * c["bitstream_bytes"] / (frame["height"] * frame["width"]),
                              "note": "random weights; vcm path, times of check 1"})
     if "bpp" in a.only:
-        log.info("2/4 real vs estimated bpp: training %d steps", s.train_steps)
+        _say(f"2/4 real vs estimated bpp: training {s.train_steps} steps")
         t0 = time.perf_counter()
         model = _hyperprior(s.bpp_nm)
         train_ids = set(_train_frame_ids([n for n, _ in frames]))
@@ -813,17 +818,19 @@ def run(a: argparse.Namespace, command: str) -> dict[str, Any]:
         model.update(force=True)
         measured = frames if s.bpp_frames is None else frames[: s.bpp_frames]
         b = bench_bpp(model, measured)
-        b.update(model=_describe(model, f"trained {s.train_steps} steps here"), training=training,
+        size = ("quality 3's N, M" if s.bpp_nm is None else
+                f"N={s.bpp_nm[0]}, M={s.bpp_nm[1]} instead of quality 3's 128, 192, so the training fits the budget")
+        b.update(model=_describe(model, f"trained {s.train_steps} steps here; {size}"), training=training,
                  goal=GOALS["bpp"], seconds=time.perf_counter() - t0)
         result["bpp"] = b
     if "train" in a.only:
-        log.info("3/4 training step: Lightning vs plain loop")
+        _say("3/4 training step: Lightning vs plain loop")
         t0 = time.perf_counter()
         tr = bench_train_step(s)
         tr.update(goal=GOALS["train"], seconds=time.perf_counter() - t0)
         result["train"] = tr
     if "anchors" in a.only:
-        log.info("4/4 anchor throughput")
+        _say("4/4 anchor throughput")
         from vcm.evaluation.runners import LearnedImageRunner
 
         t0 = time.perf_counter()
@@ -842,27 +849,37 @@ def run(a: argparse.Namespace, command: str) -> dict[str, Any]:
     return result
 
 
+def _say(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m vcm.scripts.bench``; returns the exit code."""
     a = _parse(argv)
     if a.threads is not None:
         torch.set_num_threads(a.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     import lightning  # noqa: F401 - it sets its loggers' levels on import; quieten them afterwards
 
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    quiet = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in quiet]
     command = shlex.join(["python", "-m", "vcm.scripts.bench", *(sys.argv[1:] if argv is None else argv)])
     try:
-        result = run(a, command)
+        for lg in quiet:
+            lg.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            for pattern in (".*does not have many workers.*", ".*torch.jit.script.*", ".*no `val_dataloader`.*",
+                            ".*LeafSpec.*"):
+                warnings.filterwarnings("ignore", message=pattern)
+            result = run(a, command)
     except (FileNotFoundError, ValueError) as e:
         print(f"vcm bench: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        for lg, level in zip(quiet, levels):
+            lg.setLevel(level)
     out = Path(a.out)
-    atomic_write_json(out, result)
     md = out.with_suffix(".md")
+    atomic_write_json(out, result)
     atomic_write_text(md, render_markdown(result))
     _print_summary(result)
     print(f"\nwrote {out} and {md} ({result['seconds']:.0f} s)")

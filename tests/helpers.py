@@ -21,11 +21,12 @@ TESTS = Path(__file__).resolve().parent
 
 # 8 synthetic frames of 128x320 (6 train, 1 val, 1 test), a 16-channel codec, 64x64 crops.
 SYNTH = ["data=synthetic", "data.synthetic_num=8", "data.synthetic_size=[128,320]", "data.num_workers=0"]
-TINY = SYNTH + [
+TINY_REST = [
     "data.crop_size=[64,64]", "data.batch_size=2", "data.max_eval_images=1",
     "quality=1", "model.codec.N=16", "model.codec.M=16",
     "trainer=debug", "trainer.enable_progress_bar=false", "logger=csv",
 ]
+TINY = SYNTH + TINY_REST
 
 
 def synthetic_cache(base: Path) -> Path:

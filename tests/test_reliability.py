@@ -283,7 +283,7 @@ def test_failing_eval_sweep_point_is_recorded(tmp_path, cache):
     records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")]
     assert sorted(rec["params"]["quality"] for rec in records) == [50, 80]
     failure = json.loads((sweep / "1" / "FAILED.json").read_text())
-    assert "codec.quality=-5" in failure["overrides"] and "quality=-5" in failure["error"]
+    assert "codec.quality=-5" in failure["overrides"] and "quality must be in 1..100, got -5" in failure["error"]
 
 
 # --------------------------------------------------------------------------------------------- non-finite loss
@@ -363,3 +363,23 @@ def test_ddp_cpu_two_processes_count_every_validation_image_once(tmp_path, cache
     assert single["num_images"] == 3
     for k in ("psnr", "bpp_real", "bpp_estimated"):
         assert float(logged[f"val/{k}"]) == pytest.approx(single["metrics"][k], rel=1e-6), k
+
+
+def test_gathered_evaluation_counts_an_image_twice_only_once(monkeypatch):
+    """Safety net behind the unpadded evaluation shares: if a padding sampler (Lightning's
+    DistributedSampler) gives one frame to two processes, the gathered metrics count it once."""
+    import vcm.modules.base as base
+    from vcm.codecs.image import factorized
+    from vcm.evaluation.pipeline import MetricAccumulator
+    from vcm.losses.image import RateDistortionLoss
+    from vcm.modules.image_codec import ImageCodecModule
+
+    module = ImageCodecModule(factorized(N=8, M=8), RateDistortionLoss(lmbda=0.01))
+    frames = {n: {"name": n, "height": 4, "width": 4, "bits": b, "bpp_real": b / 16, "psnr": p}
+              for n, b, p in (("a", 16, 10.0), ("b", 32, 20.0), ("c", 48, 60.0))}
+    rank0, rank1 = [frames["a"], frames["c"]], [frames["b"], frames["a"]]  # "a" padded onto rank 1
+    monkeypatch.setattr(base, "gather_objects", lambda obj: [(rank0, [], []), (rank1, [], [])])
+    module._acc["val"] = MetricAccumulator([], detection=False)
+    metrics = module._end_eval("val")
+    assert sorted(p["name"] for p in module.last_eval["val"]["per_image"]) == ["a", "b", "c"]
+    assert metrics["psnr"] == pytest.approx(30.0) and metrics["bpp_real"] == pytest.approx(2.0)

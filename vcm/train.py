@@ -132,14 +132,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     L.seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = _resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     # Data: one DataModule for every model; the split used is saved with the run.
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup()
-    datamodule.save_split(output_dir / "split.json")
 
     model = build_model(cfg, datamodule)
     kind = getattr(model, "kind", "image")
@@ -163,6 +160,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             "variant": cfg.get("variant"),
             "class_names": list(datamodule.class_names),
         })
+    # Written once data and model are built: a configuration error writes nothing into the run folder.
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    datamodule.save_split(output_dir / "split.json")
     from vcm.callbacks.checkpoint_io import AtomicCheckpointIO, RngStateCallback
 
     callbacks.append(RngStateCallback())

@@ -95,14 +95,8 @@ class AnchorFeatureRunner:
         return self.anchor.decode(data)
 
 
-class LearnedImageRunner:
-    """A learned image codec (CompressAI contract) with vcm's bitstream container.
-
-    Args:
-        model: the codec; ``update(force=True)`` must have been called (the runner does it once).
-        name: codec name recorded in bitstreams and results.
-        params: e.g. ``{"quality": 3, "lmbda": 0.0067}``.
-    """
+class _LearnedRunner:
+    """Shared part of the learned-codec runners: name, rate-point params, weights hash, device."""
 
     kind = "image"
 
@@ -116,6 +110,21 @@ class LearnedImageRunner:
 
         self.weights_hash = weights_hash(model)
 
+    def _device(self):
+        return next(self.model.parameters()).device
+
+
+class LearnedImageRunner(_LearnedRunner):
+    """A learned image codec (CompressAI contract) with vcm's bitstream container.
+
+    Args:
+        model: the codec; ``update(force=True)`` is called once unless ``update=False``.
+        name: codec name recorded in bitstreams and results.
+        params: e.g. ``{"quality": 3, "lmbda": 0.0067}``.
+    """
+
+    kind = "image"
+
     @torch.no_grad()
     def estimated_bits(self, image: torch.Tensor, cond=None) -> float:
         from vcm.codecs.base import count_bits, pad_image
@@ -124,9 +133,6 @@ class LearnedImageRunner:
         x_pad, _ = pad_image(x, self.model.min_div)
         out = self.model(x_pad, cond=cond) if getattr(self.model, "needs_features", False) else self.model(x_pad)
         return float(count_bits(out["likelihoods"]))
-
-    def _device(self):
-        return next(self.model.parameters()).device
 
     @torch.no_grad()
     def encode(self, image: torch.Tensor, cond=None) -> bytes:
@@ -142,23 +148,10 @@ class LearnedImageRunner:
         return to_uint8(decode_image(self.model, data))
 
 
-class LearnedFeatureRunner:
+class LearnedFeatureRunner(_LearnedRunner):
     """A learned feature codec (L-MSFC / TA-MSF) with vcm's bitstream container."""
 
     kind = "feature"
-
-    def __init__(self, model: nn.Module, name: str | None = None, params: dict | None = None, update: bool = True):
-        self.model = model.eval()
-        self.name = name or getattr(model, "codec_name", type(model).__name__)
-        self.params = dict(params or {})
-        if update:
-            model.update(force=True)
-        from vcm.codecs.base import weights_hash
-
-        self.weights_hash = weights_hash(model)
-
-    def _device(self):
-        return next(self.model.parameters()).device
 
     @torch.no_grad()
     def estimated_bits(self, levels) -> float:

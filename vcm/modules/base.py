@@ -188,8 +188,24 @@ class CodecModule(L.LightningModule):
     def test_step(self, batch, batch_idx):
         self.eval_step(batch, "test")
 
-    def eval_step(self, batch, stage: str) -> None:
+    def _runner(self):
         raise NotImplementedError
+
+    @torch.no_grad()
+    def eval_step(self, batch, stage: str) -> None:
+        """Real coding of every full frame + the loss and estimated rate from one forward pass."""
+        from vcm.evaluation.pipeline import evaluate_image
+
+        images, targets = batch
+        runner = self._runner()
+        for image, target in zip(images, targets):
+            m, preds, decoded = evaluate_image(runner, image, target, detector=self.detector, estimate=False)
+            single = self.compute_loss((image[None], [target]))
+            m["bpp_estimated"] = float(single["bpp_loss"])
+            m["loss"] = float(single["loss"])
+            self._acc[stage].add(m, preds, target)
+            if decoded is not None:
+                self.log_sample(stage, image, decoded, target, preds)
 
     def _end_eval(self, stage: str) -> dict:
         acc = self._acc[stage]

@@ -15,7 +15,6 @@ from collections import OrderedDict
 import torch
 
 from vcm.errors import ConfigError
-from vcm.evaluation.pipeline import evaluate_image
 from vcm.evaluation.runners import LearnedFeatureRunner
 from vcm.modules.base import CodecModule
 
@@ -80,13 +79,3 @@ class FeatureCodecModule(CodecModule):
     def _runner(self) -> LearnedFeatureRunner:
         return LearnedFeatureRunner(self.codec, name=self.codec_name, params=self.params, update=False)
 
-    @torch.no_grad()
-    def eval_step(self, batch, stage: str) -> None:
-        images, targets = batch
-        runner = self._runner()
-        for image, target in zip(images, targets):
-            m, preds, _ = evaluate_image(runner, image, target, detector=self.detector, estimate=False)
-            single = self.compute_loss(([image], [target]))
-            m["bpp_estimated"] = float(single["bpp_loss"])
-            m["loss"] = float(single["loss"])
-            self._acc[stage].add(m, preds, target)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from vcm.evaluation.pipeline import detector_condition, evaluate_image, image_quality
+from vcm.evaluation.pipeline import detector_condition
 from vcm.evaluation.runners import LearnedImageRunner
 from vcm.modules.base import CodecModule
 
@@ -54,18 +54,3 @@ class ImageCodecModule(CodecModule):
     def _runner(self) -> LearnedImageRunner:
         return LearnedImageRunner(self.codec, name=self.codec_name, params=self.params, update=False)
 
-    @torch.no_grad()
-    def eval_step(self, batch, stage: str) -> None:
-        images, targets = batch
-        runner = self._runner()
-        for image, target in zip(images, targets):
-            m, preds, decoded = evaluate_image(runner, image, target, detector=self.detector, estimate=False)
-            # Loss and estimated rate from one forward pass on the full frame.
-            single = self.compute_loss((image[None], [target]))
-            m["bpp_estimated"] = float(single["bpp_loss"])
-            m["loss"] = float(single["loss"])
-            self._acc[stage].add(m, preds, target)
-            self.log_sample(stage, image, decoded, target, preds)
-
-
-__all__ = ["ImageCodecModule", "image_quality"]

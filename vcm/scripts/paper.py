@@ -132,35 +132,28 @@ def run_study(preset: str, out: Path, detector_ckpt: str | None = None, dry_run:
     if want("none"):
         st.evaluate("none", ["codec=none", *ev])
 
-    # 3. Learned image codecs (roi_hyperprior is conditioned on the detector while training).
-    for name, overrides, points in p["image_codecs"]:
+    # 3. Learned codecs. roi_hyperprior is conditioned on the detector while training and the
+    # feature codecs compress its FPN, so those train against the trained detector.
+    learned = [(n, o, pts, n == "roi_hyperprior") for n, o, pts in p["image_codecs"]]
+    learned += [(n, o, pts, True) for n, o, pts in p["feature_codecs"]]
+    for name, overrides, points, needs_detector in learned:
         if not want(name):
             continue
         for rp in points:
             point = f"{name}_{'_'.join(o.replace('=', '') for o in rp)}"
-            extra = det_ckpt if name == "roi_hyperprior" else []
+            extra = det_ckpt if needs_detector else []
             ckpt = st.train(point, [*data, *overrides, *rp, *extra, "data.max_eval_images=2"])
             if ckpt:
                 st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={ckpt}", *ev])
 
-    # 4. Learned feature codecs (split inference with the trained detector).
-    for name, overrides, points in p["feature_codecs"]:
-        if not want(name):
-            continue
-        for rp in points:
-            point = f"{name}_{'_'.join(o.replace('=', '') for o in rp)}"
-            ckpt = st.train(point, [*data, *overrides, *rp, *det_ckpt, "data.max_eval_images=2"])
-            if ckpt:
-                st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={ckpt}", *ev])
-
-    # 5. Classical anchors.
+    # 4. Classical anchors.
     for codec, knob, values in p["anchors"]:
         if not want(codec):
             continue
         for v in values:
             st.evaluate(f"{codec}_{knob}{v}", [f"codec={codec}", f"codec.{knob}={v}", *ev])
 
-    # 6. RD table, BD-rates, plots, report.
+    # 5. RD table, BD-rates, plots, report.
     try:
         st.report(p["bd_anchor"], METRICS, ["psnr", "map_50"])
     except SystemExit as e:  # vcm-rd signals "no records" by exit code

@@ -28,7 +28,9 @@ PRESETS: dict[str, dict] = {
         "data": ["data=synthetic", "data.synthetic_num=48", "data.split_fractions=[0.75,0.125,0.125]"],
         "detector": {
             "backbone": "resnet18_fpn",
-            "train": ["data.crop_size=[375,414]", "data.batch_size=4", "trainer.max_steps=40", "trainer.max_epochs=1000",
+            # Half resolution on CPU: the detector's transform scales frames to 188 px high.
+            "overrides": ["detector.min_size=188", "detector.max_size=621"],
+            "train": ["data.crop_size=[375,621]", "data.batch_size=4", "trainer.max_steps=40", "trainer.max_epochs=1000",
                       "+detector.rpn_post_nms_top_n_train=600", "+detector.box_batch_size_per_image=128",
                       "model.warmup_steps=10", "~model.optimizer",
                       "+model.optimizer={_target_:torch.optim.AdamW,_partial_:true,lr:3.0e-4,weight_decay:1.0e-4}"],
@@ -47,23 +49,25 @@ PRESETS: dict[str, dict] = {
         "data": ["data=synthetic", "data.synthetic_num=96", "data.split_fractions=[0.8,0.1,0.1]"],
         "detector": {
             "backbone": "resnet18_fpn",
-            "train": ["data.crop_size=[375,414]", "data.batch_size=4", "trainer.max_steps=200", "trainer.max_epochs=1000",
+            # Half resolution on CPU: the detector's transform scales frames to 188 px high.
+            "overrides": ["detector.min_size=188", "detector.max_size=621"],
+            "train": ["data.crop_size=[375,621]", "data.batch_size=4", "trainer.max_steps=200", "trainer.max_epochs=1000",
                       "+detector.rpn_post_nms_top_n_train=600", "+detector.box_batch_size_per_image=128",
                       "model.warmup_steps=30", "~model.optimizer",
                       "+model.optimizer={_target_:torch.optim.AdamW,_partial_:true,lr:3.0e-4,weight_decay:1.0e-4}"],
         },
         "image_codecs": [
             (name, [f"model={name}", "model.codec.N=64", "model.codec.M=96", "data.crop_size=[192,192]", "data.batch_size=8",
-                    "trainer.max_steps=250", "trainer.check_val_every_n_epoch=100"] + extra,
+                    "trainer.max_steps=200", "trainer.check_val_every_n_epoch=100"] + extra,
              [["quality=1"], ["quality=3"], ["quality=5"]])
             for name, extra in (("factorized", []), ("hyperprior", []),
                                 # detector features of the 192-px crops at their native scale, as at test time
-                                ("roi_hyperprior", ["loss.alpha=0.9", "detector.min_size=192", "detector.max_size=192"]))
+                                ("roi_hyperprior", ["loss.alpha=0.9", "detector.min_size=96", "detector.max_size=96"]))
         ],
         "feature_codecs": [
             (name, [f"model={name}", "model.codec.N=64", "model.codec.M=64", "model.codec.entropy_model=hyperprior",
                     "data.crop_size=[256,256]", "data.batch_size=4", "trainer.max_steps=200", "trainer.check_val_every_n_epoch=100",
-                    "detector.min_size=256", "detector.max_size=256"]  # FPN of crops at native scale
+                    "detector.min_size=128", "detector.max_size=128"]  # crops at the detector's (half) scale
              + extra,
              [["quality=1"], ["quality=3"], ["quality=5"]])
             for name, extra in (("lmsfc", []), ("ta_msf", ["model.warmup_steps=50", "model.warmup_epochs=0"]))
@@ -112,7 +116,7 @@ def run_study(preset: str, out: Path, detector_ckpt: str | None = None, dry_run:
     st = Study(preset, out, dry_run=dry_run)
     data = p["data"]
     backbone = p["detector"]["backbone"]
-    det = [f"detector={backbone}"]
+    det = [f"detector={backbone}", *p["detector"].get("overrides", [])]
 
     # 1. The detector every task metric depends on.
     if detector_ckpt is None:
@@ -142,7 +146,7 @@ def run_study(preset: str, out: Path, detector_ckpt: str | None = None, dry_run:
         for rp in points:
             point = f"{name}_{'_'.join(o.replace('=', '') for o in rp)}"
             extra = det_ckpt if needs_detector else []
-            ckpt = st.train(point, [*data, *overrides, *rp, *extra, "data.max_eval_images=2"])
+            ckpt = st.train(point, [*data, *extra, *overrides, *rp, "data.max_eval_images=2"])
             if ckpt:
                 st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={ckpt}", *ev])
 

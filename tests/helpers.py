@@ -69,7 +69,8 @@ def run_cli(tool: str, args: list[str], timeout: float = 300, cwd: Path | None =
     if not wait:
         return subprocess.Popen(cmd, env=subprocess_env(), cwd=cwd or ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(cmd, env=subprocess_env(), cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, env=subprocess_env(), cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout,
+                          check=False)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY, TINY_REST, compose, run_cli, snapshot, synthetic_cache
 from hydra.errors import InstantiationException, MissingConfigException
 
-from helpers import TINY, TINY_REST, compose, run_cli, snapshot, synthetic_cache
 from vcm.errors import BitstreamError, ConfigError, DataError
 
 FRAME = "000003"  # a frame of the synthetic set that the evaluation of split=all reaches
@@ -121,7 +121,7 @@ def test_bad_training_image_fails_through_the_loader_workers(tree, tmp_path):
         _img(tree, frame).write_bytes(b"not an image")
     cfg = compose(TINY_REST + ["data=kitti", f"data.root={tree}", "data.num_workers=1", "data.crop_size=null",
                      "data.split_fractions=[0.75,0.125,0.125]", "model=factorized"], tmp_path)
-    with pytest.raises(DataError, match=r"cannot read image .*training/image_2/0000\d\d\.png"):
+    with pytest.raises(DataError, match=r"(?s)in DataLoader worker process 0.*cannot read image .*training/image_2/0000\d\d\.png"):
         train(cfg)
     assert not (tmp_path / "results").exists()
 
@@ -219,8 +219,8 @@ def test_bad_bitstream_gives_bitstream_error_and_cli_exit_2(case, damage, patter
 
 
 @pytest.mark.parametrize("decoder,pattern", [
-    ("other_weights", r"made by codec 'factorized' with weights [0-9a-f]{16}, this model is 'factorized'/[0-9a-f]{16} "
-                      r"\(other weights or entropy tables: decoding would give garbage\)"),
+    ("other_weights", (r"made by codec 'factorized' with weights [0-9a-f]{16}, this model is 'factorized'/[0-9a-f]{16} "
+                       r"\(other weights or entropy tables: decoding would give garbage\)")),
     ("hyperprior", r"made by codec 'factorized' .* this model is 'hyperprior'/.*\(other weights"),
 ])
 def test_bitstream_of_another_model_is_refused(decoder, pattern, codecs, tmp_path, capsys):
@@ -310,7 +310,9 @@ TRAIN_CONFIG_CASES = [
     ("alpha_below_0", ["loss=roi_rd", "loss.alpha=-0.1"], ConfigError, r"loss.alpha=-0.1: expected a value in \[0, 1\]"),
     ("crop_larger_than_frames", ["data.crop_size=[256,512]"], ConfigError,
      r"data.crop_size=\[256, 512\] is larger than the training image .*image_2/\d{6}\.png \(128x320\)"),
-    ("quality_out_of_range", ["quality=9"], InstantiationException, r"quality must be an integer in 1..8, got 9"),
+    ("quality_out_of_range", ["quality=9"], ConfigError, r"quality=9: the model's lambda table .* expected a quality of q1, q2"),
+    ("quality_out_of_range_with_lambda", ["quality=9", "lmbda=0.01"], InstantiationException,
+     r"quality must be an integer in 1..8, got 9"),
     ("unknown_codec_target", ["model.codec._target_=vcm.codecs.image.nonexistent"], InstantiationException,
      r"Error locating target 'vcm.codecs.image.nonexistent'"),
     ("bad_nonfinite_mode", ["model.nonfinite=maybe"], InstantiationException, r"model.nonfinite='maybe'; expected 'raise' or 'skip'"),

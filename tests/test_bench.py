@@ -43,7 +43,11 @@ def test_quick_run_writes_every_section(quick_result):
         assert row["check"] in md
         assert row["result"] == ("PASS" if row["value"] <= row["goal"] else "FAIL")
         assert f"| {row['result']} |" in md
-    assert len(result["summary"]) == 5  # enc, dec, bpp mean, bpp pooled, train
+    # enc, dec, bpp mean, bpp pooled, bpp header, train
+    assert [r["value"] for r in result["summary"]] == [
+        result["codec"]["enc_ratio"], result["codec"]["dec_ratio"], result["bpp"]["mean_overhead"],
+        result["bpp"]["pooled_overhead"], result["bpp"]["header_overhead_pooled"], result["train"]["ratio"],
+    ]
 
 
 def test_codec_ratios_are_medians_of_raw_times(quick_result):
@@ -51,9 +55,12 @@ def test_codec_ratios_are_medians_of_raw_times(quick_result):
     c = result["codec"]
     n = result["settings"]["repeats"]
     raw = {k: _times(v, k, n) for k, v in c["raw"].items()}
+    assert set(raw) == {f"{p}_{s}_{c}" for p in ("vcm", "direct") for s in ("enc", "dec") for c in ("s", "cpu_s")}
     for part in ("enc", "dec"):
         expected = statistics.median(raw[f"vcm_{part}_s"]) / statistics.median(raw[f"direct_{part}_s"])
         assert c[f"{part}_ratio"] == pytest.approx(expected, rel=1e-12)
+        expected_cpu = statistics.median(raw[f"vcm_{part}_cpu_s"]) / statistics.median(raw[f"direct_{part}_cpu_s"])
+        assert c[f"{part}_cpu_ratio"] == pytest.approx(expected_cpu, rel=1e-12)
         _positive_finite(c[f"{part}_ratio"], f"{part}_ratio")
     assert c["goal"] == GOALS["codec"]
     # vcm's path codes exactly what CompressAI does: same strings, same decoded pixels
@@ -79,6 +86,12 @@ def test_bpp_overheads_follow_from_per_image_bits(quick_result):
     est = sum(r["bpp_estimated"] * r["height"] * r["width"] for r in rows)
     assert b["pooled_overhead"] == pytest.approx(real / est - 1, rel=1e-9, abs=1e-12)
     assert b["header_overhead_pooled"] + b["coder_overhead_pooled"] == pytest.approx(b["pooled_overhead"], abs=1e-9)
+    # the coder's part splits into the scale-table rounding and the range coder proper
+    y_est = sum(r["y_bits_estimated"] for r in rows)
+    y_tab = sum(r["y_bits_estimated_table_scales"] for r in rows)
+    assert b["scale_table_overhead_pooled"] == pytest.approx((y_tab - y_est) / est, rel=1e-9, abs=1e-12)
+    assert b["scale_table_overhead_pooled"] + b["range_coder_overhead_pooled"] == pytest.approx(b["coder_overhead_pooled"])
+    assert b["fine_table"]["levels"] == 256 and math.isfinite(b["fine_table"]["pooled_overhead"])
     assert b["training"]["steps"] == result["settings"]["train_steps"]
     _positive_finite(b["training"]["last20_mean"]["loss"], "training loss")
 
@@ -90,6 +103,9 @@ def test_training_step_ratio_is_lightning_over_plain(quick_result):
     light = _times(t["raw"]["lightning_step_s"], "lightning_step_s", n)
     plain = _times(t["raw"]["plain_step_s"], "plain_step_s", n)
     assert t["ratio"] == pytest.approx(statistics.median(light) / statistics.median(plain), rel=1e-12)
+    light_cpu = _times(t["raw"]["lightning_step_cpu_s"], "lightning_step_cpu_s", n)
+    plain_cpu = _times(t["raw"]["plain_step_cpu_s"], "plain_step_cpu_s", n)
+    assert t["cpu_ratio"] == pytest.approx(statistics.median(light_cpu) / statistics.median(plain_cpu), rel=1e-12)
     _positive_finite(t["ratio"], "train ratio")
     assert t["batch"] == [result["settings"]["step_batch"], 3, result["settings"]["step_crop"], result["settings"]["step_crop"]]
 

@@ -19,9 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    TINY,
+    compose,
+    run_cli,
+    snapshot,
+    synthetic_cache,
+    tiny_levels,
+    tiny_lmsfc,
+)
 from PIL import Image
-
-from helpers import TINY, compose, run_cli, snapshot, synthetic_cache, tiny_levels, tiny_lmsfc
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +171,7 @@ def test_same_seed_same_config_same_weights_and_metrics(tmp_path, cache):
 
     def run(name, seed):
         cfg = compose(TINY + ["model=hyperprior", "trainer.max_steps=3", f"seed={seed}"], tmp_path / name, cache)
-        metrics, objects = train(cfg)
+        metrics, _ = train(cfg)
         return metrics, _state(tmp_path / name / "run" / "checkpoints" / "last.ckpt")["state_dict"]
 
     m1, s1 = run("a", 0)
@@ -286,6 +293,35 @@ def test_failing_eval_sweep_point_is_recorded(tmp_path, cache):
     assert "codec.quality=-5" in failure["overrides"] and "quality must be in 1..100, got -5" in failure["error"]
 
 
+def test_run_job_raises_outside_a_multirun_and_records_inside_one(tmp_path, monkeypatch):
+    from vcm.callbacks import sweep
+
+    def fail(cfg):
+        raise ValueError(f"bad point {cfg}")
+
+    with pytest.raises(ValueError, match="bad point 7"):
+        sweep.run_job(fail, 7)  # a single run fails as before
+    monkeypatch.setattr(sweep, "_multirun_job", lambda: {"num": 4, "overrides": ["lmbda=7"], "output_dir": str(tmp_path / "4")})
+    assert sweep.run_job(fail, 7) is None
+    rec = json.loads((tmp_path / "4" / "FAILED.json").read_text())
+    assert rec["job_num"] == 4 and rec["error"] == "bad point 7" and "ValueError" in rec["traceback"]
+    assert sweep.collect_failures(tmp_path)[0]["overrides"] == ["lmbda=7"]
+    assert sweep.run_job(lambda c: c + 1, 7) == 8 and sweep.collect_failures(tmp_path) == []  # a rerun that works
+
+
+def test_local_multi_process_training_is_refused_inside_a_multirun(tmp_path, cache, monkeypatch):
+    """Lightning starts DDP processes by re-running the command line, which inside ``-m`` would
+    start the whole sweep again in every process: refused with a clear message instead."""
+    from vcm.callbacks import sweep
+    from vcm.errors import ConfigError
+    from vcm.train import train
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(sweep, "_multirun_job", lambda: {"num": 0, "overrides": [], "output_dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match=r"re-running the command line, which cannot work inside a Hydra multirun"):
+        train(compose(TINY + ["model=factorized", "trainer=ddp_cpu"], tmp_path, cache))
+
+
 # --------------------------------------------------------------------------------------------- non-finite loss
 @pytest.fixture
 def nan_at_step_1(monkeypatch):
@@ -368,10 +404,10 @@ def test_ddp_cpu_two_processes_count_every_validation_image_once(tmp_path, cache
 def test_gathered_evaluation_counts_an_image_twice_only_once(monkeypatch):
     """Safety net behind the unpadded evaluation shares: if a padding sampler (Lightning's
     DistributedSampler) gives one frame to two processes, the gathered metrics count it once."""
-    import vcm.modules.base as base
     from vcm.codecs.image import factorized
     from vcm.evaluation.pipeline import MetricAccumulator
     from vcm.losses.image import RateDistortionLoss
+    from vcm.modules import base
     from vcm.modules.image_codec import ImageCodecModule
 
     module = ImageCodecModule(factorized(N=8, M=8), RateDistortionLoss(lmbda=0.01))

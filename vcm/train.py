@@ -129,6 +129,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         ``record_path``; ``objects`` the datamodule, model, trainer and callbacks.
     """
     check_config(cfg)
+    lambdas = cfg.model.get("lambdas") if cfg.get("model") is not None else None
+    if lambdas and cfg.get("loss") is not None and cfg.get("lmbda") is None:
+        raise ConfigError(f"quality={cfg.get('quality')}: the model's lambda table (model.lambdas) has no entry for it; "
+                          f"expected a quality of {', '.join(lambdas)}, or set lmbda=<value>")
     L.seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = _resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
@@ -211,7 +215,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 def _check_launch(trainer: L.Trainer) -> None:
     """Refuse multi-process training that Lightning would start by re-running the command line
     inside a Hydra multirun: each re-run would start the whole sweep again."""
-    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+    from lightning.pytorch.strategies.launchers.subprocess_script import (
+        _SubprocessScriptLauncher,
+    )
 
     from vcm.callbacks.sweep import _multirun_job
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
@@ -50,6 +51,8 @@ def run_job(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     job = _multirun_job()
     if job is None:
         return fn(cfg)
+    # A record of an earlier attempt at this point (same sweep folder) is stale once it runs again.
+    (Path(job["output_dir"]) / FAILURE_FILE).unlink(missing_ok=True)
     try:
         return fn(cfg)
     except Exception as e:  # noqa: BLE001 - every failure of a point is recorded, whatever its type
@@ -60,7 +63,7 @@ def run_job(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             "error_type": type(e).__name__,
             "error": str(e),
             "traceback": traceback.format_exc(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         path = Path(job["output_dir"]) / FAILURE_FILE
         try:

@@ -15,6 +15,7 @@ evaluation shares are not (no image is counted twice).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,7 +24,15 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vcm.data.kitti import DEFAULT_CLASSES, DEFAULT_NEIGHBOURS, KITTI_HOWTO, ClassSpec, KittiDataset, index_kitti, load_image
+from vcm.data.kitti import (
+    DEFAULT_CLASSES,
+    DEFAULT_NEIGHBOURS,
+    KITTI_HOWTO,
+    ClassSpec,
+    KittiDataset,
+    index_kitti,
+    load_image,
+)
 from vcm.data.splits import SPLITS, read_list_file, save_split, split_groups
 from vcm.data.transforms import ColorJitter, Compose, RandomCrop, RandomHorizontalFlip
 from vcm.errors import ConfigError, DataError
@@ -102,7 +111,7 @@ class TrainSampler(torch.utils.data.Sampler):
         return order[self.rank:total:self.num_replicas]
 
     def __len__(self) -> int:
-        return -(-self.num_samples // self.num_replicas)
+        return math.ceil(self.num_samples / self.num_replicas)
 
     def __iter__(self):
         start, self.start = self.start, 0
@@ -355,8 +364,8 @@ class DetectionDataModule(L.LightningDataModule):
             ds = torch.utils.data.Subset(ds, range(min(len(ds), int(self.max_eval_images))))
         rank, world = self._processes()
         # Loaders own a generator so that creating an iterator draws nothing from the global RNG.
-        common = dict(num_workers=self.num_workers, collate_fn=collate, persistent_workers=self.num_workers > 0,
-                      drop_last=False, generator=torch.Generator().manual_seed(self.seed))
+        common = {"num_workers": self.num_workers, "collate_fn": collate, "persistent_workers": self.num_workers > 0,
+                  "drop_last": False, "generator": torch.Generator().manual_seed(self.seed)}
         if split == "train":
             sampler = TrainSampler(len(ds), self.seed, shuffle=shuffle, num_replicas=world, rank=rank)
             return ResumableLoader(SeededAugmentation(ds, self.seed), batch_size=self.batch_size, sampler=sampler, **common)

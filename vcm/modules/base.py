@@ -264,10 +264,11 @@ class CodecModule(L.LightningModule):
         name = f"{stage}_epoch{self.current_epoch:03d}_{target.get('name', self._logged_images)}".replace("/", "_")
         log_dir = Path(self.trainer.default_root_dir) / "samples"
         log_dir.mkdir(parents=True, exist_ok=True)
+        import io
+
         from PIL import Image
 
         from vcm.utils.io import atomic_write_bytes
-        import io
 
         buf = io.BytesIO()
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="PNG")

@@ -24,8 +24,11 @@ Four measurements, each a ratio against the same work done without vcm (or a tab
 4. ``anchors``: encode / decode frames per second of every image anchor and of the learned codecs
    (their real coding path), on the same frame.
 
-Ratios are ``median(time_vcm) / median(time_direct)`` of the raw times stored in the JSON. A failed
-goal is printed and recorded, not hidden; the exit code is 0 unless something went wrong.
+Ratios are ``median(time_vcm) / median(time_direct)`` of the raw wall-clock times stored in the JSON;
+the same ratio of process CPU times is reported beside it, because other jobs on a shared machine
+disturb it less. Torch runs one intra-op thread by default (``--threads``): with two cores shared by
+several jobs, more threads per process make every timing slow and erratic. A failed goal is printed
+and recorded, not hidden; the exit code is 0 unless something went wrong.
 Results go to ``--out`` (JSON, written atomically) and a Markdown table beside it (``bench.md``).
 """
 from __future__ import annotations
@@ -77,6 +80,7 @@ class Settings:
         step_warmup: steps excluded at the start of each of the first two timed runs (1 in the others).
         step_steps: timed steps per loop, split over two runs (A-B-B-A).
         anchors: include HEVC / AV1 (slow) in section 4.
+        fine_table_levels: also measure section 2 with a scale table of this many entries (None: skip).
     """
 
     repeats: int = 5
@@ -92,8 +96,9 @@ class Settings:
     step_batch: int = 8
     step_crop: int = 256
     step_warmup: int = 2
-    step_steps: int = 10
+    step_steps: int = 8
     anchors: bool = True
+    fine_table_levels: int | None = 256
 
 
 FULL = Settings()
@@ -233,39 +238,44 @@ def bench_codec(model, image: torch.Tensor, repeats: int) -> dict[str, Any]:
         "vcm": (lambda: runner.encode(image), runner.decode),
         "direct": (direct_encode, direct_decode),
     }
-    times: dict[str, list[float]] = {f"{p}_{s}_s": [] for p in paths for s in ("enc", "dec")}
+    # wall-clock times (what a user waits) and process CPU times (less sensitive to other jobs)
+    times: dict[str, list[float]] = {f"{p}_{s}_{c}": [] for c in ("s", "cpu_s") for p in paths for s in ("enc", "dec")}
     last: dict[str, Any] = {}
     for rnd in range(repeats + 1):
         order = ("vcm", "direct") if rnd % 2 == 0 else ("direct", "vcm")
         for name in order:
             enc, dec = paths[name]
             gc.collect()
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             coded = enc()
-            t1 = time.perf_counter()
+            c1, t1 = time.process_time(), time.perf_counter()
             decoded = dec(coded)
-            t2 = time.perf_counter()
+            c2, t2 = time.process_time(), time.perf_counter()
             last[name] = (coded, decoded)
-            if rnd > 0:  # round 0 warms caches, allocator and thread pool up
+            if rnd > 0:  # round 0 warms caches, the allocator and the thread pool up
                 times[f"{name}_enc_s"].append(t1 - t0)
                 times[f"{name}_dec_s"].append(t2 - t1)
+                times[f"{name}_enc_cpu_s"].append(c1 - c0)
+                times[f"{name}_dec_cpu_s"].append(c2 - c1)
     data, vcm_image = last["vcm"]
     (direct_out, _), direct_x = last["direct"]
     payload = unpack(data)
     same_strings = [list(g) for g in payload.strings] == [list(g) for g in direct_out["strings"]]
     string_bytes = sum(len(s) for g in payload.strings for s in g)
-    return {
-        "raw": times,
-        "median": {k: _median(v) for k, v in times.items()},
-        "enc_ratio": _ratio(times["vcm_enc_s"], times["direct_enc_s"]),
-        "dec_ratio": _ratio(times["vcm_dec_s"], times["direct_dec_s"]),
-        "paired_enc_ratio_median": _median([a / b for a, b in zip(times["vcm_enc_s"], times["direct_enc_s"])]),
-        "paired_dec_ratio_median": _median([a / b for a, b in zip(times["vcm_dec_s"], times["direct_dec_s"])]),
-        "bitstream_bytes": len(data),
-        "string_bytes": string_bytes,
-        "same_strings": bool(same_strings),
-        "same_decoded_image": bool(torch.equal(vcm_image, to_uint8(direct_x))),
-    }
+    out: dict[str, Any] = {"raw": times, "median": {k: _median(v) for k, v in times.items()}}
+    for part in ("enc", "dec"):
+        out[f"{part}_ratio"] = _ratio(times[f"vcm_{part}_s"], times[f"direct_{part}_s"])
+        out[f"{part}_cpu_ratio"] = _ratio(times[f"vcm_{part}_cpu_s"], times[f"direct_{part}_cpu_s"])
+        out[f"paired_{part}_ratio_median"] = _median(
+            [a / b for a, b in zip(times[f"vcm_{part}_s"], times[f"direct_{part}_s"], strict=True)]
+        )
+    out.update(
+        bitstream_bytes=len(data),
+        string_bytes=string_bytes,
+        same_strings=bool(same_strings),
+        same_decoded_image=bool(torch.equal(vcm_image, to_uint8(direct_x))),
+    )
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- 2. bpp
@@ -331,13 +341,60 @@ def train_short(model, images: list[torch.Tensor], s: Settings, seed: int = 0) -
     }
 
 
+def _table_scale_bits(model, x_pad: torch.Tensor) -> tuple[dict, float | None]:
+    """One eval forward pass; its likelihoods and the bits of the Gaussian latents at the coder's scales.
+
+    CompressAI's range coder cannot use the predicted scales themselves: ``build_indexes`` rounds each
+    scale *up* to an entry of the entropy model's ``scale_table`` (64 log-spaced values from 0.11 to 256
+    by default, about 13 % apart). Evaluating the likelihood at those table scales separates that
+    rounding from the range coder itself.
+
+    Returns:
+        (the forward pass's ``likelihoods``, bits of every GaussianConditional's input at the table
+        scales, or None when the model has no GaussianConditional)
+    """
+    from compressai.entropy_models import GaussianConditional
+
+    from vcm.codecs.base import count_bits
+
+    captured: list[tuple[Any, tuple, dict]] = []
+
+    def hook(module, args, kwargs):
+        captured.append((module, args, kwargs))
+
+    gcs = [m for m in model.modules() if isinstance(m, GaussianConditional)]
+    handles = [g.register_forward_pre_hook(hook, with_kwargs=True) for g in gcs]
+    try:
+        likelihoods = model(x_pad)["likelihoods"]
+    finally:
+        for h in handles:
+            h.remove()
+    if not captured:
+        return likelihoods, None
+    bits = 0.0
+    for module, args, kwargs in captured:
+        inputs = args[0] if args else kwargs["inputs"]
+        scales = args[1] if len(args) > 1 else kwargs["scales"]
+        means = args[2] if len(args) > 2 else kwargs.get("means")
+        table_scales = module.scale_table[module.build_indexes(scales).long()]
+        bits += float(count_bits(module(inputs, table_scales, means, training=False)[1]))
+    return likelihoods, bits
+
+
 @torch.no_grad()
-def bench_bpp(model, frames: list[tuple[str, torch.Tensor]]) -> dict[str, Any]:
-    """Real against estimated bits of every frame, with the excess split into header and entropy coder.
+def bench_bpp(model, frames: list[tuple[str, torch.Tensor]], fine_table_levels: int | None = None) -> dict[str, Any]:
+    """Real against estimated bits of every frame, with the excess split into its causes.
+
+    The excess of the real bits over the estimate has three parts: vcm's container header; the rounding
+    of the predicted scales up to CompressAI's scale table (for models with a GaussianConditional);
+    the range coder proper (CDF precision, end of stream, values beyond the tables).
 
     Args:
         model: an updated codec in eval mode.
         frames: (frame id, uint8 [3,H,W]).
+        fine_table_levels: also code every frame after ``update()`` with a scale table of this many
+            levels (same range as CompressAI's default), to measure what a finer table saves; the
+            model is updated back to the default table afterwards.
 
     Returns:
         Per-image rows and the mean / pooled overheads.
@@ -353,43 +410,43 @@ def bench_bpp(model, frames: list[tuple[str, torch.Tensor]]) -> dict[str, Any]:
         data = runner.encode(image)
         strings = unpack(data).strings
         x_pad, _ = pad_image(image[None].float() / 255.0, model.min_div)
-        likelihoods = model(x_pad)["likelihoods"]
+        likelihoods, table_bits = _table_scale_bits(model, x_pad)
         est_by_key = {k: float(count_bits(v)) for k, v in likelihoods.items()}
         est_bits = sum(est_by_key.values())
         string_bytes = [sum(len(s) for s in g) for g in strings]
         real_bits = 8 * len(data)
-        header_bytes = len(data) - sum(string_bytes)
         row = {
             "name": name,
             "height": h,
             "width": w,
             "bytes": len(data),
-            "header_bytes": header_bytes,
+            "header_bytes": len(data) - sum(string_bytes),
             "bpp_real": real_bits / (h * w),
             "bpp_estimated": est_bits / (h * w),
             "overhead": real_bits / est_bits - 1.0,
-            "coder_overhead_bits": 8 * sum(string_bytes) - est_bits,
         }
         # the strings come in the order of the likelihoods (y, then z for the hyperpriors)
         if len(strings) == len(est_by_key):
-            for (key, bits), nbytes in zip(est_by_key.items(), string_bytes):
+            for (key, bits), nbytes in zip(est_by_key.items(), string_bytes, strict=True):
                 row[f"{key}_bits_estimated"] = bits
                 row[f"{key}_bits_real"] = 8 * nbytes
+            if table_bits is not None and "y" in est_by_key:
+                row["y_bits_estimated_table_scales"] = table_bits
         rows.append(row)
-    real = sum(8 * r["bytes"] for r in rows)
     est = sum(r["bpp_estimated"] * r["height"] * r["width"] for r in rows)
+    real = sum(8 * r["bytes"] for r in rows)
     header = sum(8 * r["header_bytes"] for r in rows)
-    excess = real - est
-    out = {
+    out: dict[str, Any] = {
         "num_images": len(rows),
         "mean_overhead": statistics.fmean(r["overhead"] for r in rows),
         "pooled_overhead": real / est - 1.0,
         "mean_bpp_real": statistics.fmean(r["bpp_real"] for r in rows),
         "mean_bpp_estimated": statistics.fmean(r["bpp_estimated"] for r in rows),
         "mean_header_bytes": statistics.fmean(r["header_bytes"] for r in rows),
+        # parts of pooled_overhead, each relative to the estimated bits; they add up to it
         "header_overhead_pooled": header / est,
         "coder_overhead_pooled": (real - header) / est - 1.0,
-        "header_share_of_excess": header / excess if excess > 0 else None,
+        "header_share_of_excess": header / (real - est) if real > est else None,
         "per_image": rows,
     }
     keys = [k[: -len("_bits_estimated")] for k in rows[0] if k.endswith("_bits_estimated")] if rows else []
@@ -397,7 +454,30 @@ def bench_bpp(model, frames: list[tuple[str, torch.Tensor]]) -> dict[str, Any]:
         if all(f"{k}_bits_estimated" in r for r in rows):
             e = sum(r[f"{k}_bits_estimated"] for r in rows)
             out[f"{k}_coder_overhead_pooled"] = sum(r[f"{k}_bits_real"] for r in rows) / e - 1.0 if e > 0 else None
+    if rows and all("y_bits_estimated_table_scales" in r for r in rows):
+        y_est = sum(r["y_bits_estimated"] for r in rows)
+        y_tab = sum(r["y_bits_estimated_table_scales"] for r in rows)
+        out["scale_table_overhead_pooled"] = (y_tab - y_est) / est
+        out["range_coder_overhead_pooled"] = out["coder_overhead_pooled"] - out["scale_table_overhead_pooled"]
+    if fine_table_levels and out.get("scale_table_overhead_pooled") is not None:
+        out["fine_table"] = _fine_table_bits(model, frames, fine_table_levels, est)
     return out
+
+
+def _fine_table_bits(model, frames, levels: int, est_bits: float) -> dict[str, Any]:
+    """Real bits of every frame with a ``levels``-entry scale table (what-if; the model is restored)."""
+    from compressai.models.base import get_scale_table
+
+    from vcm.evaluation.runners import LearnedImageRunner
+
+    try:
+        # same range as CompressAI's default table (0.11 .. 256), finer steps
+        model.update(scale_table=get_scale_table(levels=levels), force=True)
+        runner = LearnedImageRunner(model, name=model.codec_name, update=False)
+        real = sum(8 * len(runner.encode(image)) for _, image in frames)
+    finally:
+        model.update(force=True)
+    return {"levels": levels, "pooled_overhead": real / est_bits - 1.0}
 
 
 # ---------------------------------------------------------------------------------------------- 3. training step
@@ -419,24 +499,29 @@ def _identity(x):
     return x
 
 
-def _lightning_run(module, batch, steps: int, warmup: int) -> tuple[list[float], list[float]]:
+def _lightning_run(module, batch, steps: int, warmup: int) -> dict[str, list[float]]:
     """``steps`` training steps of ``module`` with a real Trainer; times of the steps after ``warmup``.
 
     Returns:
-        (step times: on_train_batch_start -> on_train_batch_end, periods: batch start -> next batch start)
+        ``step_s`` (wall time from ``on_train_batch_start`` to ``on_train_batch_end``), ``step_cpu_s``
+        (process CPU time over the same span) and ``period_s`` (wall time from one batch start to the
+        next, which adds the loop's own work between batches).
     """
     import lightning as L
 
     class StepTimer(L.Callback):
         def __init__(self):
-            self.starts: list[float] = []
+            self.starts: list[tuple[float, float]] = []
             self.steps: list[float] = []
+            self.cpu: list[float] = []
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self.starts.append(time.perf_counter())
+            self.starts.append((time.perf_counter(), time.process_time()))
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.steps.append(time.perf_counter() - self.starts[-1])
+            t, c = time.perf_counter(), time.process_time()
+            self.steps.append(t - self.starts[-1][0])
+            self.cpu.append(c - self.starts[-1][1])
 
     timer = StepTimer()
     trainer = L.Trainer(
@@ -456,12 +541,12 @@ def _lightning_run(module, batch, steps: int, warmup: int) -> tuple[list[float],
     trainer.fit(module, train_dataloaders=loader)
     if len(timer.steps) != steps:
         raise RuntimeError(f"the Trainer ran {len(timer.steps)} steps, expected {steps}")
-    periods = [b - a for a, b in itertools.pairwise(timer.starts)]
-    return timer.steps[warmup:], periods[warmup:]
+    periods = [b[0] - a[0] for a, b in itertools.pairwise(timer.starts)]
+    return {"step_s": timer.steps[warmup:], "step_cpu_s": timer.cpu[warmup:], "period_s": periods[warmup:]}
 
 
-def _plain_run(model, batch, steps: int, warmup: int, lmbda: float) -> tuple[list[float], list[float]]:
-    """The same work as ``CodecModule.training_step`` in a bare PyTorch loop."""
+def _plain_run(model, batch, steps: int, warmup: int, lmbda: float) -> dict[str, list[float]]:
+    """The same work as ``CodecModule.training_step`` in a bare PyTorch loop (same keys as ``_lightning_run``)."""
     from vcm.codecs.base import net_aux_parameters, pad_image
     from vcm.losses.image import RateDistortionLoss
 
@@ -471,9 +556,9 @@ def _plain_run(model, batch, steps: int, warmup: int, lmbda: float) -> tuple[lis
     opt = torch.optim.Adam(net, lr=1e-4)
     aux_opt = torch.optim.Adam(aux, lr=1e-3)
     model.train()
-    starts, times = [], []
+    starts, times, cpu = [], [], []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         starts.append(t0)
         x = images.float() / 255.0
         h, w = x.shape[-2:]
@@ -490,8 +575,9 @@ def _plain_run(model, batch, steps: int, warmup: int, lmbda: float) -> tuple[lis
         aux_loss.backward()
         aux_opt.step()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     periods = [b - a for a, b in itertools.pairwise(starts)]
-    return times[warmup:], periods[warmup:]
+    return {"step_s": times[warmup:], "step_cpu_s": cpu[warmup:], "period_s": periods[warmup:]}
 
 
 def bench_train_step(s: Settings, seed: int = 0) -> dict[str, Any]:
@@ -499,7 +585,8 @@ def bench_train_step(s: Settings, seed: int = 0) -> dict[str, Any]:
 
     Two runs per loop in A-B-B-A order (Lightning, plain, plain, Lightning); each run starts with
     warm-up steps that are not timed (Adam creates its state on the first step). Each loop has its own
-    model built from the same seed, so both start from the same weights.
+    model built from the same seed, so both start from the same weights. The batch is fixed: random
+    uint8 images [B,3,crop,crop] and targets without boxes.
     """
     from vcm.losses.image import RateDistortionLoss
     from vcm.modules.image_codec import ImageCodecModule
@@ -522,17 +609,17 @@ def bench_train_step(s: Settings, seed: int = 0) -> dict[str, Any]:
     first = s.step_steps - s.step_steps // 2
     runs = [("lightning", first, s.step_warmup), ("plain", first, s.step_warmup),
             ("plain", s.step_steps - first, 1), ("lightning", s.step_steps - first, 1)]
-    raw: dict[str, list[float]] = {"lightning_step_s": [], "plain_step_s": [], "lightning_period_s": [], "plain_period_s": []}
+    raw: dict[str, list[float]] = {f"{p}_{k}": [] for p in ("lightning", "plain") for k in ("step_s", "step_cpu_s", "period_s")}
     for name, n, warm in runs:
         if n <= 0:
             continue
         gc.collect()
         if name == "lightning":
-            steps, periods = _lightning_run(module, batch, n + warm, warm)
+            got = _lightning_run(module, batch, n + warm, warm)
         else:
-            steps, periods = _plain_run(plain_model, batch, n + warm, warm, LMBDA_Q3)
-        raw[f"{name}_step_s"] += steps
-        raw[f"{name}_period_s"] += periods
+            got = _plain_run(plain_model, batch, n + warm, warm, LMBDA_Q3)
+        for k, v in got.items():
+            raw[f"{name}_{k}"] += v
     return {
         "model": _describe(module.codec, f"random init (seed {seed}), trained during the benchmark"),
         "batch": [s.step_batch, 3, s.step_crop, s.step_crop],
@@ -540,7 +627,9 @@ def bench_train_step(s: Settings, seed: int = 0) -> dict[str, Any]:
         "raw": raw,
         "median": {k: _median(v) for k, v in raw.items() if v},
         "ratio": _ratio(raw["lightning_step_s"], raw["plain_step_s"]),
-        "period_ratio": _ratio(raw["lightning_period_s"], raw["plain_period_s"]) if raw["plain_period_s"] and raw["lightning_period_s"] else None,
+        "cpu_ratio": _ratio(raw["lightning_step_cpu_s"], raw["plain_step_cpu_s"]),
+        "period_ratio": (_ratio(raw["lightning_period_s"], raw["plain_period_s"])
+                         if raw["plain_period_s"] and raw["lightning_period_s"] else None),
     }
 
 
@@ -627,28 +716,32 @@ def _verdict(value: float, goal: float) -> str:
 
 
 def summary_rows(result: dict) -> list[dict[str, Any]]:
-    """One row per goal: what was measured, the value, the goal and PASS/FAIL."""
+    """One row per goal: what was measured, the value (and its CPU-time twin), the goal and PASS/FAIL."""
     rows = []
     if "codec" in result:
         c = result["codec"]
         for part in ("enc", "dec"):
             rows.append({"check": f"{part}ode time, vcm / CompressAI direct", "value": c[f"{part}_ratio"],
-                         "goal": GOALS["codec"], "kind": "ratio"})
+                         "cpu_value": c[f"{part}_cpu_ratio"], "goal": GOALS["codec"], "kind": "ratio"})
     if "bpp" in result:
         b = result["bpp"]
         rows.append({"check": "real / estimated bits - 1, mean per image", "value": b["mean_overhead"],
                      "goal": GOALS["bpp"], "kind": "percent"})
         rows.append({"check": "real / estimated bits - 1, pooled", "value": b["pooled_overhead"],
                      "goal": GOALS["bpp"], "kind": "percent"})
+        rows.append({"check": "of which vcm's container header, pooled", "value": b["header_overhead_pooled"],
+                     "goal": GOALS["bpp"], "kind": "percent"})
     if "train" in result:
         rows.append({"check": "training step, Lightning / plain PyTorch", "value": result["train"]["ratio"],
-                     "goal": GOALS["train"], "kind": "ratio"})
+                     "cpu_value": result["train"]["cpu_ratio"], "goal": GOALS["train"], "kind": "ratio"})
     for r in rows:
         r["result"] = _verdict(r["value"], r["goal"])
     return rows
 
 
-def _fmt(value: float, kind: str) -> str:
+def _fmt(value: float | None, kind: str) -> str:
+    if value is None:
+        return "-"
     return f"{100 * value:+.2f} %" if kind == "percent" else f"{value:.3f}"
 
 
@@ -665,24 +758,28 @@ def render_markdown(result: dict) -> str:
         (
             f"Measured with `{result['command']}` ({result['created'][:10]}; {env['cpu_model']}, "
             f"{env['cpu_count']} cores shared with other jobs, torch {env['torch']} with {env['torch_threads']} "
-            f"threads, CompressAI {env['compressai']}, Lightning {env['lightning']})."
+            f"thread(s), CompressAI {env['compressai']}, Lightning {env['lightning']}). Ratios are medians of "
+            "wall-clock times; the CPU-time column is the same ratio of process CPU times, which other jobs on "
+            "the machine disturb less."
         ),
         "",
-        "| check | measured | goal | result |",
-        "|---|---:|---:|:---:|",
+        "| check | measured | CPU-time ratio | goal | result |",
+        "|---|---:|---:|---:|:---:|",
     ]
     for r in result["summary"]:
-        lines.append(f"| {r['check']} | {_fmt(r['value'], r['kind'])} | {_goal(r['goal'], r['kind'])} | {r['result']} |")
+        lines.append(f"| {r['check']} | {_fmt(r['value'], r['kind'])} | {_fmt(r.get('cpu_value'), r['kind'])} | "
+                     f"{_goal(r['goal'], r['kind'])} | {r['result']} |")
     lines.append("")
     if "codec" in result:
         c = result["codec"]
         m = c["model"]
+        md = c["median"]
         lines += [
             (
-                f"- Coding time: {c['frame']['name']} ({c['frame']['width']}x{c['frame']['height']}), "
+                f"- Coding time: frame {c['frame']['name']} ({c['frame']['width']}x{c['frame']['height']}), "
                 f"{m['codec']} N={m['N']} M={m['M']} ({m['weights']}); median of {c['repeats']} interleaved rounds "
-                f"after a warm-up: vcm {c['median']['vcm_enc_s']:.3f} s / {c['median']['vcm_dec_s']:.3f} s, "
-                f"direct {c['median']['direct_enc_s']:.3f} s / {c['median']['direct_dec_s']:.3f} s (enc / dec); "
+                f"after a warm-up: vcm {md['vcm_enc_s']:.3f} s / {md['vcm_dec_s']:.3f} s, "
+                f"CompressAI direct {md['direct_enc_s']:.3f} s / {md['direct_dec_s']:.3f} s (encode / decode); "
                 f"identical strings: {c['same_strings']}, identical decoded image: {c['same_decoded_image']}."
             ),
         ]
@@ -690,23 +787,35 @@ def render_markdown(result: dict) -> str:
         b = result["bpp"]
         m = b["model"]
         t = b["training"]
-        share = b["header_share_of_excess"]
+        parts = [f"container header {b['mean_header_bytes']:.1f} bytes per image ({100 * b['header_overhead_pooled']:+.3f} %)"]
+        if b.get("scale_table_overhead_pooled") is not None:
+            parts.append(f"CompressAI's rounding of the predicted scales up to its 64-entry scale table "
+                         f"{100 * b['scale_table_overhead_pooled']:+.3f} %")
+            parts.append(f"range coder {100 * b['range_coder_overhead_pooled']:+.3f} %")
+        else:
+            parts.append(f"entropy coder {100 * b['coder_overhead_pooled']:+.3f} %")
+        fine = b.get("fine_table")
         lines += [
-            f"- Real vs estimated bits: {m['codec']} N={m['N']} M={m['M']} trained here for {t['steps']} steps "
-            f"({t['batch']} random {t['crop']}x{t['crop']} crops of the kitti_tiny training frames, Adam lr {t['lr']:g}, "
-            f"lambda {t['lmbda']}), measured on {b['num_images']} frames: mean bpp real {b['mean_bpp_real']:.4f}, "
-            f"estimated {b['mean_bpp_estimated']:.4f}; container header {b['mean_header_bytes']:.1f} bytes per image "
-            f"({100 * b['header_overhead_pooled']:+.3f} %), entropy coder {100 * b['coder_overhead_pooled']:+.3f} %"
-            + (f" (header = {100 * share:.0f} % of the excess)." if share is not None else "."),
+            (
+                f"- Real vs estimated bits: {m['codec']} N={m['N']} M={m['M']} trained here for {t['steps']} steps "
+                f"({t['batch']} random {t['crop']}x{t['crop']} crops of the kitti_tiny training frames, Adam lr "
+                f"{t['lr']:g}, lambda {t['lmbda']}; {m['weights'].split('; ', 1)[-1]}), on all {b['num_images']} "
+                f"frames: mean bpp real {b['mean_bpp_real']:.4f}, estimated {b['mean_bpp_estimated']:.4f}. "
+                f"The pooled excess {100 * b['pooled_overhead']:+.3f} % is: " + "; ".join(parts) + "."
+                + (f" With a {fine['levels']}-entry scale table (same range) the pooled excess is "
+                   f"{100 * fine['pooled_overhead']:+.3f} %." if fine else "")
+            ),
         ]
     if "train" in result:
         tr = result["train"]
         m = tr["model"]
         lines += [
-            f"- Training step: {m['codec']} N={m['N']} M={m['M']}, fixed batch {'x'.join(map(str, tr['batch']))}, "
-            f"median of {len(tr['raw']['lightning_step_s'])} steps each (runs in A-B-B-A order, warm-up steps excluded): "
-            f"Lightning {tr['median']['lightning_step_s']:.3f} s, plain {tr['median']['plain_step_s']:.3f} s"
-            + (f"; batch-to-batch period ratio {tr['period_ratio']:.3f}." if tr.get("period_ratio") else "."),
+            (
+                f"- Training step: {m['codec']} N={m['N']} M={m['M']}, fixed batch {'x'.join(map(str, tr['batch']))}, "
+                f"median of {len(tr['raw']['lightning_step_s'])} steps per loop (runs in A-B-B-A order, warm-up steps "
+                f"excluded): Lightning {tr['median']['lightning_step_s']:.3f} s, plain {tr['median']['plain_step_s']:.3f} s"
+                + (f"; batch-to-batch period ratio {tr['period_ratio']:.3f}." if tr.get("period_ratio") else ".")
+            ),
         ]
     if "anchors" in result:
         a = result["anchors"]
@@ -715,7 +824,8 @@ def render_markdown(result: dict) -> str:
             "",
             (
                 f"Throughput on {fr['name']} ({fr['width']}x{fr['height']}), median of {a['repeats']} runs after a "
-                f"warm-up, one process, {env['torch_threads']} torch threads:"
+                f"warm-up, one process, {env['torch_threads']} torch thread(s) (x265, SVT-AV1 and dav1d use their own "
+                "threads):"
             ),
             "",
             "| codec | params | encode (frames/s) | decode (frames/s) | bpp | note |",
@@ -732,8 +842,10 @@ def render_markdown(result: dict) -> str:
 
 def _print_summary(result: dict) -> None:
     print("\n=== vcm benchmark ===")
+    print(f"  {'check':<45} {'measured':>10} {'(CPU time)':>11}   goal")
     for r in result["summary"]:
-        print(f"  {r['check']:<45} {_fmt(r['value'], r['kind']):>10}   goal {_goal(r['goal'], r['kind']):<8} {r['result']}")
+        cpu = f"({_fmt(r['cpu_value'], r['kind'])})" if r.get("cpu_value") is not None else ""
+        print(f"  {r['check']:<45} {_fmt(r['value'], r['kind']):>10} {cpu:>11}   {_goal(r['goal'], r['kind']):<8} {r['result']}")
     if "anchors" in result:
         print("\n  codec            encode fps   decode fps      bpp")
         for r in result["anchors"]["rows"]:
@@ -752,9 +864,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON to write; bench.md goes beside it (default {DEFAULT_OUT})")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding kitti_tiny (default ../shared/data)")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections to run, of {','.join(SECTIONS)}")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1: on a machine shared with other jobs, several threads "
+                        "per process make timings slow and erratic; 0 keeps torch's default)")
     a = p.parse_args(argv)
-    for name in ("repeats", "train_steps", "threads"):
+    if a.threads < 0:
+        p.error(f"--threads must be >= 0, got {a.threads}")
+    for name in ("repeats", "train_steps"):
         v = getattr(a, name)
         if v is not None and v < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
@@ -817,7 +933,7 @@ def run(a: argparse.Namespace, command: str) -> dict[str, Any]:
         training = train_short(model, [img for n, img in frames if n in train_ids], s)
         model.update(force=True)
         measured = frames if s.bpp_frames is None else frames[: s.bpp_frames]
-        b = bench_bpp(model, measured)
+        b = bench_bpp(model, measured, fine_table_levels=s.fine_table_levels)
         size = ("quality 3's N, M" if s.bpp_nm is None else
                 f"N={s.bpp_nm[0]}, M={s.bpp_nm[1]} instead of quality 3's 128, 192, so the training fits the budget")
         b.update(model=_describe(model, f"trained {s.train_steps} steps here; {size}"), training=training,
@@ -856,7 +972,8 @@ def _say(msg: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m vcm.scripts.bench``; returns the exit code."""
     a = _parse(argv)
-    if a.threads is not None:
+    threads = torch.get_num_threads()
+    if a.threads:
         torch.set_num_threads(a.threads)
     import lightning  # noqa: F401 - it sets its loggers' levels on import; quieten them afterwards
 
@@ -875,8 +992,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vcm bench: error: {e}", file=sys.stderr)
         return 2
     finally:
-        for lg, level in zip(quiet, levels):
+        for lg, level in zip(quiet, levels, strict=True):
             lg.setLevel(level)
+        torch.set_num_threads(threads)
     out = Path(a.out)
     md = out.with_suffix(".md")
     atomic_write_json(out, result)

@@ -121,7 +121,7 @@ def test_targets_to_coco_format_and_save(tmp_path):
 def test_no_images_and_no_predictions():
     m = CocoMAP(CLASSES)
     out = m.compute()
-    assert math.isnan(out["map"]) and set(out) == {"map", "map_50", "map_75", "ap_car", "ap_pedestrian", "ap_cyclist"}
+    assert math.isnan(out["map"]) and set(out) == {"map", "map_50", "map_75", "ap_car", "ap_pedestrian", "ap_cyclist", "ap50_car", "ap50_pedestrian", "ap50_cyclist"}
     m.update([pred()], [target([box(0)], [1])])
     out = m.compute()
     assert out["map"] == 0.0 and out["ap_car"] == 0.0
@@ -175,3 +175,10 @@ def test_matches_torchmetrics_pycocotools_backend():
         assert out[k] == pytest.approx(float(r[k]), abs=1e-6), k
     for cls_id, ap in zip(r["classes"].tolist(), r["map_per_class"].tolist()):
         assert out[f"ap_{CLASSES[cls_id - 1].lower()}"] == pytest.approx(ap, abs=1e-6)
+    # Per-class AP50 equals torchmetrics' per-class mAP at the single IoU threshold 0.5.
+    ref50 = tm.MeanAveragePrecision(backend="pycocotools", class_metrics=True, iou_thresholds=[0.5],
+                                    rec_thresholds=np.linspace(0.0, 1.0, 101).tolist())
+    ref50.update(preds, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+    r50 = ref50.compute()
+    for cls_id, ap in zip(r50["classes"].tolist(), r50["map_per_class"].tolist()):
+        assert out[f"ap50_{CLASSES[cls_id - 1].lower()}"] == pytest.approx(ap, abs=1e-6)

@@ -232,6 +232,7 @@ class CocoMAP:
         nan = math.nan
         out: dict[str, float] = {"map": nan, "map_50": nan, "map_75": nan}
         out.update({f"ap_{class_key(c)}": nan for c in self.class_names})
+        out.update({f"ap50_{class_key(c)}": nan for c in self.class_names})
         if not gt["images"]:
             return out
         coco_gt = _coco_from_dict(gt)
@@ -251,6 +252,8 @@ class CocoMAP:
         cat_index = {c: k for k, c in enumerate(ev.params.catIds)}
         for i, c in enumerate(self.class_names):
             pk = precision[:, :, cat_index[i + 1], 0, -1]
+            p50 = pk[0][pk[0] > -1]  # IoU threshold 0.5 is the first of pycocotools' ten
             pk = pk[pk > -1]
             out[f"ap_{class_key(c)}"] = float(pk.mean()) if pk.size else nan
+            out[f"ap50_{class_key(c)}"] = float(p50.mean()) if p50.size else nan
         return out

@@ -290,3 +290,15 @@ def test_roi_detector_geometry():
         torch.testing.assert_close(scaled, model(x, big)["x_hat"], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="2 images"):
         model(x, FakeDetectorFeatures(levels, [(128, 192)] * 2, [(128, 192)] * 2))
+
+
+def test_gaussian_codecs_use_the_fine_scale_table():
+    from vcm.codecs.image import hyperprior, mean_scale
+    from vcm.codecs.lmsfc import lmsfc
+
+    for m in (hyperprior(N=16, M=16), mean_scale(N=16, M=16), lmsfc(N=16, M=16, entropy_model="hyperprior")):
+        m.update(force=True)
+        assert m.gaussian_conditional.scale_table.numel() == 256
+        # An explicit table still wins.
+        m.update(scale_table=torch.linspace(0.11, 256, 64), force=True)
+        assert m.gaussian_conditional.scale_table.numel() == 64

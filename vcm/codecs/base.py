@@ -184,3 +184,27 @@ def is_updated(model: nn.Module) -> bool:
     """True when every entropy model of ``model`` has CDF tables (``update()`` was called)."""
     models = [m for m in model.modules() if isinstance(m, EntropyModel)]
     return all(m._offset.numel() > 0 and m._quantized_cdf.numel() > 0 for m in models)
+
+
+class FineScaleTable:
+    """Mixin for CompressAI models with a ``GaussianConditional``: a 4x finer default scale table.
+
+    CompressAI's coder rounds every predicted scale UP to the next entry of its scale table. The
+    default 64 entries (about 13 % apart) cost ~4.5 % more bits than the entropy model predicts on a
+    trained hyperprior (``make bench``); 256 entries over the same range cut that to ~1 % for a
+    larger CDF table (3.2 MB instead of 0.8 MB) and ~25 % more entropy-coding time. The table is part
+    of the weights hash, so bitstreams made with another table are refused, never mis-decoded.
+    """
+
+    scale_table_levels = 256
+
+    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
+        if scale_table is None:
+            scale_table = _get_scale_table(levels=self.scale_table_levels)
+        return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
+
+
+def _get_scale_table(levels: int) -> Tensor:
+    from compressai.models.base import get_scale_table
+
+    return get_scale_table(levels=levels)

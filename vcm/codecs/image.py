@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
 from torch import Tensor
 
+from vcm.codecs.base import FineScaleTable
+
 __all__ = [
     "FactorizedImageCodec",
     "HyperpriorImageCodec",
@@ -126,7 +128,7 @@ class FactorizedImageCodec(_ImageCodecMixin, FactorizedPrior):
     quality_channels = _BMSHJ2018_CHANNELS
 
 
-class HyperpriorImageCodec(_ImageCodecMixin, ScaleHyperprior):
+class HyperpriorImageCodec(FineScaleTable, _ImageCodecMixin, ScaleHyperprior):
     """Ballé et al. 2018 scale hyperprior (CompressAI ``ScaleHyperprior``), z at stride 64.
 
     ``strings = [y_strings, z_strings]``, ``shape = z (h, w)``.
@@ -137,7 +139,7 @@ class HyperpriorImageCodec(_ImageCodecMixin, ScaleHyperprior):
     quality_channels = _BMSHJ2018_CHANNELS
 
 
-class MeanScaleImageCodec(_ImageCodecMixin, MeanScaleHyperprior):
+class MeanScaleImageCodec(FineScaleTable, _ImageCodecMixin, MeanScaleHyperprior):
     """Minnen et al. 2018 mean-scale hyperprior (CompressAI ``MeanScaleHyperprior``), z at stride 64.
 
     ``strings = [y_strings, z_strings]``, ``shape = z (h, w)``.

@@ -33,6 +33,7 @@ from compressai.layers import (
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
+from vcm.codecs.base import FineScaleTable
 from vcm.errors import BitstreamError, ConfigError
 
 __all__ = [
@@ -258,7 +259,7 @@ class DRNet(nn.Module):
         return [self.out2(m2), self.out3(m3), self.out4(m4), self.out5(m5)]
 
 
-class LMSFC(CompressionModel):
+class LMSFC(FineScaleTable, CompressionModel):
     r"""L-MSFC feature codec (Kim et al., IEEE TCSVT 2024); TA-MSF with ``attention_every_stage``.
 
     .. code-block:: none

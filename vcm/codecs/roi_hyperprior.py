@@ -13,6 +13,8 @@ from compressai.models import CompressionModel
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
+from vcm.codecs.base import FineScaleTable
+
 __all__ = ["RoiHyperprior"]
 
 # Detector levels the encoder uses and their strides (torchvision FPN: P3, P4, P5).
@@ -28,7 +30,7 @@ class _Geometry:
     original_sizes: tuple[tuple[int, int], ...]  # per image, (H, W) of the image the detector saw
 
 
-class RoiHyperprior(CompressionModel):
+class RoiHyperprior(FineScaleTable, CompressionModel):
     r"""Scale hyperprior (Ballé et al. 2018, "Variational image compression with a scale hyperprior",
     ICLR) whose encoder is conditioned on a frozen detector's FPN features P3, P4, P5.
 

@@ -58,7 +58,7 @@ PRESETS: dict[str, dict] = {
         },
         "image_codecs": [
             (name, [f"model={name}", "model.codec.N=64", "model.codec.M=96", "data.crop_size=[192,192]", "data.batch_size=8",
-                    "trainer.max_steps=200", "trainer.check_val_every_n_epoch=100"] + extra,
+                    "trainer.max_steps=120", "trainer.check_val_every_n_epoch=100"] + extra,
              [["quality=1"], ["quality=3"], ["quality=5"]])
             for name, extra in (("factorized", []), ("hyperprior", []),
                                 # detector features of the 192-px crops at their native scale, as at test time
@@ -66,7 +66,7 @@ PRESETS: dict[str, dict] = {
         ],
         "feature_codecs": [
             (name, [f"model={name}", "model.codec.N=64", "model.codec.M=64", "model.codec.entropy_model=hyperprior",
-                    "data.crop_size=[256,256]", "data.batch_size=4", "trainer.max_steps=200", "trainer.check_val_every_n_epoch=100",
+                    "data.crop_size=[256,256]", "data.batch_size=4", "trainer.max_steps=120", "trainer.check_val_every_n_epoch=100",
                     "detector.min_size=128", "detector.max_size=128"]  # crops at the detector's (half) scale
              + extra,
              [["quality=1"], ["quality=3"], ["quality=5"]])
@@ -146,6 +146,9 @@ def run_study(preset: str, out: Path, detector_ckpt: str | None = None, dry_run:
         for rp in points:
             point = f"{name}_{'_'.join(o.replace('=', '') for o in rp)}"
             extra = det_ckpt if needs_detector else []
+            if st.done(f"eval_{point}") and not dry_run:
+                print(f"[{preset}] {point}: record exists, skipped", flush=True)
+                continue
             ckpt = st.train(point, [*data, *extra, *overrides, *rp, "data.max_eval_images=2"])
             if ckpt:
                 st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={ckpt}", *ev])
@@ -171,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="mini")
     ap.add_argument("--out", type=Path, help="output folder (default: outputs/<preset>)")
-    ap.add_argument("--detector-ckpt", help="reuse this detector checkpoint instead of training one")
+    ap.add_argument("--detector-ckpt", help="reuse this detector checkpoint instead of training one "
+                    "(points whose results record already exists are kept, so a stopped study continues)")
     ap.add_argument("--only", nargs="+", help="run only these codecs (e.g. hyperprior jpeg)")
     ap.add_argument("--dry-run", action="store_true", help="print the commands without running them")
     a = ap.parse_args(argv)

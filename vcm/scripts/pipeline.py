@@ -91,7 +91,15 @@ class Study:
         best = sorted((self.run_dir(point) / "checkpoints").glob("best-*.ckpt"))
         return best[-1] if best else None
 
+    def done(self, point: str) -> bool:
+        """True when ``point``'s results record exists (a re-run of a study continues after it)."""
+        return (self.results / f"{point}.json").is_file()
+
     def evaluate(self, point: str, overrides: list[str], timeout: float | None = None) -> bool:
+        if self.done(point) and not self.dry_run:
+            print(f"[{self.name}] {point}: record exists, skipped", flush=True)
+            self.steps.append({"point": point, "status": "kept (record exists)"})
+            return True
         return self.run(point, [str(BIN / "vcm-eval"), *overrides, f"hydra.run.dir={self.run_dir(point)}",
                                 f"paths.results_dir={self.results}", f"run_name={point}"], timeout)
 

@@ -30,6 +30,29 @@ class _Geometry:
     original_sizes: tuple[tuple[int, int], ...]  # per image, (H, W) of the image the detector saw
 
 
+def _hyper_analysis(in_channels: int, N: int) -> nn.Sequential:
+    """Ballé et al.'s hyper-analysis: 3x3 conv, then two strided 5x5 convs (stride 4 overall)."""
+    return nn.Sequential(
+        conv(in_channels, N, stride=1, kernel_size=3),
+        nn.ReLU(inplace=True),
+        conv(N, N),
+        nn.ReLU(inplace=True),
+        conv(N, N),
+    )
+
+
+def _hyper_synthesis(N: int, M: int) -> nn.Sequential:
+    """Ballé et al.'s hyper-synthesis, ending in non-negative scales for M channels."""
+    return nn.Sequential(
+        deconv(N, N),
+        nn.ReLU(inplace=True),
+        deconv(N, N),
+        nn.ReLU(inplace=True),
+        conv(N, M, stride=1, kernel_size=3),
+        nn.ReLU(inplace=True),
+    )
+
+
 class RoiHyperprior(FineScaleTable, CompressionModel):
     r"""Scale hyperprior (Ballé et al. 2018, "Variational image compression with a scale hyperprior",
     ICLR) whose encoder is conditioned on a frozen detector's FPN features P3, P4, P5.
@@ -137,36 +160,12 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
             GDN(N, inverse=True),
             deconv(N, 3),
         )
-        self.h_a = nn.Sequential(
-            conv(M, N, stride=1, kernel_size=3),
-            nn.ReLU(inplace=True),
-            conv(N, N),
-            nn.ReLU(inplace=True),
-            conv(N, N),
-        )
-        self.h_s = nn.Sequential(
-            deconv(N, N),
-            nn.ReLU(inplace=True),
-            deconv(N, N),
-            nn.ReLU(inplace=True),
-            conv(N, M, stride=1, kernel_size=3),
-            nn.ReLU(inplace=True),
-        )
-        self.h_a_obj = nn.Sequential(
-            conv(M + C, N, stride=1, kernel_size=3),
-            nn.ReLU(inplace=True),
-            conv(N, N),
-            nn.ReLU(inplace=True),
-            conv(N, N),
-        )
-        self.h_s_obj = nn.Sequential(
-            deconv(N, N),
-            nn.ReLU(inplace=True),
-            deconv(N, N),
-            nn.ReLU(inplace=True),
-            conv(N, M, stride=1, kernel_size=3),
-            nn.ReLU(inplace=True),
-        )
+        # Both hyperpriors use the scale hyperprior's transforms; the object one also sees C
+        # channels of projected detector features.
+        self.h_a = _hyper_analysis(M, N)
+        self.h_s = _hyper_synthesis(N, M)
+        self.h_a_obj = _hyper_analysis(M + C, N)
+        self.h_s_obj = _hyper_synthesis(N, M)
         self.h_s_fuse = nn.Sequential(nn.Conv2d(2 * M, M, kernel_size=1), nn.Softplus())
 
         self.entropy_bottleneck = EntropyBottleneck(N)

@@ -91,8 +91,8 @@ def test_bpp_overheads_follow_from_per_image_bits(quick_result):
     y_tab = sum(r["y_bits_estimated_table_scales"] for r in rows)
     assert b["scale_table_overhead_pooled"] == pytest.approx((y_tab - y_est) / est, rel=1e-9, abs=1e-12)
     assert b["scale_table_overhead_pooled"] + b["range_coder_overhead_pooled"] == pytest.approx(b["coder_overhead_pooled"])
-    assert b["scale_table_levels"] == 64  # CompressAI's default table, as vcm's codecs use it
-    assert b["fine_table"]["levels"] == 256 and math.isfinite(b["fine_table"]["pooled_overhead"])
+    assert b["scale_table_levels"] == 512  # vcm's default table (vcm.codecs.base.FineScaleTable)
+    assert b["fine_table"]["levels"] == 64 and math.isfinite(b["fine_table"]["pooled_overhead"])
     assert b["training"]["steps"] == result["settings"]["train_steps"]
     _positive_finite(b["training"]["last20_mean"]["loss"], "training loss")
 

@@ -298,7 +298,7 @@ def test_gaussian_codecs_use_the_fine_scale_table():
 
     for m in (hyperprior(N=16, M=16), mean_scale(N=16, M=16), lmsfc(N=16, M=16, entropy_model="hyperprior")):
         m.update(force=True)
-        assert m.gaussian_conditional.scale_table.numel() == 256
+        assert m.gaussian_conditional.scale_table.numel() == 512
         # An explicit table still wins.
         m.update(scale_table=torch.linspace(0.11, 256, 64), force=True)
         assert m.gaussian_conditional.scale_table.numel() == 64

@@ -101,7 +101,7 @@ class Settings:
     step_warmup: int = 2
     step_steps: int = 8
     anchors: bool = True
-    fine_table_levels: int | None = 256
+    fine_table_levels: int | None = 64
 
 
 FULL = Settings()
@@ -808,7 +808,7 @@ def render_markdown(result: dict) -> str:
                 f"{t['lr']:g}, lambda {t['lmbda']}; {m['weights'].split('; ', 1)[-1]}), on all {b['num_images']} "
                 f"frames: mean bpp real {b['mean_bpp_real']:.4f}, estimated {b['mean_bpp_estimated']:.4f}. "
                 f"The pooled excess {100 * b['pooled_overhead']:+.3f} % is: " + "; ".join(parts) + "."
-                + (f" With a {fine['levels']}-entry scale table (same range) the pooled excess is "
+                + (f" With a {fine['levels']}-entry scale table (same range{', CompressAI\'s default' if fine['levels'] == 64 else ''}) the pooled excess is "
                    f"{100 * fine['pooled_overhead']:+.3f} %." if fine else "")
             ),
         ]

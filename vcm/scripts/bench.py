@@ -385,6 +385,9 @@ def _table_scale_bits(model, x_pad: torch.Tensor) -> tuple[dict, float | None]:
 
 
 @torch.no_grad()
+DEFAULT_TABLE_NOTE = ", CompressAI's default"
+
+
 def bench_bpp(model, frames: list[tuple[str, torch.Tensor]], fine_table_levels: int | None = None) -> dict[str, Any]:
     """Real against estimated bits of every frame, with the excess split into its causes.
 
@@ -808,7 +811,7 @@ def render_markdown(result: dict) -> str:
                 f"{t['lr']:g}, lambda {t['lmbda']}; {m['weights'].split('; ', 1)[-1]}), on all {b['num_images']} "
                 f"frames: mean bpp real {b['mean_bpp_real']:.4f}, estimated {b['mean_bpp_estimated']:.4f}. "
                 f"The pooled excess {100 * b['pooled_overhead']:+.3f} % is: " + "; ".join(parts) + "."
-                + (f" With a {fine['levels']}-entry scale table (same range{', CompressAI\'s default' if fine['levels'] == 64 else ''}) the pooled excess is "
+                + (f" With a {fine['levels']}-entry scale table (same range{DEFAULT_TABLE_NOTE if fine['levels'] == 64 else ''}) the pooled excess is "
                    f"{100 * fine['pooled_overhead']:+.3f} %." if fine else "")
             ),
         ]

@@ -384,10 +384,10 @@ def _table_scale_bits(model, x_pad: torch.Tensor) -> tuple[dict, float | None]:
     return likelihoods, bits
 
 
-@torch.no_grad()
 DEFAULT_TABLE_NOTE = ", CompressAI's default"
 
 
+@torch.no_grad()
 def bench_bpp(model, frames: list[tuple[str, torch.Tensor]], fine_table_levels: int | None = None) -> dict[str, Any]:
     """Real against estimated bits of every frame, with the excess split into its causes.
 

@@ -282,6 +282,23 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
             )
 
     # ------------------------------------------------------------------ CompressAI contract
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
+        """Load weights, resizing the entropy models' CDF buffers first.
+
+        CompressAI's ``CompressionModel.load_state_dict`` remaps legacy keys by name prefix, which
+        breaks on ``entropy_bottleneck_obj`` (it starts with ``entropy_bottleneck``); the buffers are
+        resized here the same way, without the legacy remapping.
+        """
+        from compressai.models.utils import update_registered_buffers
+
+        for name, module in self.named_modules():
+            if isinstance(module, EntropyBottleneck):
+                update_registered_buffers(module, name, ["_quantized_cdf", "_offset", "_cdf_length"], state_dict)
+            elif isinstance(module, GaussianConditional):
+                update_registered_buffers(module, name, ["_quantized_cdf", "_offset", "_cdf_length", "scale_table"],
+                                          state_dict)
+        return nn.Module.load_state_dict(self, state_dict, strict=strict, **kwargs)
+
     def forward(self, x: Tensor, cond: Any = None) -> dict:
         """Code ``x`` with quantisation noise (training) or rounding (eval).
 

@@ -82,9 +82,16 @@ class Study:
     def train(self, point: str, overrides: list[str], timeout: float | None = None) -> Path | None:
         """``vcm-train`` one point (no test pass: points are evaluated by :meth:`evaluate`)."""
         run = self.run_dir(point)
+        ckpt = run / "checkpoints" / "last.ckpt"
+        done = run / "TRAINED"
+        if done.is_file() and ckpt.is_file() and not self.dry_run:
+            print(f"[{self.name}] {point}: trained already ({ckpt}), kept", flush=True)
+            self.steps.append({"point": point, "status": "kept (trained)"})
+            return ckpt
         ok = self.run(point, [str(BIN / "vcm-train"), *overrides, f"hydra.run.dir={run}",
                               f"paths.results_dir={self.out / 'train-records'}", "test_after_fit=false"], timeout)
-        ckpt = run / "checkpoints" / "last.ckpt"
+        if ok and ckpt.is_file():
+            done.write_text("ok\n")
         return ckpt if ok and (ckpt.is_file() or self.dry_run) else None
 
     def best_checkpoint(self, point: str) -> Path | None:

@@ -29,7 +29,7 @@ test: $(STAMP) ## Run the fast test suite (what CI runs)
 test-all: $(STAMP) ## Run every test, slow ones included
 	$(BIN)/python -m pytest -q
 
-demo: $(STAMP) ## Train a codec and a detector briefly on the embedded synthetic data and evaluate them (<10 min)
+demo: $(STAMP) ## Train a codec and a detector briefly on the embedded synthetic data and evaluate them
 	$(BIN)/python -m vcm.scripts.paper --preset demo
 
 bench: $(STAMP) ## Speed/overhead benchmarks: vcm vs CompressAI, real vs estimated bpp, Lightning vs plain loop, anchors
@@ -41,7 +41,7 @@ bench-roi: $(STAMP) ## Does ROI-awareness work? hyperprior vs roi_hyperprior on 
 bench-features: $(STAMP) ## Does task-awareness work? L-MSFC vs TA-MSF on synthetic data (BD-rate on mAP@0.5)
 	$(BIN)/python -m vcm.scripts.bench_features
 
-paper-mini: $(STAMP) ## The whole comparison at small scale on this CPU (<60 min): report under outputs/paper-mini
+paper-mini: $(STAMP) ## The whole comparison at small scale on this CPU: report under outputs/paper-mini
 	$(BIN)/python -m vcm.scripts.paper --preset mini
 
 paper: $(STAMP) ## The full-scale comparison (real KITTI in KITTI_ROOT, GPU): report under outputs/paper

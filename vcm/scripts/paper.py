@@ -2,9 +2,9 @@
 
 Presets (``--preset``):
 
-* ``demo``  (<10 min, CPU): synthetic data; a short detector training; the hyperprior at two
+* ``demo``  (CPU): synthetic data; a short detector training; the hyperprior at two
   rate points; JPEG and HEVC anchors; RD table, plots and report.
-* ``mini``  (<60 min, CPU): synthetic data; detector trained on it; image codecs (factorized,
+* ``mini``  (CPU): synthetic data; detector trained on it; image codecs (factorized,
   hyperprior, roi_hyperprior), feature codecs (lmsfc, ta_msf) at three rate points each; anchors
   (jpeg, webp, hevc, av1, feature_hevc); RD table, BD-rates, plots, report.
 * ``full``  (GPU, real KITTI in ``KITTI_ROOT``): the source systems' settings (ResNet-50 FPN v2

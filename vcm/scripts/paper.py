@@ -8,7 +8,7 @@ Presets (``--preset``):
   hyperprior, roi_hyperprior), feature codecs (lmsfc, ta_msf) at three rate points each; anchors
   (jpeg, webp, hevc, av1, feature_hevc); RD table, BD-rates, plots, report.
 * ``full``  (GPU, real KITTI in ``KITTI_ROOT``): the source systems' settings (ResNet-50 FPN v2
-  detector, full-size codecs, all qualities). See the README for expected GPU hours.
+  detector, full-size codecs, all qualities); its GPU run times have not been measured.
 
 Everything is written under ``outputs/<preset>`` (override with ``--out``); ``--detector-ckpt``
 reuses a trained detector instead of training one.

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="Markdown + HTML report with BD tables, plots and provenance")
     _add_source(p, table=True)
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--anchor", required=True, help="anchor curve or codec of the BD tables")
+    p.add_argument("--anchor", required=True, nargs="+",
+                   help="anchor curve(s) or codec(s) of the BD tables (one table per anchor and metric)")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="metrics to report")
     p.add_argument("--anchors", nargs="+", default=sorted(DEFAULT_ANCHORS),
                    help="codecs drawn dashed (classical codecs)")

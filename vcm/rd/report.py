@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
@@ -126,7 +126,7 @@ code { background: #f4f4f4; padding: 0 0.2em; }
 def write_report(
     df: pd.DataFrame,
     out_dir: str | os.PathLike,
-    anchor: str,
+    anchor: str | Sequence[str],
     metrics: Iterable[str] = DEFAULT_METRICS,
     anchors: set[str] | None = None,
     rate: str = "bpp_real",
@@ -139,7 +139,8 @@ def write_report(
         df: results table of one test set (see :func:`vcm.rd.table.select`).
         out_dir: output folder (created if missing); the pages link the plots and records
             relative to it.
-        anchor: anchor curve (or codec with one curve) of the BD tables.
+        anchor: anchor curve (or codec with one curve) of the BD tables, or several: one BD table
+            per anchor and metric (e.g. a classical anchor and a learned baseline).
         metrics: metrics to report; those absent from the table are skipped.
         anchors: codecs drawn dashed in the plots (default :data:`vcm.rd.plot.DEFAULT_ANCHORS`).
         rate: rate column.
@@ -155,7 +156,9 @@ def write_report(
     """
     out_dir = Path(out_dir)
     check_single_test_set(df)
-    anchor_curve = resolve_curve(df, anchor)
+    anchor_curves = [resolve_curve(df, a) for a in ([anchor] if isinstance(anchor, str) else anchor)]
+    if not anchor_curves:
+        raise ValueError("at least one anchor is needed for the BD tables")
     if rate not in df.columns:
         raise ValueError(f"rate column {rate!r} is not in the results table")
     metrics = [m for m in metrics if m in df.columns and pd.to_numeric(df[m], errors="coerce").notna().any()]
@@ -168,7 +171,7 @@ def write_report(
     summary = [
         ("test set", f"{r0['dataset']}/{r0['split']}, {r0['num_images']} images"),
         ("detector", ", ".join(detectors) or "(none)"),
-        ("anchor", anchor_curve),
+        ("anchor" if len(anchor_curves) == 1 else "anchors", ", ".join(anchor_curves)),
         ("rate", rate),
         ("points", f"{len(df)} records, {df['curve'].nunique()} curves"),
         (
@@ -190,11 +193,12 @@ def write_report(
     ]
     for metric in metrics:
         label, _ = metric_display(metric, pd.to_numeric(df[metric], errors="coerce"))
-        table = _bd_section(df, anchor_curve, metric, rate, min_points, monotonic)
-        heading = f"{label} (`{metric}`): BD vs {anchor_curve}"
-        md += [f"## {_md_cell(heading)}", "", _md_table(table), ""]
-        h += [f"<h2>{html.escape(label)} (<code>{html.escape(metric)}</code>): BD vs {html.escape(anchor_curve)}</h2>",
-              _html_table(table)]
+        for anchor_curve in anchor_curves:
+            table = _bd_section(df, anchor_curve, metric, rate, min_points, monotonic)
+            heading = f"{label} (`{metric}`): BD vs {anchor_curve}"
+            md += [f"## {_md_cell(heading)}", "", _md_table(table), ""]
+            h += [f"<h2>{html.escape(label)} (<code>{html.escape(metric)}</code>): BD vs {html.escape(anchor_curve)}</h2>",
+                  _html_table(table)]
         if metric in plots:
             rel = _rel(plots[metric], out_dir)
             md += [f"![RD curves: {_md_cell(label)}](<{quote(rel)}>)", ""]

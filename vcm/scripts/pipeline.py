@@ -110,20 +110,28 @@ class Study:
         return self.run(point, [str(BIN / "vcm-eval"), *overrides, f"hydra.run.dir={self.run_dir(point)}",
                                 f"paths.results_dir={self.results}", f"run_name={point}"], timeout)
 
-    def report(self, anchor: str, metrics: list[str], bd_metrics: list[str]) -> None:
-        """Collect records into a CSV, write plots, BD tables and the Markdown/HTML report."""
+    def report(self, anchors: str | list[str], metrics: list[str], bd: list[tuple[str, str]]) -> None:
+        """Collect records into a CSV, write plots, BD tables and the Markdown/HTML report.
+
+        Args:
+            anchors: anchor codec(s) of the report's BD tables.
+            metrics: metrics plotted and tabulated in the report.
+            bd: ``(anchor, metric)`` pairs also printed and written as ``bd_<metric>_vs_<anchor>.csv``.
+        """
         from vcm.rd.cli import main as rd
 
+        anchors = [anchors] if isinstance(anchors, str) else list(anchors)
         rep = self.out / "report"
         if self.dry_run:
             return
         steps = [("collect", ["collect", str(self.results), "--out", str(rep / "rd.csv")]),
-                 ("report", ["report", str(self.results), "--out", str(rep), "--anchor", anchor, "--metrics", *metrics])]
-        steps += [(f"bd_{m}", ["bd", "--anchor", anchor, "--metric", m, str(self.results), "--out", str(rep / f"bd_{m}.csv")])
-                  for m in bd_metrics]
+                 ("report", ["report", str(self.results), "--out", str(rep), "--anchor", *anchors, "--metrics", *metrics])]
+        steps += [(f"bd_{m}_vs_{a}", ["bd", "--anchor", a, "--metric", m, str(self.results), "--out", str(rep / f"bd_{m}_vs_{a}.csv")])
+                  for a, m in bd]
         for name, argv in steps:
             if name.startswith("bd_"):
-                print(f"\nBD-rate vs {anchor} on {name[3:]}:", flush=True)
+                m, a = name[3:].split("_vs_")
+                print(f"\nBD-rate vs {a} on {m}:", flush=True)
             rc = rd(argv)
             if rc:
                 self.failures.append({"point": f"vcm-rd {name}", "exit": rc, "log": "-", "tail": []})

@@ -15,14 +15,12 @@ from pathlib import Path
 from vcm.scripts.paper import PRESETS
 from vcm.scripts.pipeline import Study
 
-QUALITIES = (1, 3, 5)
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vcm.scripts.bench_features", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=250, help="training steps per point (same for every codec)")
     ap.add_argument("--detector-ckpt")
     ap.add_argument("--with-hyperprior", action="store_true")
     ap.add_argument("--dry-run", action="store_true")
@@ -32,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     st = Study("bench-features", a.out or PROJECT_ROOT / "outputs" / "bench-features", dry_run=a.dry_run)
     mini = PRESETS["mini"]
     data = mini["data"]
-    det = ["detector=resnet18_fpn"]
+    det = [f"detector={mini['detector']['backbone']}", *mini["detector"]["overrides"]]
     ckpt = a.detector_ckpt
     if ckpt is None:
         if st.train("detector", ["model=detector", *data, *det, *mini["detector"]["train"]]):
@@ -41,21 +39,22 @@ def main(argv: list[str] | None = None) -> int:
             return st.finish() or 1
     det_ckpt = [*det, f"detector.checkpoint={ckpt}"]
     ev = ["split=test", *data, *det_ckpt]
-    common = ["model.codec.N=64", "model.codec.M=64", "model.codec.entropy_model=hyperprior", "data.crop_size=[256,256]",
-              "data.batch_size=4", f"trainer.max_steps={a.steps}", "trainer.check_val_every_n_epoch=1000",
-              "detector.min_size=256", "detector.max_size=256", "data.max_eval_images=1"]
-    models = {"lmsfc": [], "ta_msf": ["model.warmup_steps=50", "model.warmup_epochs=0"]}
-    for name, extra in models.items():
-        for q in QUALITIES:
-            point = f"{name}_q{q}"
-            c = st.train(point, [*data, f"model={name}", *common, *extra, f"quality={q}", *det_ckpt])
+    # The paper-mini settings (lambdas for this detector's feature scale, cheaper task loss), with
+    # --steps per point for every codec.
+    models = {name: [o for o in ov if not o.startswith("trainer.max_steps=")] + [f"trainer.max_steps={a.steps}"]
+              for name, ov, _ in mini["feature_codecs"]}
+    points = mini["feature_codecs"][0][2]
+    for name, ov in models.items():
+        for rp in points:
+            point = f"{name}_{'_'.join(o.replace('=', '') for o in rp)}"
+            c = st.train(point, [*data, *det_ckpt, *ov, *rp, "data.max_eval_images=1"])
             if c:
                 st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={c}", *ev])
     if a.with_hyperprior:
         for q in (1, 3, 5):
             point = f"hyperprior_q{q}"
-            c = st.train(point, [*data, "model=hyperprior", "model.codec.N=64", "model.codec.M=96", "data.crop_size=[192,192]",
-                                 "data.batch_size=8", f"trainer.max_steps={a.steps}", f"quality={q}"])
+            c = st.train(point, [*data, "model=hyperprior", "model.codec.N=64", "model.codec.M=96", "model.optimizer.lr=1.0e-3",
+                                 "data.crop_size=[160,160]", "data.batch_size=8", f"trainer.max_steps={a.steps}", f"quality={q}"])
             if c:
                 st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={c}", *ev])
     if not a.dry_run:

@@ -60,6 +60,16 @@ def make(name: str):
     return CODECS[name]()
 
 
+def with_trained_projections(model):
+    """Non-zero projections of the detector features, as after training (they start at zero)."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name in ("proj_p3", "proj_p4", "proj_p5", "proj_obj"):
+            w = getattr(model, name).weight
+            w.copy_(0.05 * torch.randn(w.shape, generator=g))
+    return model
+
+
 def cond_for(model, x: torch.Tensor):
     return random_levels(x.shape[0], x.shape[-2], x.shape[-1]) if model.needs_features else None
 
@@ -225,9 +235,28 @@ def test_roi_feature_checks():
     assert [n for n, _ in zero.named_parameters()] == [n for n, _ in model.named_parameters()]
 
 
+def test_roi_projections_start_at_zero():
+    # a new model ignores the detector's features (codes like the scale hyperprior) until trained
+    model = make("roi_hyperprior").train()
+    for name in ("proj_p3", "proj_p4", "proj_p5", "proj_obj"):
+        assert not getattr(model, name).weight.any() and not getattr(model, name).bias.any()
+    x = torch.rand(1, 3, 64, 128)
+    outs = []
+    for seed in (0, 1):
+        torch.manual_seed(5)
+        with torch.no_grad():
+            outs.append(model(x, random_levels(1, 64, 128, seed=seed)))
+    assert torch.equal(outs[0]["x_hat"], outs[1]["x_hat"])
+    # ... but the projections learn: their weights get a gradient from the features
+    out = model(x, random_levels(1, 64, 128))
+    (out["x_hat"].square().mean() + sum(-lk.log2().sum() for lk in out["likelihoods"].values())).backward()
+    for name in ("proj_p3", "proj_p4", "proj_p5", "proj_obj"):
+        assert getattr(model, name).weight.grad.abs().sum() > 0, name
+
+
 def test_roi_features_reach_the_encoder():
     # train mode (no rounding, which would map the small latents of random weights to 0) with equal noise
-    model = make("roi_hyperprior").train()
+    model = with_trained_projections(make("roi_hyperprior").train())
     x = torch.rand(1, 3, 64, 128)
     outs = []
     for seed in (0, 1):
@@ -270,7 +299,7 @@ class FakeDetectorFeatures:
 
 
 def test_roi_detector_geometry():
-    model = make("roi_hyperprior").eval()
+    model = with_trained_projections(make("roi_hyperprior").eval())
     x = torch.rand(1, 3, 128, 192)
     levels = random_levels(1, 128, 192)
     with torch.no_grad():

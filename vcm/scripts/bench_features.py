@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vcm.scripts.bench_features", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--steps", type=int, default=250, help="training steps per point (same for every codec)")
+    ap.add_argument("--steps", type=int, default=120, help="training steps per point (same for every codec)")
     ap.add_argument("--detector-ckpt")
     ap.add_argument("--with-hyperprior", action="store_true")
     ap.add_argument("--dry-run", action="store_true")
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         for q in (1, 3, 5):
             point = f"hyperprior_q{q}"
             c = st.train(point, [*data, "model=hyperprior", "model.codec.N=64", "model.codec.M=96", "model.optimizer.lr=1.0e-3",
-                                 "data.crop_size=[160,160]", "data.batch_size=8", f"trainer.max_steps={a.steps}", f"quality={q}"])
+                                 "data.crop_size=[128,128]", "data.batch_size=8", f"trainer.max_steps={a.steps}", f"quality={q}"])
             if c:
                 st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={c}", *ev])
     if not a.dry_run:

@@ -73,13 +73,9 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
       2M -> M, then softplus, so the scales are positive and no channel dies as after a ReLU).
 
     Detector levels are projected by 1x1 convs and resized bilinearly to the stage they join. The
-    projections start at zero (weights and biases): a new model codes exactly like the scale
-    hyperprior and learns how much of the detector's features to let in. With a default-initialised
-    projection, a trained detector's large FPN activations flood ``g_a`` and ``h_a_obj`` at the start
-    (initial MSE ~10x and rate ~7x the plain hyperprior's), which short trainings never recover from.
-
-    Rate = bits(y) + bits(z) + bits(w). The decoder needs no detector: ``decompress`` uses only
-    ``z_hat`` and ``w_hat``.
+    projections start at zero (weights and biases): a new model's encoder ignores the detector and
+    learns how much of its features to let in, instead of starting flooded by a trained detector's
+    large FPN activations.
 
     .. code-block:: none
 

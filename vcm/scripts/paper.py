@@ -30,14 +30,14 @@ PRESETS: dict[str, dict] = {
             "backbone": "resnet18_fpn",
             # Half resolution on CPU: the detector's transform scales frames to 188 px high.
             "overrides": ["detector.min_size=188", "detector.max_size=621"],
-            "train": ["data.crop_size=[375,621]", "data.batch_size=4", "trainer.max_steps=40", "trainer.max_epochs=1000",
+            "train": ["data.crop_size=[375,621]", "data.batch_size=4", "trainer.max_steps=30", "trainer.max_epochs=1000",
                       "+detector.rpn_post_nms_top_n_train=600", "+detector.box_batch_size_per_image=128",
                       "model.warmup_steps=10", "~model.optimizer",
                       "+model.optimizer={_target_:torch.optim.AdamW,_partial_:true,lr:3.0e-4,weight_decay:1.0e-4}"],
         },
         "image_codecs": [
             ("hyperprior", ["model=hyperprior", "model.codec.N=64", "model.codec.M=96", "data.crop_size=[128,128]",
-                            "data.batch_size=8", "trainer.max_steps=120", "model.optimizer.lr=1.0e-3", "trainer.check_val_every_n_epoch=100"],
+                            "data.batch_size=8", "trainer.max_steps=100", "model.optimizer.lr=1.0e-3", "trainer.check_val_every_n_epoch=100"],
              [["quality=2"], ["quality=5"]]),
         ],
         "feature_codecs": [],

@@ -156,7 +156,9 @@ def test_quality_tables_match_compressai_zoo(factory, cls, zoo_name):
 
 def test_class_attributes():
     assert (FactorizedImageCodec.min_div, HyperpriorImageCodec.min_div, MeanScaleImageCodec.min_div) == (16, 64, 64)
-    assert RoiHyperprior.min_div == 64 and RoiHyperprior.needs_features
+    assert RoiHyperprior.min_div == 64
+    assert RoiHyperprior(N=8, M=8, cond_channels=4).needs_features
+    assert not RoiHyperprior(N=8, M=8, cond_channels=4, zero_features=True).needs_features
     names = [c.codec_name for c in (FactorizedImageCodec, HyperpriorImageCodec, MeanScaleImageCodec, RoiHyperprior)]
     assert names == ["factorized", "hyperprior", "mean_scale", "roi_hyperprior"]
     assert not any(c.needs_features for c in (FactorizedImageCodec, HyperpriorImageCodec, MeanScaleImageCodec))
@@ -233,6 +235,25 @@ def test_roi_feature_checks():
     zero = make("roi_hyperprior_zero_features")
     assert zero(x)["x_hat"].shape == x.shape
     assert [n for n, _ in zero.named_parameters()] == [n for n, _ in model.named_parameters()]
+    with pytest.raises(ValueError, match="feature_norm='batch'"):
+        RoiHyperprior(N=8, M=8, feature_norm="batch")
+
+
+def test_roi_features_are_standardised_per_image_and_level():
+    # what the encoder sees does not depend on the detector's activation scale or offset, per image
+    model = with_trained_projections(make("roi_hyperprior").eval())
+    x = torch.rand(2, 3, 64, 128)
+    levels = random_levels(2, 64, 128)
+    scaled = {k: v * torch.tensor([40.0, 0.1]).view(2, 1, 1, 1) + 3.0 for k, v in levels.items()}
+    a, b = model(x, levels), model(x, scaled)
+    torch.testing.assert_close(a["x_hat"], b["x_hat"], atol=2e-4, rtol=1e-4)
+    for k in ("y", "z", "w"):
+        torch.testing.assert_close(a["likelihoods"][k], b["likelihoods"][k], atol=2e-4, rtol=1e-4)
+    # without standardisation the raw scale reaches the encoder
+    raw = make("roi_hyperprior").eval()
+    raw.load_state_dict(model.state_dict())
+    raw.feature_norm = "none"
+    assert not torch.allclose(raw(x, levels)["x_hat"], raw(x, scaled)["x_hat"], atol=1e-3)
 
 
 def test_roi_projections_start_at_zero():

@@ -200,6 +200,33 @@ def test_random_crop_larger_than_image_is_a_clear_error():
         RandomCrop((64, 64))(img, t)
 
 
+def _frame_target(boxes: list[list[float]]) -> dict:
+    n = len(boxes)
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(n, 4), "labels": torch.ones(n, dtype=torch.int64),
+            "truncation": torch.zeros(n), "occlusion": torch.zeros(n, dtype=torch.int64),
+            "ignore_boxes": torch.zeros(0, 4), "neighbour_boxes": torch.zeros(0, 4),
+            "neighbour_labels": torch.zeros(0, dtype=torch.int64), "name": "f", "orig_size": torch.tensor([375, 1242])}
+
+
+def test_object_crops_contain_an_object_centre():
+    t = _frame_target([[1100.0, 300.0, 1200.0, 360.0], [5.0, 2.0, 25.0, 30.0]])
+    img = torch.zeros(3, 375, 1242, dtype=torch.uint8)
+    torch.manual_seed(0)
+    centres = [(1150.0, 330.0), (15.0, 16.0)]
+    for _ in range(50):
+        _, c = RandomCrop((128, 128), object_prob=1.0)(img, t)
+        top, left = c["crop_offset"].tolist()
+        assert any(left <= cx < left + 128 and top <= cy < top + 128 for cx, cy in centres), (top, left)
+        assert len(c["boxes"]) >= 1
+    # plain random crops of this wide frame mostly miss both objects
+    hits = sum(len(RandomCrop((128, 128))(img, t)[1]["boxes"]) > 0 for _ in range(200))
+    assert hits < 100
+    # frames without objects still get a crop; a bad probability is refused
+    assert RandomCrop((64, 64), object_prob=1.0)(img, _frame_target([]))[0].shape == (3, 64, 64)
+    with pytest.raises(ConfigError, match="object_crop_prob=1.5"):
+        RandomCrop((64, 64), object_prob=1.5)
+
+
 def test_datamodule_on_kitti_tiny(kitti_tiny_root, tmp_path):
     dm = DetectionDataModule(source="kitti", root=str(kitti_tiny_root), name="kitti_tiny", split_fractions=(0.75, 0.125, 0.125),
                              crop_size=(128, 192), batch_size=4)

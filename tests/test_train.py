@@ -2,6 +2,7 @@
 results records, checkpoints, ``vcm-eval``, the bitstream CLI and the wandb offline logger."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -57,11 +58,18 @@ def test_spine_on_kitti_tiny(trained_hyperprior):
 
 
 def test_spine_on_synthetic(tmp_path):
+    # also: a scheduler stepped per training batch (milestone at step 3 of 4)
+    sched = ["~model.scheduler", "model.scheduler_interval=step", "model.optimizer.lr=1.0e-3",
+             "+model.scheduler={_target_:torch.optim.lr_scheduler.MultiStepLR,_partial_:true,milestones:[3],gamma:0.1}"]
     metrics, objects = _train(["data=synthetic", "data.synthetic_num=8", "data.synthetic_size=[160,480]",
-                               "model=factorized", "quality=1", "model.codec.N=16", "model.codec.M=24"], tmp_path)
+                               "model=factorized", "quality=1", "model.codec.N=16", "model.codec.M=24", *sched], tmp_path)
     assert np.isfinite(metrics["val/bpp_real"]) and np.isfinite(metrics["val/psnr"])
     rec = _check_run_dir(tmp_path, metrics)
     assert rec["dataset"] == "synthetic" and rec["per_image"][0]["height"] == 160
+    assert objects["model"]._scheduler.last_epoch == 4
+    rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
+    lrs = [float(r["train/lr"]) for r in rows if r.get("train/lr")]
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4])  # the rate each step used
 
 
 def test_roi_hyperprior_trains_with_frozen_detector(tmp_path, kitti_tiny_root):

@@ -72,10 +72,12 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
       ``h_s_obj(w_hat)`` (M channels each) are concatenated and fused by ``h_s_fuse`` (1x1 conv
       2M -> M, then softplus, so the scales are positive and no channel dies as after a ReLU).
 
-    Detector levels are projected by 1x1 convs and resized bilinearly to the stage they join. The
-    projections start at zero (weights and biases): a new model's encoder ignores the detector and
-    learns how much of its features to let in, instead of starting flooded by a trained detector's
-    large FPN activations.
+    Each detector level is first standardised per image (zero mean, unit variance over its channels
+    and positions, no learned parameters; ``feature_norm="standardize"``), so what the encoder sees
+    does not depend on the detector's activation scale: a trained FPN's levels have standard
+    deviations in the tens to hundreds, which makes even the first optimiser steps on the projections
+    move the encoder far from where it started. The projections also start at zero (weights and
+    biases): a new model's encoder ignores the detector and learns how much of its features to let in.
 
     .. code-block:: none
 
@@ -116,11 +118,11 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
         feature_channels: channels of the detector levels (256 for torchvision FPNs).
         zero_features: ablation: every detector feature is replaced by zeros (same architecture, and
             ``cond`` is then not needed).
+        feature_norm: ``"standardize"`` (per image and level, see above) or ``"none"`` (raw levels).
     """
 
     codec_name = "roi_hyperprior"
     min_div = 64
-    needs_features = True
 
     def __init__(
         self,
@@ -129,8 +131,12 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
         cond_channels: int = 64,
         feature_channels: int = 256,
         zero_features: bool = False,
+        feature_norm: str = "standardize",
     ):
         super().__init__()
+        if feature_norm not in ("standardize", "none"):
+            raise ValueError(f"RoiHyperprior: feature_norm={feature_norm!r}; expected 'standardize' or 'none'")
+        self.feature_norm = feature_norm
         for name, value in (("N", N), ("M", M), ("cond_channels", cond_channels), ("feature_channels", feature_channels)):
             if int(value) < 1:
                 raise ValueError(f"RoiHyperprior: {name} must be positive, got {value}")
@@ -176,6 +182,11 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
             nn.init.zeros_(proj.bias)
 
     @property
+    def needs_features(self) -> bool:
+        """Whether the encoder needs detector features (not for the zero-features ablation)."""
+        return not self.zero_features
+
+    @property
     def downsampling_factor(self) -> int:
         return 2 ** (4 + 2)
 
@@ -218,7 +229,32 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
                 tuple((int(h), int(w)) for h, w in image_sizes),
                 tuple((int(h), int(w)) for h, w in original_sizes),
             )
+        if self.feature_norm == "standardize":
+            # unit variance, then 1/sqrt(channels): each projection's output starts near zero and
+            # grows at the pace of the codec's own layers (Adam moves every weight by ~lr per step,
+            # so a 1x1 conv over 256 unit-variance channels would otherwise move 16x faster)
+            scale = self.feature_channels ** -0.5
+            feats = {k: self._standardize(f, k, geometry) * scale for k, f in feats.items()}
         return feats, geometry
+
+    @staticmethod
+    def _standardize(f: Tensor, level: str, geometry: _Geometry | None, eps: float = 1e-5) -> Tensor:
+        """Zero mean, unit variance per image over channels and positions.
+
+        With ``geometry``, the statistics come from each image's content only (not the detector's
+        batch padding); the whole map is normalised with them.
+        """
+        if geometry is None:
+            return F.group_norm(f, 1, eps=eps)
+        stride = LEVEL_STRIDES[level]
+        out = []
+        for i, (det_h, det_w) in enumerate(geometry.image_sizes):
+            h = max(1, min(f.shape[-2], -(-det_h // stride)))
+            w = max(1, min(f.shape[-1], -(-det_w // stride)))
+            content = f[i, :, :h, :w]
+            var, mean = torch.var_mean(content, unbiased=False)
+            out.append((f[i] - mean) * torch.rsqrt(var + eps))
+        return torch.stack(out)
 
     @staticmethod
     def _resample(f: Tensor, level: str, size: Sequence[int], x_hw: Sequence[int], geometry: _Geometry | None) -> Tensor:

@@ -160,6 +160,8 @@ class DetectionDataModule(L.LightningDataModule):
         split_lists: optional ``{"train": path, "val": path, "test": path}`` of ImageSets-style lists,
             which take precedence over the fractions.
         crop_size: (height, width) of training crops; null trains on full frames (batched as lists).
+        object_crop_prob: probability that a training crop is placed around a random object (see
+            :class:`vcm.data.transforms.RandomCrop`); 0 = plain random crops.
         batch_size, eval_batch_size, num_workers: loader settings.
         hflip, color_jitter: training augmentation (probability; jitter strength, 0 disables).
         synthetic_num, synthetic_seed: size and seed of the generated synthetic set.
@@ -183,6 +185,7 @@ class DetectionDataModule(L.LightningDataModule):
         split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
         split_lists: dict | None = None,
         crop_size: Sequence[int] | None = (256, 256),
+        object_crop_prob: float = 0.0,
         batch_size: int = 8,
         eval_batch_size: int = 1,
         num_workers: int = 0,
@@ -215,6 +218,9 @@ class DetectionDataModule(L.LightningDataModule):
         self.split_fractions = tuple(float(f) for f in split_fractions)
         self.split_lists = dict(split_lists) if split_lists else None
         self.crop_size = tuple(int(c) for c in crop_size) if crop_size else None
+        if not 0.0 <= float(object_crop_prob) <= 1.0:
+            raise ConfigError(f"data.object_crop_prob={object_crop_prob}: expected a probability in [0, 1]")
+        self.object_crop_prob = float(object_crop_prob)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.num_workers = int(num_workers)
@@ -257,7 +263,7 @@ class DetectionDataModule(L.LightningDataModule):
 
     def _train_transform(self):
         return Compose([
-            RandomCrop(self.crop_size) if self.crop_size else None,
+            RandomCrop(self.crop_size, object_prob=self.object_crop_prob) if self.crop_size else None,
             RandomHorizontalFlip(self.hflip) if self.hflip > 0 else None,
             ColorJitter(self.color_jitter, self.color_jitter, self.color_jitter) if self.color_jitter > 0 else None,
         ])

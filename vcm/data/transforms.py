@@ -1,6 +1,8 @@
 """Joint image + target transforms (crops, flips, colour jitter) that keep boxes consistent."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from vcm.errors import ConfigError
@@ -48,15 +50,31 @@ class RandomCrop:
     Args:
         size: (height, width) of the crop.
         pad_if_needed: when the image is smaller than the crop, pad it (replicate) instead of raising.
+        object_prob: probability that the crop is placed around an object: a box of ``target["boxes"]``
+            is drawn at random and the window is drawn among those that contain its centre (frames
+            without boxes get a plain random crop). With small crops of wide frames most plain crops
+            hold no object, which starves an ROI-weighted loss of ROI pixels.
     """
 
-    def __init__(self, size, pad_if_needed: bool = False):
+    def __init__(self, size, pad_if_needed: bool = False, object_prob: float = 0.0):
         if isinstance(size, int):
             size = (size, size)
         self.size = (int(size[0]), int(size[1]))
         if min(self.size) <= 0:
             raise ConfigError(f"data.crop_size={list(size)}: expected positive (height, width)")
+        if not 0.0 <= float(object_prob) <= 1.0:
+            raise ConfigError(f"data.object_crop_prob={object_prob}: expected a probability in [0, 1]")
         self.pad_if_needed = pad_if_needed
+        self.object_prob = float(object_prob)
+
+    @staticmethod
+    def _around(centre: float, crop: int, extent: int) -> int:
+        """A random window start in [0, extent - crop] whose window contains ``centre``."""
+        lo = max(0, math.floor(centre) - crop + 1)
+        hi = min(extent - crop, math.floor(centre))
+        if hi < lo:  # centre outside the image (cannot happen for clipped boxes): any window
+            lo, hi = 0, extent - crop
+        return int(torch.randint(lo, hi + 1, (1,)).item())
 
     def __call__(self, image: torch.Tensor, target: dict):
         _, h, w = image.shape
@@ -70,8 +88,14 @@ class RandomCrop:
             ph, pw = max(ch - h, 0), max(cw - w, 0)
             image = torch.nn.functional.pad(image[None].float(), (0, pw, 0, ph), mode="replicate")[0].to(image.dtype)
             h, w = image.shape[1:]
-        top = int(torch.randint(0, h - ch + 1, (1,)).item())
-        left = int(torch.randint(0, w - cw + 1, (1,)).item())
+        boxes = target.get("boxes")
+        if self.object_prob > 0 and boxes is not None and len(boxes) and torch.rand(()).item() < self.object_prob:
+            x1, y1, x2, y2 = (float(v) for v in boxes[int(torch.randint(0, len(boxes), (1,)).item())])
+            top = self._around((y1 + y2) / 2, ch, h)
+            left = self._around((x1 + x2) / 2, cw, w)
+        else:
+            top = int(torch.randint(0, h - ch + 1, (1,)).item())
+            left = int(torch.randint(0, w - cw + 1, (1,)).item())
         return image[:, top:top + ch, left:left + cw].contiguous(), crop_target(target, top, left, ch, cw)
 
 

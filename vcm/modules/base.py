@@ -46,6 +46,9 @@ class CodecModule(L.LightningModule):
         aux_optimizer: partial optimiser for the aux (quantile) parameters (e.g. Adam lr 1e-3).
         scheduler: optional partial LR scheduler for the network optimiser.
         scheduler_monitor: metric that ``ReduceLROnPlateau`` watches (e.g. ``val/loss``).
+        scheduler_interval: ``epoch`` (step other schedulers after each training epoch) or ``step``
+            (after each training batch, e.g. ``MultiStepLR`` milestones in steps for short runs).
+            ``ReduceLROnPlateau`` always steps after validation.
         clip_grad_norm: gradient-norm clipping of the network parameters (0 disables).
         nonfinite: ``raise`` (stop with a message naming the step) or ``skip`` (skip the batch).
         num_log_images: decoded validation images logged (with boxes) per epoch.
@@ -65,6 +68,7 @@ class CodecModule(L.LightningModule):
         aux_optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable | None = None,
         scheduler_monitor: str = "val/loss",
+        scheduler_interval: str = "epoch",
         clip_grad_norm: float = 1.0,
         nonfinite: str = "raise",
         num_log_images: int = 2,
@@ -81,6 +85,9 @@ class CodecModule(L.LightningModule):
         self.aux_optimizer_factory = aux_optimizer or partial(torch.optim.Adam, lr=1e-3)
         self.scheduler_factory = scheduler
         self.scheduler_monitor = scheduler_monitor
+        if scheduler_interval not in ("epoch", "step"):
+            raise ConfigError(f"model.scheduler_interval={scheduler_interval!r}; expected 'epoch' or 'step'")
+        self.scheduler_interval = scheduler_interval
         self.clip_grad_norm = float(clip_grad_norm)
         self.nonfinite = nonfinite
         self.num_log_images = int(num_log_images)
@@ -145,7 +152,10 @@ class CodecModule(L.LightningModule):
         self.manual_backward(loss)
         if self.clip_grad_norm > 0:
             self.clip_gradients(opt, gradient_clip_val=self.clip_grad_norm, gradient_clip_algorithm="norm")
+        lr = float(opt.optimizer.param_groups[0]["lr"])  # the rate this step used
         opt.step()
+        if self.scheduler_interval == "step":
+            self._step_scheduler()
         aux_loss = self.codec.aux_loss()
         aux_opt.zero_grad(set_to_none=True)
         self.manual_backward(aux_loss)
@@ -157,6 +167,7 @@ class CodecModule(L.LightningModule):
             if torch.is_tensor(v) and v.numel() == 1:
                 self.log(f"train/{k}", v.detach(), on_step=True, on_epoch=True, prog_bar=k in ("loss", "bpp_loss"), batch_size=bs)
         self.log("train/aux_loss", aux_loss.detach(), on_step=True, on_epoch=False, batch_size=bs)
+        self.log("train/lr", lr, on_step=True, on_epoch=False, batch_size=bs)
         return loss.detach()
 
     @staticmethod
@@ -164,10 +175,14 @@ class CodecModule(L.LightningModule):
         images = batch[0]
         return images.shape[0] if torch.is_tensor(images) else len(images)
 
-    def on_train_epoch_end(self) -> None:
+    def _step_scheduler(self) -> None:
         sch = getattr(self, "_scheduler", None)
         if sch is not None and not isinstance(sch, torch.optim.lr_scheduler.ReduceLROnPlateau):
             sch.step()
+
+    def on_train_epoch_end(self) -> None:
+        if self.scheduler_interval == "epoch":
+            self._step_scheduler()
 
     # ------------------------------------------------------------------ evaluation with real bitstreams
     def _start_eval(self, stage: str) -> None:

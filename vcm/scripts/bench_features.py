@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
             ckpt = st.best_checkpoint("detector")
         if ckpt is None and not a.dry_run:
             return st.finish() or 1
+        # a dry run prints where the detector's best checkpoint will be
+        ckpt = ckpt or str(st.run_dir("detector") / "checkpoints" / "best-EPOCH-STEP.ckpt")
     det_ckpt = [*det, f"detector.checkpoint={ckpt}"]
     ev = ["split=test", *data, *det_ckpt]
     # The paper-mini settings (lambdas for this detector's feature scale, cheaper task loss), with

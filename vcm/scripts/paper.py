@@ -137,7 +137,8 @@ def run_study(preset: str, out: Path, detector_ckpt: str | None = None, dry_run:
         if best is None and not dry_run:
             print("the detector could not be trained; task metrics and feature codecs are skipped", file=sys.stderr)
             return st.finish() or 1
-        detector_ckpt = str(best) if best else "<detector checkpoint>"
+        # a dry run prints where the detector's best checkpoint will be
+        detector_ckpt = str(best or st.run_dir("detector") / "checkpoints" / "best-EPOCH-STEP.ckpt")
     det_ckpt = [*det, f"detector.checkpoint={detector_ckpt}"]
     ev = ["split=test", *data, *det_ckpt, *p["eval"]]
 

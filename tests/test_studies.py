@@ -1,0 +1,80 @@
+"""The study scripts (``make demo``, ``make paper-mini``, ``make bench-roi``, ``make bench-features``)
+in ``--dry-run`` mode: every command they would run composes with Hydra and its model, loss and
+scheduler instantiate, so a bad override fails here and not 20 minutes into a benchmark."""
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from helpers import compose
+
+FAKE_CKPT = "/nonexistent/detector.ckpt"  # never opened: configs only
+
+
+def _dry_run(module: str, args: list[str], out: Path) -> list[dict]:
+    import importlib
+
+    main = importlib.import_module(f"vcm.scripts.{module}").main
+    assert main([*args, "--dry-run", "--out", str(out)]) == 0
+    steps = json.loads((out / "study.json").read_text())["steps"]
+    assert steps and all(s["status"] == "dry-run" for s in steps)
+    return steps
+
+
+def _check_command(cmd: str, tmp: Path) -> str:
+    argv = shlex.split(cmd)
+    tool = Path(argv[0]).name
+    assert tool in ("vcm-train", "vcm-eval"), cmd
+    # hydra.* and paths.* are set by the study for the run folder; compose() sets its own
+    overrides = [a for a in argv[1:] if not a.startswith(("hydra.", "paths.", "run_name="))]
+    cfg = compose(overrides, tmp, name="train" if tool == "vcm-train" else "eval")
+    if tool == "vcm-eval":
+        assert cfg.get("codec") is not None, cmd
+        return tool
+    from vcm.train import build_model
+
+    model = build_model(cfg, SimpleNamespace(class_names=["Car", "Pedestrian", "Cyclist"]))
+    assert int(cfg.trainer.max_steps) > 0, cmd
+    if model.kind == "detector":
+        return tool
+    if getattr(model, "scheduler_factory", None) is not None:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        model.scheduler_factory(opt)
+    if getattr(model.codec, "needs_features", False) or model.kind == "feature":
+        assert cfg.get("detector") is not None and cfg.detector.backbone, cmd
+    return tool
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        ("bench_roi", []),
+        ("bench_roi", ["--detector-ckpt", FAKE_CKPT]),
+        ("bench_features", ["--detector-ckpt", FAKE_CKPT, "--with-hyperprior"]),
+        ("bench_features", []),
+        ("paper", ["--preset", "demo"]),
+        ("paper", ["--preset", "mini"]),
+    ],
+    ids=["bench_roi", "bench_roi_ckpt", "bench_features_ckpt", "bench_features", "paper_demo", "paper_mini"],
+)
+def test_study_commands_compose(module, args, tmp_path):
+    steps = _dry_run(module, args, tmp_path / "study")
+    tools = [_check_command(s["cmd"], tmp_path / f"cfg{i}") for i, s in enumerate(steps)]
+    assert "vcm-train" in tools and "vcm-eval" in tools
+
+
+def test_bench_roi_budget_is_the_same_for_every_codec(tmp_path):
+    steps = _dry_run("bench_roi", ["--steps", "60"], tmp_path / "study")
+    trains = [s for s in steps if Path(shlex.split(s["cmd"])[0]).name == "vcm-train"]
+    assert len(trains) == 9  # hyperprior, roi_hyperprior, zero-features ablation at three qualities
+    for s in trains:
+        cfg = compose([a for a in shlex.split(s["cmd"])[1:] if not a.startswith(("hydra.", "paths."))], tmp_path / "c")
+        assert cfg.trainer.max_steps == 60 and cfg.model.optimizer.lr == 1e-3
+        assert (cfg.model.codec.N, cfg.model.codec.M) == (64, 96)
+        assert list(cfg.data.crop_size) == [128, 128] and cfg.data.batch_size == 8
+        assert list(cfg.model.scheduler.milestones) == [50] and cfg.model.scheduler_interval == "step"

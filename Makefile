@@ -10,6 +10,9 @@ export PYTHONUNBUFFERED := 1
 # A trained detector checkpoint for the benchmarks (e.g. the one `make paper-mini` writes);
 # empty: bench-features trains one, bench-roi uses a seeded random-weight detector.
 DETECTOR_CKPT ?=
+# Extra options of the benchmark scripts, e.g. ARGS="--pretrain-steps 720 --steps 150"
+# (python -m vcm.scripts.bench_roi --help lists them).
+ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-all demo bench bench-roi bench-features paper-mini paper lint clean
@@ -39,10 +42,10 @@ bench: $(STAMP) ## Speed/overhead benchmarks: vcm vs CompressAI, real vs estimat
 	$(BIN)/python -m vcm.scripts.bench
 
 bench-roi: $(STAMP) ## Does ROI-awareness work? hyperprior vs roi_hyperprior on kitti_tiny (BD-rates)
-	$(BIN)/python -m vcm.scripts.bench_roi $(if $(DETECTOR_CKPT),--detector-ckpt $(DETECTOR_CKPT))
+	$(BIN)/python -m vcm.scripts.bench_roi $(if $(DETECTOR_CKPT),--detector-ckpt $(DETECTOR_CKPT)) $(ARGS)
 
 bench-features: $(STAMP) ## Does task-awareness work? L-MSFC vs TA-MSF on synthetic data (BD-rate on mAP@0.5)
-	$(BIN)/python -m vcm.scripts.bench_features $(if $(DETECTOR_CKPT),--detector-ckpt $(DETECTOR_CKPT))
+	$(BIN)/python -m vcm.scripts.bench_features $(if $(DETECTOR_CKPT),--detector-ckpt $(DETECTOR_CKPT)) $(ARGS)
 
 paper-mini: $(STAMP) ## The whole comparison at small scale on this CPU: report under outputs/paper-mini
 	$(BIN)/python -m vcm.scripts.paper --preset mini

@@ -320,6 +320,10 @@ TRAIN_CONFIG_CASES = [
     ("zero_batch_size", ["data.batch_size=0"], InstantiationException, r"data.batch_size=0.*expected positive integers"),
     ("unknown_data_source", ["data.source=nuscenes"], InstantiationException, r"data.source='nuscenes'; expected one of kitti"),
     ("missing_resume_checkpoint", ["ckpt_path=/nonexistent/last.ckpt"], ConfigError, r"ckpt_path=/nonexistent/last.ckpt: file not found"),
+    ("missing_init_checkpoint", ["init_from=/nonexistent/hp.ckpt"], ConfigError, r"init_from=/nonexistent/hp.ckpt: file not found"),
+    ("bad_scheduler_interval", ["model.scheduler_interval=batch"], InstantiationException,
+     r"model.scheduler_interval='batch'; expected 'epoch' or 'step'"),
+    ("object_crop_prob_above_1", ["data.object_crop_prob=2"], InstantiationException, r"data.object_crop_prob=2.*expected a probability"),
     ("feature_codec_without_detector", ["model=lmsfc", "detector=none", "model.codec.N=8", "model.codec.M=8"], ConfigError,
      r"model=lmsfc needs a detector: add detector=resnet18_fpn"),
 ]

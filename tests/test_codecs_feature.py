@@ -348,3 +348,19 @@ def test_bad_levels_are_rejected():
         model(OrderedDict(levels, p3=torch.randn(1, 128, 13, 17)))
     with pytest.raises(ValueError, match="'p5' has shape"):
         model(OrderedDict(levels, p5=torch.randn(2, 256, 4, 5)))
+
+
+def test_ta_msf_warm_starts_from_lmsfc():
+    # fine-tuning TA-MSF from a trained L-MSFC: everything but its two extra attention blocks carries over
+    from vcm.codecs.base import warm_start
+    from vcm.codecs.lmsfc import LMSFC
+
+    torch.manual_seed(0)
+    src = LMSFC(N=8, M=8, entropy_model="hyperprior", feature_channels=8)
+    dst = LMSFC(N=8, M=8, entropy_model="hyperprior", feature_channels=8, attention_every_stage=True)
+    report = warm_start(dst, src.state_dict())
+    assert report["partial"] == [] and report["unused"] == []
+    assert report["skipped"] and all(k.startswith(("g_a.stage2.2.", "g_a.stage4.2.")) for k in report["skipped"])
+    src_sd, dst_sd = src.state_dict(), dst.state_dict()
+    for k in report["loaded"]:
+        assert torch.equal(dst_sd[k], src_sd[k]), k

@@ -367,3 +367,30 @@ def test_roi_hyperprior_checkpoint_loads_after_update():
     assert weights_hash(a) == weights_hash(b)
     x = torch.rand(1, 3, 64, 64)
     assert a.compress(x)["strings"] == b.compress(x)["strings"]
+
+
+def test_roi_hyperprior_warm_starts_from_a_hyperprior():
+    # fine-tuning: a trained scale hyperprior's weights start the ROI codec; with its projections at
+    # zero the ROI codec's analysis and synthesis then compute exactly what the hyperprior's do
+    from vcm.codecs.base import warm_start
+    from vcm.codecs.image import hyperprior
+
+    torch.manual_seed(0)
+    src = hyperprior(N=32, M=48)
+    roi = RoiHyperprior(N=32, M=48, cond_channels=8)
+    report = warm_start(roi, src.state_dict())
+    assert report["partial"] == ["g_a.1.0.weight", "g_a.2.0.weight", "g_a.3.weight"]
+    assert "g_a.0.0.weight" in report["loaded"] and "g_s.6.weight" in report["loaded"]
+    assert "entropy_bottleneck.quantiles" in report["loaded"] and "h_s.4.weight" in report["loaded"]
+    assert {"proj_p3.weight", "proj_obj.weight", "h_s_fuse.0.weight", "entropy_bottleneck_obj.quantiles"} <= set(report["skipped"])
+    assert report["unused"] == []
+    x = torch.rand(1, 3, 64, 128)
+    with torch.no_grad():
+        feats, geometry = roi._features(random_levels(1, 64, 128), x)
+        y = roi._analysis(x, feats, geometry)
+        torch.testing.assert_close(y, src.g_a(x))
+        torch.testing.assert_close(roi.g_s(y), src.g_s(y))
+        torch.testing.assert_close(roi.h_a(y.abs()), src.h_a(y.abs()))
+    # a source of another kind fits nothing
+    with pytest.raises(ValueError, match="no weight of the source checkpoint fits RoiHyperprior"):
+        warm_start(roi, {"fenet.stage2.0.weight": torch.zeros(3)})

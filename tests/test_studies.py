@@ -55,12 +55,14 @@ def _check_command(cmd: str, tmp: Path) -> str:
     [
         ("bench_roi", []),
         ("bench_roi", ["--detector-ckpt", FAKE_CKPT]),
+        ("bench_roi", ["--pretrain-steps", "100", "--object-crop-prob", "0.5"]),
         ("bench_features", ["--detector-ckpt", FAKE_CKPT, "--with-hyperprior"]),
         ("bench_features", []),
+        ("bench_features", ["--detector-ckpt", FAKE_CKPT, "--pretrain-steps", "300"]),
         ("paper", ["--preset", "demo"]),
         ("paper", ["--preset", "mini"]),
     ],
-    ids=["bench_roi", "bench_roi_ckpt", "bench_features_ckpt", "bench_features", "paper_demo", "paper_mini"],
+    ids=["bench_roi", "bench_roi_ckpt", "bench_roi_pretrained", "bench_features_ckpt", "bench_features", "bench_features_pretrained", "paper_demo", "paper_mini"],
 )
 def test_study_commands_compose(module, args, tmp_path):
     steps = _dry_run(module, args, tmp_path / "study")
@@ -78,3 +80,15 @@ def test_bench_roi_budget_is_the_same_for_every_codec(tmp_path):
         assert (cfg.model.codec.N, cfg.model.codec.M) == (64, 96)
         assert list(cfg.data.crop_size) == [128, 128] and cfg.data.batch_size == 8
         assert list(cfg.model.scheduler.milestones) == [50] and cfg.model.scheduler_interval == "step"
+        assert cfg.init_from is None
+
+
+def test_bench_roi_fine_tunes_every_point_from_one_base(tmp_path):
+    steps = _dry_run("bench_roi", ["--steps", "60", "--pretrain-steps", "600"], tmp_path / "study")
+    cfgs = {s["point"]: compose([a for a in shlex.split(s["cmd"])[1:] if not a.startswith(("hydra.", "paths."))],
+                                tmp_path / "c") for s in steps if "vcm-train" in s["cmd"]}
+    base = cfgs.pop("base_hyperprior")
+    assert base.trainer.max_steps == 600 and base.quality == 4 and base.init_from is None
+    assert len(cfgs) == 9 and {c.init_from for c in cfgs.values()} == {str(tmp_path / "study" / "runs" / "base_hyperprior" /
+                                                                          "checkpoints" / "last.ckpt")}
+    assert {c.trainer.max_steps for c in cfgs.values()} == {60}

@@ -72,11 +72,13 @@ def test_spine_on_synthetic(tmp_path):
     assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4])  # the rate each step used
 
 
-def test_roi_hyperprior_trains_with_frozen_detector(tmp_path, kitti_tiny_root):
+def test_roi_hyperprior_trains_with_frozen_detector(tmp_path, kitti_tiny_root, trained_hyperprior):
     from vcm.detectors import FrozenDetector
 
+    # fine-tuned from the trained hyperprior of the same size (init_from)
+    init = trained_hyperprior[0] / "run" / "checkpoints" / "last.ckpt"
     metrics, objects = _train(["data=kitti_tiny", "model=roi_hyperprior", "model.codec.N=32", "model.codec.M=48",
-                               "loss.alpha=0.9"] + FAST_DETECTOR, tmp_path)
+                               "loss.alpha=0.9", f"init_from={init}"] + FAST_DETECTOR, tmp_path)
     for k in ("val/roi_psnr", "val/bg_psnr", "val/bpp_real", "val/map_50", "val/kitti_ap_car_moderate"):
         assert k in metrics, k
     det = objects["model"].detector
@@ -92,6 +94,7 @@ def test_roi_hyperprior_trains_with_frozen_detector(tmp_path, kitti_tiny_root):
     assert ck["vcm"]["detector"]["weights_hash"] == fresh.weights_hash()
     rec = _check_run_dir(tmp_path, metrics)
     assert rec["params"]["alpha"] == 0.9 and rec["detector"]["weights_hash"] == fresh.weights_hash()
+    assert ck["vcm"]["init_from"] == str(init.resolve())
 
 
 @pytest.mark.parametrize("model", ["lmsfc", "ta_msf"])

@@ -66,6 +66,33 @@ def _resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return str(p)
 
 
+def init_codec_from(model, path: str) -> dict[str, list[str]]:
+    """``init_from=<codec checkpoint>``: start the codec from a trained codec's weights where they fit
+    (see :func:`vcm.codecs.base.warm_start`); the optimiser, step count and scheduler start afresh."""
+    from vcm.codecs.base import warm_start
+
+    if getattr(model, "kind", None) == "detector":
+        raise ConfigError("init_from applies to codecs; a detector starts from detector.checkpoint / detector.weights")
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"init_from={path}: file not found; expected a codec checkpoint (.ckpt) written by vcm-train")
+    _check_checkpoint_file(p, f"init_from={path}")
+    state = torch.load(p, map_location="cpu", weights_only=False)
+    sd = state.get("state_dict", {}) if isinstance(state, dict) else {}
+    codec_sd = {k[len("codec."):]: v for k, v in sd.items() if k.startswith("codec.")}
+    if not codec_sd:
+        raise ConfigError(f"init_from={path}: no codec weights in it (keys 'codec.*'); expected a checkpoint written by vcm-train")
+    try:
+        report = warm_start(model.codec, codec_sd)
+    except ValueError as e:
+        raise ConfigError(f"init_from={path}: {e}") from None
+    log.info("init_from %s: %d tensors loaded, %d on their leading input channels, %d kept as initialised (%s), "
+             "%d of the source unused", p, len(report["loaded"]), len(report["partial"]), len(report["skipped"]),
+             ", ".join(report["skipped"][:6]) + (" ..." if len(report["skipped"]) > 6 else ""), len(report["unused"]))
+    model.vcm_meta["init_from"] = str(p.resolve())
+    return report
+
+
 def _keep_csv_logs(loggers: list) -> None:
     """Lightning's CSVLogger deletes an existing metrics.csv; a resumed run keeps it under another name."""
     from lightning.pytorch.loggers import CSVLogger
@@ -144,6 +171,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     model = build_model(cfg, datamodule)
     kind = getattr(model, "kind", "image")
+    if cfg.get("init_from") and not ckpt_path:
+        init_codec_from(model, cfg.init_from)
     callbacks = build_callbacks(cfg, model)
     if kind != "detector":
         if cfg.get("detector") is not None:

@@ -21,6 +21,7 @@ __all__ = [
     "is_updated",
     "net_aux_parameters",
     "pad_image",
+    "warm_start",
     "weights_hash",
 ]
 
@@ -209,3 +210,58 @@ def _get_scale_table(levels: int) -> Tensor:
     from compressai.models.base import get_scale_table
 
     return get_scale_table(levels=levels)
+
+
+def warm_start(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, list[str]]:
+    """Initialise ``model`` from another codec's weights where they fit (fine-tuning from a trained codec).
+
+    Every parameter and non-entropy-table buffer of ``model`` takes the source tensor of the same
+    name (after ``model.pretrained_key(name)`` maps a source name onto the model's, when the model
+    defines it) if the shapes match. A convolution that takes extra input channels (e.g. detector
+    features concatenated to the image path) gets the source weights on its first input channels
+    and keeps its own initialisation on the others. The entropy models' CDF tables are skipped:
+    ``update()`` rebuilds them from the loaded quantiles and scales.
+
+    Args:
+        model: the codec to initialise (modified in place).
+        state: the source codec's ``state_dict`` (without a ``codec.`` prefix).
+
+    Returns:
+        ``{"loaded": [...], "partial": [...], "skipped": [...], "unused": [...]}`` by parameter
+        name: loaded exactly, loaded on the leading input channels, kept as initialised, and
+        source tensors that went nowhere.
+
+    Raises:
+        ValueError: no tensor of the source fits the model (another kind of codec).
+    """
+    mapper = getattr(model, "pretrained_key", None)
+    source = {(mapper(k) if mapper else k): v for k, v in state.items()}
+    tables = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+    report: dict[str, list[str]] = {"loaded": [], "partial": [], "skipped": [], "unused": []}
+    used = set()
+    targets = dict(model.named_parameters())
+    targets.update((n, b) for n, b in model.named_buffers() if not n.endswith(tables))
+    with torch.no_grad():
+        for name, t in targets.items():
+            s = source.get(name)
+            if s is None:
+                report["skipped"].append(name)
+                continue
+            if tuple(s.shape) == tuple(t.shape):
+                t.copy_(s.to(t.dtype))
+                report["loaded"].append(name)
+            elif s.dim() == 4 and t.dim() == 4 and s.shape[0] == t.shape[0] and s.shape[2:] == t.shape[2:] \
+                    and s.shape[1] < t.shape[1]:
+                t[:, : s.shape[1]].copy_(s.to(t.dtype))
+                report["partial"].append(name)
+            else:
+                report["skipped"].append(name)
+                continue
+            used.add(name)
+    report["unused"] = sorted(k for k in source if k not in used and not k.endswith(tables))
+    if not report["loaded"] and not report["partial"]:
+        raise ValueError(
+            f"no weight of the source checkpoint fits {type(model).__name__} (source has e.g. "
+            f"{sorted(source)[:3]}, the model e.g. {sorted(targets)[:3]})"
+        )
+    return report

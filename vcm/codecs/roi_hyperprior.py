@@ -181,6 +181,17 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
             nn.init.zeros_(proj.weight)
             nn.init.zeros_(proj.bias)
 
+    @staticmethod
+    def pretrained_key(name: str) -> str:
+        """Map a scale-hyperprior parameter name onto this model's (``g_a`` is built stage by stage
+        here), so :func:`vcm.codecs.base.warm_start` can start it from a trained hyperprior."""
+        parts = name.split(".")
+        if parts[0] == "g_a" and len(parts) > 2 and parts[1].isdigit() and not parts[2].isdigit():
+            i = int(parts[1])  # hyperprior g_a: conv, GDN, conv, GDN, conv, GDN, conv
+            stage, sub = divmod(i, 2)
+            return ".".join(["g_a", "3"] + parts[2:]) if i == 6 else ".".join(["g_a", str(stage), str(sub)] + parts[2:])
+        return name
+
     @property
     def needs_features(self) -> bool:
         """Whether the encoder needs detector features (not for the zero-features ablation)."""

@@ -23,8 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=120, help="training steps per point (same for every codec)")
     ap.add_argument("--detector-ckpt")
     ap.add_argument("--with-hyperprior", action="store_true")
+    ap.add_argument("--pretrain-steps", type=int, default=0,
+                    help="first train one L-MSFC (RD loss, the middle lambda) for this many steps and fine-tune every "
+                         "point of both codecs from it (init_from); 0 = every point from scratch")
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args(argv)
+    if a.steps < 1 or a.pretrain_steps < 0:
+        ap.error(f"--steps {a.steps} / --pretrain-steps {a.pretrain_steps}: expected >= 1 / >= 0")
     from vcm.utils.config import PROJECT_ROOT
 
     st = Study("bench-features", a.out or PROJECT_ROOT / "outputs" / "bench-features", dry_run=a.dry_run)
@@ -46,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     models = {name: [o for o in ov if not o.startswith("trainer.max_steps=")] + [f"trainer.max_steps={a.steps}"]
               for name, ov, _ in mini["feature_codecs"]}
     points = mini["feature_codecs"][0][2]
+    if a.pretrain_steps:
+        # one shared starting point: L-MSFC trained longer at the middle lambda; TA-MSF takes every
+        # weight but those of its two extra attention blocks in g_a (see vcm.codecs.base.warm_start)
+        base_ov = [o for o in models["lmsfc"] if not o.startswith("trainer.max_steps=")] + [f"trainer.max_steps={a.pretrain_steps}"]
+        base = st.train("base_lmsfc", [*data, *det_ckpt, *base_ov, *points[len(points) // 2], "data.max_eval_images=1"])
+        if base is None and not a.dry_run:
+            return st.finish() or 1
+        models = {name: [*ov, f"init_from={base}"] for name, ov in models.items()}
     for name, ov in models.items():
         for rp in points:
             point = f"{name}_{'_'.join(o.replace('=', '') for o in rp)}"

@@ -34,8 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--qualities", type=int, nargs="+", default=list(QUALITIES))
     ap.add_argument("--only", nargs="+", choices=["hyperprior", "roi_hyperprior", "roi_zero_features"],
                     help="train and evaluate only these curves")
+    ap.add_argument("--pretrain-steps", type=int, default=0,
+                    help="first train one hyperprior (plain RD loss, quality --pretrain-quality) for this many steps "
+                         "and fine-tune every point of every curve from it (init_from); 0 = every point from scratch")
+    ap.add_argument("--pretrain-quality", type=int, default=4)
+    ap.add_argument("--init-from", help="fine-tune every point from this hyperprior checkpoint (N=64, M=96) instead")
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args(argv)
+    if a.steps < 1 or a.pretrain_steps < 0:
+        ap.error(f"--steps {a.steps} / --pretrain-steps {a.pretrain_steps}: expected >= 1 / >= 0")
+    if a.init_from and a.pretrain_steps:
+        ap.error("--init-from and --pretrain-steps both choose the starting point; give one")
     from vcm.utils.config import PROJECT_ROOT
 
     st = Study("bench-roi", a.out or PROJECT_ROOT / "outputs" / "bench-roi", dry_run=a.dry_run)
@@ -46,11 +55,25 @@ def main(argv: list[str] | None = None) -> int:
     det = ["detector=resnet18_fpn"] + ([f"detector.checkpoint={a.detector_ckpt}"] if a.detector_ckpt else [])
     # Minutes per point on a CPU: small codecs, lr 1e-3 (CompressAI's 1e-4 is for 1M-step runs).
     # The last sixth of the steps at lr 1e-4: the weights settle before they are evaluated.
-    drop = a.steps - a.steps // 6
-    small = ["model.codec.N=64", "model.codec.M=96", "model.optimizer.lr=1.0e-3", f"trainer.max_steps={a.steps}",
-             "trainer.check_val_every_n_epoch=1000", "~model.scheduler",
-             f"+model.scheduler={{_target_:torch.optim.lr_scheduler.MultiStepLR,_partial_:true,milestones:[{drop}],gamma:0.1}}",
-             "model.scheduler_interval=step"]
+    def budget(steps: int) -> list[str]:
+        drop = steps - steps // 6
+        return ["model.codec.N=64", "model.codec.M=96", "model.optimizer.lr=1.0e-3", f"trainer.max_steps={steps}",
+                "trainer.check_val_every_n_epoch=1000", "~model.scheduler",
+                f"+model.scheduler={{_target_:torch.optim.lr_scheduler.MultiStepLR,_partial_:true,milestones:[{drop}],gamma:0.1}}",
+                "model.scheduler_interval=step"]
+
+    small = budget(a.steps)
+    # A shared starting point: one hyperprior trained longer, from which every point is fine-tuned
+    # (a conditioned codec takes its weights where they fit; see vcm.codecs.base.warm_start).
+    init = a.init_from
+    if a.pretrain_steps:
+        base = st.train("base_hyperprior", [*data, "model=hyperprior", "loss=rd", *budget(a.pretrain_steps),
+                                            f"quality={a.pretrain_quality}"])
+        if base is None and not a.dry_run:
+            return st.finish() or 1
+        init = str(base)
+    if init:
+        small.append(f"init_from={init}")
     variants = {
         "hyperprior": ["model=hyperprior", "loss=rd"],
         "roi_hyperprior": ["model=roi_hyperprior", f"loss.alpha={a.alpha}", *det,

@@ -72,6 +72,10 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
       ``h_s_obj(w_hat)`` (M channels each) are concatenated and fused by ``h_s_fuse`` (1x1 conv
       2M -> M, then softplus, so the scales are positive and no channel dies as after a ReLU).
 
+    A new model starts close to the scale hyperprior: the projections are zero and ``h_s_fuse`` is
+    the identity on ``h_s(z_hat)`` plus a small contribution of ``h_s_obj(w_hat)``, which is also
+    what lets it start from a trained hyperprior (``init_from``).
+
     Each detector level is first standardised per image (zero mean, unit variance over its channels
     and positions, no learned parameters; ``feature_norm="standardize"``), so what the encoder sees
     does not depend on the detector's activation scale: a trained FPN's levels have standard
@@ -180,6 +184,13 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
         for proj in (self.proj_p3, self.proj_p4, self.proj_p5, self.proj_obj):
             nn.init.zeros_(proj.weight)
             nn.init.zeros_(proj.bias)
+        # The fusion starts close to the scale hyperprior's scales: identity on h_s(z_hat), a tenth of
+        # its default initialisation on h_s_obj(w_hat) (small, but every part gets a gradient).
+        fuse: nn.Conv2d = self.h_s_fuse[0]
+        with torch.no_grad():
+            fuse.weight[:, M:].mul_(0.1)
+            fuse.weight[:, :M].copy_(torch.eye(M).view(M, M, 1, 1))
+            fuse.bias.zero_()
 
     @staticmethod
     def pretrained_key(name: str) -> str:

@@ -58,7 +58,7 @@ def _check_command(cmd: str, tmp: Path) -> str:
         ("bench_roi", ["--pretrain-steps", "100", "--object-crop-prob", "0.5"]),
         ("bench_features", ["--detector-ckpt", FAKE_CKPT, "--with-hyperprior"]),
         ("bench_features", []),
-        ("bench_features", ["--detector-ckpt", FAKE_CKPT, "--pretrain-steps", "300"]),
+        ("bench_features", ["--detector-ckpt", FAKE_CKPT, "--pretrain-steps", "300", "--det-weight", "2"]),
         ("paper", ["--preset", "demo"]),
         ("paper", ["--preset", "mini"]),
     ],

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pretrain-steps", type=int, default=0,
                     help="first train one L-MSFC (RD loss, the middle lambda) for this many steps and fine-tune every "
                          "point of both codecs from it (init_from); 0 = every point from scratch")
+    ap.add_argument("--det-weight", type=float,
+                    help="TA-MSF's task-loss weight w (default: conf/model/ta_msf.yaml, the source's 0.1)")
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args(argv)
     if a.steps < 1 or a.pretrain_steps < 0:
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     # --steps per point for every codec.
     models = {name: [o for o in ov if not o.startswith("trainer.max_steps=")] + [f"trainer.max_steps={a.steps}"]
               for name, ov, _ in mini["feature_codecs"]}
+    if a.det_weight is not None:
+        models["ta_msf"] = [*models["ta_msf"], f"model.det_weight={a.det_weight}"]
     points = mini["feature_codecs"][0][2]
     if a.pretrain_steps:
         # one shared starting point: L-MSFC trained longer at the middle lambda; TA-MSF takes every

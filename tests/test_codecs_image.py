@@ -70,6 +70,21 @@ def with_trained_projections(model):
     return model
 
 
+def outputs_under_two_feature_seeds(model, x: torch.Tensor) -> list[dict]:
+    """The model's outputs for ``x`` with two different random feature sets and the same noise."""
+    outs = []
+    for seed in (0, 1):
+        torch.manual_seed(5)
+        with torch.no_grad():
+            outs.append(model(x, random_levels(x.shape[0], x.shape[-2], x.shape[-1], seed=seed)))
+    return outs
+
+
+def latent(model, x: torch.Tensor, cond) -> torch.Tensor:
+    """roi_hyperprior's y before rounding: sensitive to every change of the conditioning."""
+    return model._analysis(x, *model._features(cond, x))
+
+
 def cond_for(model, x: torch.Tensor):
     return random_levels(x.shape[0], x.shape[-2], x.shape[-1]) if model.needs_features else None
 
@@ -246,8 +261,7 @@ def test_roi_features_are_standardised_per_image_and_level():
     levels = random_levels(2, 64, 128)
     scaled = {k: v * torch.tensor([40.0, 0.1]).view(2, 1, 1, 1) + 3.0 for k, v in levels.items()}
     with torch.no_grad():
-        ya = model._analysis(x, *model._features(levels, x))
-        yb = model._analysis(x, *model._features(scaled, x))
+        ya, yb = latent(model, x, levels), latent(model, x, scaled)
         torch.testing.assert_close(ya, yb, atol=1e-4, rtol=1e-3)  # float32 statistics of a 0.1x + 3 map
         a, b = model(x, levels), model(x, scaled)
     for k in ("y", "z", "w"):
@@ -257,8 +271,7 @@ def test_roi_features_are_standardised_per_image_and_level():
     raw.load_state_dict(model.state_dict())
     raw.feature_norm = "none"
     with torch.no_grad():
-        ra = raw._analysis(x, *raw._features(levels, x))
-        rb = raw._analysis(x, *raw._features(scaled, x))
+        ra, rb = latent(raw, x, levels), latent(raw, x, scaled)
     assert not torch.allclose(ra, rb, atol=1e-3)
 
 
@@ -268,11 +281,7 @@ def test_roi_projections_start_at_zero():
     for name in ("proj_p3", "proj_p4", "proj_p5", "proj_obj"):
         assert not getattr(model, name).weight.any() and not getattr(model, name).bias.any()
     x = torch.rand(1, 3, 64, 128)
-    outs = []
-    for seed in (0, 1):
-        torch.manual_seed(5)
-        with torch.no_grad():
-            outs.append(model(x, random_levels(1, 64, 128, seed=seed)))
+    outs = outputs_under_two_feature_seeds(model, x)
     assert torch.equal(outs[0]["x_hat"], outs[1]["x_hat"])
     # ... but the projections learn: their weights get a gradient from the features
     out = model(x, random_levels(1, 64, 128))
@@ -284,13 +293,7 @@ def test_roi_projections_start_at_zero():
 def test_roi_features_reach_the_encoder():
     # train mode (no rounding, which would map the small latents of random weights to 0) with equal noise
     model = with_trained_projections(make("roi_hyperprior").train())
-    x = torch.rand(1, 3, 64, 128)
-    outs = []
-    for seed in (0, 1):
-        torch.manual_seed(5)
-        with torch.no_grad():
-            outs.append(model(x, random_levels(1, 64, 128, seed=seed)))
-    a, b = outs
+    a, b = outputs_under_two_feature_seeds(model, torch.rand(1, 3, 64, 128))
     assert not torch.equal(a["x_hat"], b["x_hat"])
     assert not torch.equal(a["likelihoods"]["w"], b["likelihoods"]["w"])
 
@@ -329,24 +332,21 @@ def test_roi_detector_geometry():
     model = with_trained_projections(make("roi_hyperprior").eval())
     x = torch.rand(1, 3, 128, 192)
     levels = random_levels(1, 128, 192)
-    def latent(cond):  # y before rounding: sensitive to every change of the conditioning
-        return model._analysis(x, *model._features(cond, x))
-
     with torch.no_grad():
-        plain = latent(levels)
+        plain = latent(model, x, levels)
         # Detector saw the image at its own size: the aligned resampling equals plain bilinear resizing.
-        same = latent(FakeDetectorFeatures(levels, [(128, 192)], [(128, 192)]))
+        same = latent(model, x, FakeDetectorFeatures(levels, [(128, 192)], [(128, 192)]))
         torch.testing.assert_close(same, plain, atol=1e-5, rtol=1e-5)
         # The detector's batch padding (garbage at the bottom/right) never leaks into the encoder.
         padded = OrderedDict((k, F.pad(v, (0, 3, 0, 2), value=1e3)) for k, v in levels.items())
-        unpadded = latent(FakeDetectorFeatures(padded, [(128, 192)], [(128, 192)]))
+        unpadded = latent(model, x, FakeDetectorFeatures(padded, [(128, 192)], [(128, 192)]))
         torch.testing.assert_close(unpadded, plain, atol=1e-5, rtol=1e-5)
         # ...whereas resizing the whole padded map (no geometry known) would shift and pollute it
-        assert not torch.allclose(latent(padded), plain, atol=1e-3)
+        assert not torch.allclose(latent(model, x, padded), plain, atol=1e-3)
         # A detector that saw the image at twice its size: same field of view, so the same result.
         big = random_levels(1, 256, 384)
-        scaled = latent(FakeDetectorFeatures(big, [(256, 384)], [(128, 192)]))
-        torch.testing.assert_close(scaled, latent(big), atol=1e-5, rtol=1e-5)
+        scaled = latent(model, x, FakeDetectorFeatures(big, [(256, 384)], [(128, 192)]))
+        torch.testing.assert_close(scaled, latent(model, x, big), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="2 images"):
         model(x, FakeDetectorFeatures(levels, [(128, 192)] * 2, [(128, 192)] * 2))
 
@@ -395,8 +395,7 @@ def test_roi_hyperprior_warm_starts_from_a_hyperprior():
     assert report["unused"] == []
     x = torch.rand(1, 3, 64, 128)
     with torch.no_grad():
-        feats, geometry = roi._features(random_levels(1, 64, 128), x)
-        y = roi._analysis(x, feats, geometry)
+        y = latent(roi, x, random_levels(1, 64, 128))
         torch.testing.assert_close(y, src.g_a(x))
         torch.testing.assert_close(roi.g_s(y), src.g_s(y))
         torch.testing.assert_close(roi.h_a(y.abs()), src.h_a(y.abs()))

@@ -10,7 +10,15 @@ import torch
 from PIL import Image
 
 from vcm.data.datamodule import DetectionDataModule, collate
-from vcm.data.kitti import ClassSpec, KittiDataset, index_kitti, load_image, parse_label_file, parse_label_line, read_calib
+from vcm.data.kitti import (
+    ClassSpec,
+    KittiDataset,
+    index_kitti,
+    load_image,
+    parse_label_file,
+    parse_label_line,
+    read_calib,
+)
 from vcm.data.splits import split_groups
 from vcm.data.transforms import RandomCrop, crop_target
 from vcm.errors import ConfigError, DataError

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from helpers import compose
 
 FAKE_CKPT = "/nonexistent/detector.ckpt"  # never opened: configs only

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FAST_DETECTOR, FAST_TRAIN, compose_config
 from PIL import Image
 
-from conftest import FAST_DETECTOR, FAST_TRAIN, compose_config
 from vcm.rd.record import read_record
 
 SMALL_IMAGE_CODEC = ["model.codec.N=32", "model.codec.M=48"]

@@ -77,14 +77,12 @@ def init_codec_from(model, path: str) -> dict[str, list[str]]:
     if not p.is_file():
         raise ConfigError(f"init_from={path}: file not found; expected a codec checkpoint (.ckpt) written by vcm-train")
     _check_checkpoint_file(p, f"init_from={path}")
-    state = torch.load(p, map_location="cpu", weights_only=False)
-    sd = state.get("state_dict", {}) if isinstance(state, dict) else {}
-    codec_sd = {k[len("codec."):]: v for k, v in sd.items() if k.startswith("codec.")}
-    if not codec_sd:
-        raise ConfigError(f"init_from={path}: no codec weights in it (keys 'codec.*'); expected a checkpoint written by vcm-train")
+    from vcm.evaluation.runners import load_codec_checkpoint
+
     try:
-        report = warm_start(model.codec, codec_sd)
-    except ValueError as e:
+        source, _ = load_codec_checkpoint(p)
+        report = warm_start(model.codec, source.state_dict())
+    except ValueError as e:  # ConfigError is one too
         raise ConfigError(f"init_from={path}: {e}") from None
     log.info("init_from %s: %d tensors loaded, %d on their leading input channels, %d kept as initialised (%s), "
              "%d of the source unused", p, len(report["loaded"]), len(report["partial"]), len(report["skipped"]),

@@ -50,16 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     ev = ["split=test", *data, *det_ckpt]
     # The paper-mini settings (lambdas for this detector's feature scale, cheaper task loss), with
     # --steps per point for every codec.
-    models = {name: [o for o in ov if not o.startswith("trainer.max_steps=")] + [f"trainer.max_steps={a.steps}"]
-              for name, ov, _ in mini["feature_codecs"]}
+    def with_steps(ov: list[str], steps: int) -> list[str]:
+        return [o for o in ov if not o.startswith("trainer.max_steps=")] + [f"trainer.max_steps={steps}"]
+
+    models = {name: with_steps(ov, a.steps) for name, ov, _ in mini["feature_codecs"]}
     if a.det_weight is not None:
         models["ta_msf"] = [*models["ta_msf"], f"model.det_weight={a.det_weight}"]
     points = mini["feature_codecs"][0][2]
     if a.pretrain_steps:
         # one shared starting point: L-MSFC trained longer at the middle lambda; TA-MSF takes every
         # weight but those of its two extra attention blocks in g_a (see vcm.codecs.base.warm_start)
-        base_ov = [o for o in models["lmsfc"] if not o.startswith("trainer.max_steps=")] + [f"trainer.max_steps={a.pretrain_steps}"]
-        base = st.train("base_lmsfc", [*data, *det_ckpt, *base_ov, *points[len(points) // 2], "data.max_eval_images=1"])
+        base = st.train("base_lmsfc", [*data, *det_ckpt, *with_steps(models["lmsfc"], a.pretrain_steps),
+                                       *points[len(points) // 2], "data.max_eval_images=1"])
         if base is None and not a.dry_run:
             return st.finish() or 1
         models = {name: [*ov, f"init_from={base}"] for name, ov in models.items()}

@@ -414,3 +414,67 @@ def test_roi_scale_fusion_starts_from_the_hyperprior_scales():
     # the object path is small but alive
     w = model.h_s_fuse[0].weight[:, 48:]
     assert 0 < w.abs().max() < 0.05
+
+
+# ---------------------------------------------------------------- roi_source=boxes: the ROI map as the condition
+def test_box_condition_is_the_roi_coverage_of_each_cell():
+    from vcm.codecs.roi_hyperprior import box_condition
+    from vcm.losses.image import boxes_to_mask
+
+    boxes = [torch.tensor([[8.0, 0.0, 24.0, 16.0], [4.0, 40.0, 8.0, 48.0]]), torch.zeros(0, 4)]
+    c = box_condition(boxes, 100, 131)
+    assert {k: tuple(v.shape) for k, v in c.levels.items()} == {"p3": (2, 1, 13, 17), "p4": (2, 1, 7, 9), "p5": (2, 1, 4, 5)}
+    p3 = c.levels["p3"][0, 0]
+    assert p3[0:2, 1:3].eq(1).all() and p3[5, 0] == 0.5 and float(p3.sum()) == 4.5  # 16x16 box: 4 cells; 4x8 box: half a cell
+    assert c.levels["p4"][0, 0, 0, 0] == 0.5  # the 16x16 box covers the right half of the first 16x16 cell
+    assert not c.levels["p3"][1].any()  # an image without boxes has no ROI
+    assert c.image_sizes == c.original_sizes == ((100, 131), (100, 131))
+    # every level holds exactly the ROI pixels of the loss's mask
+    roi_px = boxes_to_mask(boxes, 100, 131).flatten(1).sum(1).float()
+    for k, s in (("p3", 8), ("p4", 16), ("p5", 32)):
+        torch.testing.assert_close(c.levels[k].flatten(1).sum(1) * s * s, roi_px)
+
+
+def test_roi_from_boxes_conditions_the_encoder_and_round_trips():
+    from vcm.codecs.roi_hyperprior import box_condition
+
+    torch.manual_seed(0)
+    model = with_trained_projections(RoiHyperprior(N=32, M=48, cond_channels=8, roi_source="boxes")).eval()
+    assert model.feature_channels == 1 and model.needs_boxes and not model.needs_detector
+    img = torch.rand(1, 3, 100, 131)
+    x, _ = pad_image(img, 64)
+    left = box_condition([torch.tensor([[10.0, 20.0, 60.0, 80.0]])], 100, 131)
+    right = box_condition([torch.tensor([[70.0, 10.0, 120.0, 90.0]])], 100, 131)
+    with torch.no_grad():
+        assert not torch.allclose(latent(model, x, left), latent(model, x, right), atol=1e-4)
+    model.update(force=True)
+    data = encode_image(model, img, cond=left)
+    dec = decode_image(model, data)  # the decoder is given no boxes
+    assert dec.shape == (1, 3, 100, 131)
+    assert torch.equal(dec, decode_image(model, data))
+    with pytest.raises(ValueError, match="box_condition"):
+        model(x)
+    with pytest.raises(ValueError, match=r"B=1, 1, h, w"):
+        model(x, random_levels(1, 128, 192))  # detector features for a codec trained on ROI maps
+    with pytest.raises(ValueError, match="1 channel per level"):
+        RoiHyperprior(N=8, M=8, roi_source="boxes", feature_channels=256)
+    with pytest.raises(ValueError, match="roi_source='gt'"):
+        RoiHyperprior(N=8, M=8, roi_source="gt")
+    assert RoiHyperprior(N=8, M=8).feature_channels == 256
+
+
+def test_codec_condition_picks_the_codec_s_source():
+    from vcm.codecs.roi_hyperprior import RoiMap
+    from vcm.evaluation.pipeline import codec_condition
+
+    x = torch.rand(2, 3, 40, 72)
+    targets = [{"boxes": torch.tensor([[0.0, 0.0, 16.0, 16.0]])}, {"boxes": torch.zeros(0, 4)}]
+    boxes_codec = RoiHyperprior(N=8, M=8, roi_source="boxes")
+    cond = codec_condition(boxes_codec, x, targets)
+    assert isinstance(cond, RoiMap) and cond.levels["p3"].shape == (2, 1, 5, 9) and cond.levels["p3"][0, 0, :2, :2].eq(1).all()
+    with pytest.raises(ValueError, match="ROI boxes of each image"):
+        codec_condition(boxes_codec, x, None)
+    with pytest.raises(ValueError, match="configure a detector"):
+        codec_condition(RoiHyperprior(N=8, M=8), x, targets)  # detector source: targets are not a substitute
+    assert codec_condition(RoiHyperprior(N=8, M=8, zero_features=True), x, targets) is None
+    assert codec_condition(hyperprior(N=8, M=8), x, targets) is None

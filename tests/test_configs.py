@@ -32,7 +32,7 @@ def _check_targets(node) -> None:
         if tgt:
             try:
                 get_class(tgt)
-            except Exception:
+            except (ImportError, ValueError):  # a function, not a class
                 get_method(tgt)
         for k in node:
             if k != "hydra":

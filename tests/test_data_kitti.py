@@ -149,7 +149,7 @@ def test_boxes_outside_the_image_are_clipped_with_a_warning(kitti_tiny_root, tmp
     ds = KittiDataset(index_kitti(root))
     with pytest.warns(UserWarning, match="clipped"):
         _, t = ds[0]
-    h, w = t["orig_size"].tolist()
+    _h, w = t["orig_size"].tolist()
     assert t["boxes"].tolist() == [[0.0, 100.0, float(w), 300.0]]
 
 
@@ -276,7 +276,7 @@ def test_coco_datamodule(shared_data):
                              classes=["person", "car", "bicycle"], neighbours={}, crop_size=(128, 128), batch_size=2)
     dm.setup()
     assert sum(len(dm.datasets[s]) for s in ("train", "val", "test")) == 16
-    images, targets = next(iter(dm.train_dataloader()))
+    images, _targets = next(iter(dm.train_dataloader()))
     assert images.shape == (2, 3, 128, 128)
     import json
 

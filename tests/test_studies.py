@@ -44,7 +44,7 @@ def _check_command(cmd: str, tmp: Path) -> str:
     if getattr(model, "scheduler_factory", None) is not None:
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
         model.scheduler_factory(opt)
-    if getattr(model.codec, "needs_features", False) or model.kind == "feature":
+    if getattr(model.codec, "needs_detector", False) or model.kind == "feature":
         assert cfg.get("detector") is not None and cfg.detector.backbone, cmd
     return tool
 
@@ -55,13 +55,14 @@ def _check_command(cmd: str, tmp: Path) -> str:
         ("bench_roi", []),
         ("bench_roi", ["--detector-ckpt", FAKE_CKPT]),
         ("bench_roi", ["--pretrain-steps", "100", "--object-crop-prob", "0.5"]),
+        ("bench_roi", ["--boxes-curve", "--qualities", "2"]),
         ("bench_features", ["--detector-ckpt", FAKE_CKPT, "--with-hyperprior"]),
         ("bench_features", []),
         ("bench_features", ["--detector-ckpt", FAKE_CKPT, "--pretrain-steps", "300", "--det-weight", "2"]),
         ("paper", ["--preset", "demo"]),
         ("paper", ["--preset", "mini"]),
     ],
-    ids=["bench_roi", "bench_roi_ckpt", "bench_roi_pretrained", "bench_features_ckpt", "bench_features", "bench_features_pretrained", "paper_demo", "paper_mini"],
+    ids=["bench_roi", "bench_roi_ckpt", "bench_roi_pretrained", "bench_roi_boxes", "bench_features_ckpt", "bench_features", "bench_features_pretrained", "paper_demo", "paper_mini"],
 )
 def test_study_commands_compose(module, args, tmp_path):
     steps = _dry_run(module, args, tmp_path / "study")
@@ -80,6 +81,19 @@ def test_bench_roi_budget_is_the_same_for_every_codec(tmp_path):
         assert list(cfg.data.crop_size) == [128, 128] and cfg.data.batch_size == 8
         assert list(cfg.model.scheduler.milestones) == [50] and cfg.model.scheduler_interval == "step"
         assert cfg.init_from is None
+
+
+def test_bench_roi_boxes_curve_gives_the_encoder_the_roi_map_and_no_detector(tmp_path):
+    steps = _dry_run("bench_roi", ["--steps", "60", "--boxes-curve"], tmp_path / "study")
+    cfgs = {s["point"]: compose([a for a in shlex.split(s["cmd"])[1:] if not a.startswith(("hydra.", "paths."))],
+                                tmp_path / "c") for s in steps if "vcm-train" in s["cmd"]}
+    assert len(cfgs) == 12
+    boxes = {k: c for k, c in cfgs.items() if k.startswith("roi_boxes_")}
+    assert sorted(boxes) == ["roi_boxes_q1", "roi_boxes_q4", "roi_boxes_q7"]
+    for c in boxes.values():
+        assert c.model.codec.roi_source == "boxes" and c.detector is None and c.variant == "roi_boxes"
+        assert c.loss.alpha == cfgs["roi_hyperprior_q4"].loss.alpha and c.trainer.max_steps == 60
+    assert all(c.model.codec.get("roi_source", "detector") == "detector" for k, c in cfgs.items() if k not in boxes)
 
 
 def test_bench_roi_fine_tunes_every_point_from_one_base(tmp_path):

@@ -49,7 +49,7 @@ def build_detector(cfg: DictConfig, runner, device: str):
     if det_cfg is None:
         return None
     det = _build(det_cfg).to(device)
-    needs_same = runner.kind == "feature" or getattr(getattr(runner, "model", None), "needs_features", False)
+    needs_same = runner.kind == "feature" or getattr(getattr(runner, "model", None), "needs_detector", False)
     if needs_same and stored.get("weights_hash") and stored["weights_hash"] != det.weights_hash():
         raise ConfigError(
             f"codec {runner.name} was trained with detector weights {stored['weights_hash']}, the configured detector "

@@ -108,7 +108,7 @@ def _keep_csv_logs(loggers: list) -> None:
 
 def build_loggers(cfg: DictConfig) -> list:
     loggers = []
-    for name, lg in (cfg.get("logger") or {}).items():
+    for lg in (cfg.get("logger") or {}).values():
         if lg is not None and "_target_" in lg:
             loggers.append(hydra.utils.instantiate(lg))
     return loggers
@@ -177,7 +177,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             from vcm.callbacks.frozen_detector import FrozenDetectorCallback
 
             callbacks.append(FrozenDetectorCallback(cfg.detector, config=to_plain(cfg.detector)))
-        elif kind == "feature" or getattr(model.codec, "needs_features", False):
+        elif kind == "feature" or getattr(model.codec, "needs_detector", False):
             raise ConfigError(f"model={model.codec_name} needs a detector: add detector=resnet18_fpn (or another conf/detector entry)")
         model.vcm_meta.update({
             "kind": kind,

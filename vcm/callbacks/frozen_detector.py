@@ -90,7 +90,7 @@ class FrozenDetectorCallback(L.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         sd = checkpoint.get("state_dict", {})
-        leaked = [k for k in sd if k.startswith("_frozen_detector") or k.startswith("detector.")]
+        leaked = [k for k in sd if k.startswith(("_frozen_detector", "detector."))]
         for k in leaked:
             del sd[k]
         checkpoint.setdefault("vcm", {})["detector"] = {"config": self.config, "weights_hash": self.weights_hash}

@@ -33,7 +33,7 @@ class CodecSession:
         if self.runner.kind != "image":
             raise VcmError(f"{ckpt} holds a {self.runner.kind} codec; vcm-compress codes images (use vcm-eval for feature codecs)")
         self.detector = None
-        if getattr(self.runner.model, "needs_features", False):
+        if getattr(self.runner.model, "needs_detector", False):
             from omegaconf import OmegaConf
 
             from vcm.callbacks.frozen_detector import build_detector
@@ -46,13 +46,31 @@ class CodecSession:
                 raise VcmError(f"{ckpt}: cannot rebuild the detector the codec was trained with "
                                f"(weights {stored['weights_hash']}, rebuilt {self.detector.weights_hash()})")
 
-    def compress(self, image: torch.Tensor) -> bytes:
-        """uint8 [3,H,W] -> bitstream bytes."""
-        cond = None
-        if self.detector is not None:
-            from vcm.evaluation.pipeline import _to_float_batch, detector_condition
+    @property
+    def needs_boxes(self) -> bool:
+        """Whether the encoder is conditioned on ROI boxes (roi_source=boxes): ``compress(target=...)``."""
+        return bool(getattr(self.runner.model, "needs_boxes", False))
 
-            cond = detector_condition(self.detector, _to_float_batch(image))
+    def target_from_labels(self, path: str | Path, height: int, width: int) -> dict:
+        """The target (``boxes`` of the codec's classes, clipped to the image) of a KITTI label file."""
+        from vcm.data.kitti import ClassSpec, objects_to_target, parse_label_file
+
+        names = (self.runner.meta or {}).get("class_names")
+        if not names:
+            raise VcmError("the checkpoint records no class names; cannot tell which labelled boxes are ROIs")
+        return objects_to_target(parse_label_file(path), ClassSpec(classes=list(names)), height, width, 0, Path(path).stem)
+
+    def compress(self, image: torch.Tensor, target: dict | None = None) -> bytes:
+        """uint8 [3,H,W] -> bitstream bytes (``target``: the image's ROI boxes, for roi_source=boxes)."""
+        from vcm.evaluation.pipeline import _to_float_batch, codec_condition
+
+        if self.needs_boxes and target is None:
+            raise VcmError("this codec's encoder is conditioned on ROI boxes (roi_source=boxes): give --labels <KITTI label file>")
+        try:
+            cond = codec_condition(self.runner.model, _to_float_batch(image), [target] if target is not None else None,
+                                   self.detector, name=self.runner.name)
+        except ValueError as e:
+            raise VcmError(str(e)) from e
         return self.runner.encode(image, cond=cond)
 
     def decompress(self, data: bytes) -> torch.Tensor:
@@ -72,14 +90,21 @@ def compress_main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("input", help="image file (PNG/JPEG; grey and RGBA are converted to RGB)")
     p.add_argument("output", help="bitstream file to write")
+    p.add_argument("--labels", help="KITTI label file of the image: its boxes of the codec's classes are the ROIs "
+                                    "(needed by, and only used by, codecs trained with model.codec.roi_source=boxes)")
     a = p.parse_args(argv)
     try:
         from vcm.data.kitti import load_image
 
         image = load_image(a.input)
         session = CodecSession(a.ckpt, a.device)
+        target = None
+        if a.labels is not None:
+            if not session.needs_boxes:
+                raise VcmError(f"--labels {a.labels}: this codec's encoder takes no ROI boxes (only roi_source=boxes codecs do)")
+            target = session.target_from_labels(a.labels, *image.shape[1:])
         t0 = time.perf_counter()
-        data = session.compress(image)
+        data = session.compress(image, target)
         dt = time.perf_counter() - t0
         atomic_write_bytes(a.output, data)
     except VcmError as e:

@@ -15,11 +15,48 @@ from torch import Tensor, nn
 
 from vcm.codecs.base import FineScaleTable
 
-__all__ = ["RoiHyperprior"]
+__all__ = ["ROI_SOURCES", "RoiHyperprior", "RoiMap", "box_condition"]
 
 # Detector levels the encoder uses and their strides (torchvision FPN: P3, P4, P5).
 LEVELS: tuple[str, ...] = ("p3", "p4", "p5")
 LEVEL_STRIDES: dict[str, int] = {"p3": 8, "p4": 16, "p5": 32}
+#: What the encoder is conditioned on: the frozen detector's FPN levels, or a map of given ROI boxes.
+ROI_SOURCES: tuple[str, ...] = ("detector", "boxes")
+
+
+@dataclass(frozen=True)
+class RoiMap:
+    """An ROI map in the form the encoder takes detector features: one channel per level.
+
+    ``levels[k]`` [B, 1, ceil(H / s_k), ceil(W / s_k)] is the share of each ``s_k x s_k`` cell of the
+    image covered by a box (s = 8, 16, 32 for p3, p4, p5); ``image_sizes`` = ``original_sizes`` = (H, W)
+    per image (no resize), so the codec aligns it with its input as it does a detector's output.
+    """
+
+    levels: dict[str, Tensor]
+    image_sizes: tuple[tuple[int, int], ...]
+    original_sizes: tuple[tuple[int, int], ...]
+
+
+def box_condition(boxes_list: Sequence[Tensor], height: int, width: int, device: torch.device | str | None = None) -> RoiMap:
+    """The ROI map of ``roi_source="boxes"``: the union of each image's boxes, pooled to P3..P5.
+
+    Args:
+        boxes_list: B tensors [K_i, 4] of xyxy pixel boxes (K_i may be 0), e.g. the ground-truth
+            boxes of the configured classes (the ROI of the ROI-weighted loss), or an external
+            tracker's boxes.
+        height, width: size of the (unpadded) images.
+        device: device of the maps (default: that of the boxes).
+    """
+    from vcm.losses.image import boxes_to_mask
+
+    mask = boxes_to_mask(boxes_list, height, width, device=device).float()
+    levels = {}
+    for k, s in LEVEL_STRIDES.items():
+        pad_h, pad_w = -height % s, -width % s
+        levels[k] = F.avg_pool2d(F.pad(mask, (0, pad_w, 0, pad_h)), kernel_size=s, stride=s)
+    sizes = tuple((int(height), int(width)) for _ in boxes_list)
+    return RoiMap(levels, sizes, sizes)
 
 
 @dataclass(frozen=True)
@@ -120,10 +157,16 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
         N: channels of the transforms and of ``z`` and ``w``.
         M: channels of ``y``.
         cond_channels: channels each detector level is projected to.
-        feature_channels: channels of the detector levels (256 for torchvision FPNs).
+        feature_channels: channels of the detector levels (default 256, torchvision's FPNs; 1 with
+            ``roi_source="boxes"``).
         zero_features: ablation: every detector feature is replaced by zeros (same architecture, and
             ``cond`` is then not needed).
         feature_norm: ``"standardize"`` (per image and level, see above) or ``"none"`` (raw levels).
+        roi_source: ``"detector"`` (the frozen detector's P3..P5) or ``"boxes"``: the encoder is given
+            the ROI boxes themselves as a one-channel map per level (:func:`box_condition`), in the
+            same places — an encoder that knows exactly where the objects are (ground truth in
+            training and evaluation, or an external tracker's boxes at ``vcm-compress --labels``). It
+            bounds what any detector's features can give the same codec. The decoder needs neither.
     """
 
     codec_name = "roi_hyperprior"
@@ -134,14 +177,22 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
         N: int = 128,
         M: int = 192,
         cond_channels: int = 64,
-        feature_channels: int = 256,
+        feature_channels: int | None = None,
         zero_features: bool = False,
         feature_norm: str = "standardize",
+        roi_source: str = "detector",
     ):
         super().__init__()
         if feature_norm not in ("standardize", "none"):
             raise ValueError(f"RoiHyperprior: feature_norm={feature_norm!r}; expected 'standardize' or 'none'")
+        if roi_source not in ROI_SOURCES:
+            raise ValueError(f"RoiHyperprior: roi_source={roi_source!r}; expected one of {list(ROI_SOURCES)}")
+        if feature_channels is None:
+            feature_channels = 1 if roi_source == "boxes" else 256
+        if roi_source == "boxes" and int(feature_channels) != 1:
+            raise ValueError(f"RoiHyperprior: roi_source='boxes' gives 1 channel per level, got feature_channels={feature_channels}")
         self.feature_norm = feature_norm
+        self.roi_source = roi_source
         for name, value in (("N", N), ("M", M), ("cond_channels", cond_channels), ("feature_channels", feature_channels)):
             if int(value) < 1:
                 raise ValueError(f"RoiHyperprior: {name} must be positive, got {value}")
@@ -206,8 +257,18 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
 
     @property
     def needs_features(self) -> bool:
-        """Whether the encoder needs detector features (not for the zero-features ablation)."""
+        """Whether the encoder needs a condition (not for the zero-features ablation)."""
         return not self.zero_features
+
+    @property
+    def needs_detector(self) -> bool:
+        """Whether that condition is the detector's features."""
+        return self.needs_features and self.roi_source == "detector"
+
+    @property
+    def needs_boxes(self) -> bool:
+        """Whether that condition is an ROI map of boxes (:func:`box_condition`)."""
+        return self.needs_features and self.roi_source == "boxes"
 
     @property
     def downsampling_factor(self) -> int:
@@ -219,6 +280,8 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
         if self.zero_features:
             return None, None
         if cond is None:
+            if self.roi_source == "boxes":
+                raise ValueError("RoiHyperprior(roi_source='boxes') needs the ROI map: pass cond=box_condition(boxes, H, W)")
             raise ValueError(
                 "RoiHyperprior needs detector features: pass cond = a dict with 'p3', 'p4', 'p5' "
                 "[B, 256, h, w] or DetectorFeatures (or build it with zero_features=True)"

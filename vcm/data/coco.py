@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -49,7 +49,7 @@ class CocoDetection(Dataset):
         self._label_of_cat = {cid: self.classes.index(n) + 1 for cid, n in names.items() if n in self.classes}
         self.images = sorted(coco["images"], key=lambda im: im["id"])
         if image_ids is not None:
-            keep = set(int(i) for i in image_ids)
+            keep = {int(i) for i in image_ids}
             self.images = [im for im in self.images if im["id"] in keep]
         self.anns: dict[int, list[dict]] = {}
         for a in coco["annotations"]:

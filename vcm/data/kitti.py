@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -196,10 +196,9 @@ class ClassSpec:
         if len(set(self.classes)) != len(self.classes):
             raise DataError(f"data.classes has duplicates: {self.classes}")
         for src, dst in {**dict(self.neighbours), **dict(self.class_map)}.items():
-            if dst not in self.classes:
-                # A neighbour of an unconfigured class is simply irrelevant; a class_map target must exist.
-                if src in self.class_map:
-                    raise DataError(f"data.class_map maps {src!r} to {dst!r}, which is not in data.classes {self.classes}")
+            # A neighbour of an unconfigured class is simply irrelevant; a class_map target must exist.
+            if dst not in self.classes and src in self.class_map:
+                raise DataError(f"data.class_map maps {src!r} to {dst!r}, which is not in data.classes {self.classes}")
         self.neighbours = {k: v for k, v in dict(self.neighbours).items() if v in self.classes and k not in self.class_map}
         self.class_map = dict(self.class_map)
         self.ignore_types = list(self.ignore_types)

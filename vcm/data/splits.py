@@ -8,8 +8,8 @@ on Python's hash seed), and is saved with every run (``split.json``).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -36,8 +36,8 @@ def split_groups(groups: Sequence[str], fractions: Sequence[float], seed: int) -
     uniq = sorted(set(groups))
     n = len(uniq)
     perm = np.random.Generator(np.random.PCG64(int(seed))).permutation(n)
-    n_val = int(round(fr[1] * n))
-    n_test = int(round(fr[2] * n))
+    n_val = round(fr[1] * n)
+    n_test = round(fr[2] * n)
     # Keep at least one group in every split that was asked for, when there are enough groups.
     if fr[1] > 0 and n_val == 0 and n >= 3:
         n_val = 1

@@ -83,12 +83,9 @@ def evaluate_image(runner, image: torch.Tensor, target: dict | None, detector=No
         if detector is not None:
             preds = detector.detect(detector.features([_to_float_batch(image)[0].to(_dev(detector))]))[0]
     elif runner.kind == "image":
-        cond = None
         model = getattr(runner, "model", None)
-        if model is not None and getattr(model, "needs_features", False):
-            if detector is None:
-                raise ValueError(f"codec {runner.name} is conditioned on detector features; configure a detector")
-            cond = detector_condition(detector, _to_float_batch(image).to(_dev(detector)))
+        cond = codec_condition(model, _to_float_batch(image), [target] if target is not None else None, detector,
+                               name=runner.name)
         dev = runner._device() if hasattr(runner, "_device") else torch.device("cpu")
         _sync(dev)
         t0 = time.perf_counter()
@@ -132,6 +129,35 @@ def evaluate_image(runner, image: torch.Tensor, target: dict | None, detector=No
     if preds is not None:
         preds = {k: v.detach().cpu() for k, v in preds.items()}
     return m, preds, decoded
+
+
+def codec_condition(model, x: torch.Tensor, targets: list[dict] | None = None, detector=None, name: str | None = None):
+    """What a conditioned image codec's encoder is given for the images ``x`` (None for other codecs).
+
+    ``roi_hyperprior`` takes the frozen detector's features (:func:`detector_condition`) or, with
+    ``roi_source=boxes``, the ROI map of the targets' ``boxes`` (:func:`vcm.codecs.roi_hyperprior.box_condition`).
+
+    Args:
+        model: the codec (anything without ``needs_features`` needs nothing).
+        x: float [B,3,H,W] in [0,1], the unpadded images.
+        targets: B target dicts with ``boxes`` (xyxy pixels of ``x``), for ``roi_source=boxes``.
+        detector: FrozenDetector, for ``roi_source=detector``.
+        name: the codec's name for error messages.
+    """
+    if model is None or not getattr(model, "needs_features", False):
+        return None
+    name = name or getattr(model, "codec_name", type(model).__name__)
+    if getattr(model, "needs_boxes", False):
+        if targets is None or len(targets) != x.shape[0] or any(t is None or "boxes" not in t for t in targets):
+            raise ValueError(f"codec {name} (roi_source=boxes) is conditioned on the ROI boxes of each image; "
+                             "give targets with 'boxes' (vcm-compress: --labels <KITTI label file>)")
+        from vcm.codecs.roi_hyperprior import box_condition
+
+        return box_condition([torch.as_tensor(t["boxes"], dtype=torch.float32).reshape(-1, 4) for t in targets],
+                             x.shape[-2], x.shape[-1], device=x.device)
+    if detector is None:
+        raise ValueError(f"codec {name} is conditioned on detector features; configure a detector")
+    return detector_condition(detector, x.to(_dev(detector)))
 
 
 def detector_condition(detector, x: torch.Tensor):

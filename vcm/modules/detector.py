@@ -8,8 +8,8 @@ linear warm-up then cosine decay, flips and colour jitter (from the data config)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import lightning as L
 import torch

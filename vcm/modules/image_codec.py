@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from vcm.evaluation.pipeline import detector_condition
+from vcm.evaluation.pipeline import codec_condition
 from vcm.evaluation.runners import LearnedImageRunner
 from vcm.modules.base import CodecModule
 
@@ -22,7 +22,8 @@ class ImageCodecModule(CodecModule):
     Training batches are crops (uint8 [B,3,h,w]); the codec sees them padded to its ``min_div``
     and the loss is computed on the original pixels, with ``bpp`` per original pixel. A codec
     with ``needs_features`` is conditioned on the frozen detector's features of the same images
-    (computed without gradient; the decoder never needs them).
+    (computed without gradient), or with ``roi_source=boxes`` on the map of their ROI boxes; the
+    decoder never needs either.
     """
 
     kind = "image"
@@ -37,13 +38,11 @@ class ImageCodecModule(CodecModule):
                 raise ValueError("training images of one batch differ in size; set data.crop_size or data.batch_size=1")
         x = images.to(self.device).float() / 255.0
         _, _, h, w = x.shape
-        cond = None
-        if getattr(self.codec, "needs_features", False):
-            if self.detector is None:
-                raise ValueError(f"{self.codec_name} is conditioned on detector features; configure detector=<name>")
-            with torch.no_grad():
-                cond = detector_condition(self.detector, x)
-        x_pad, pad = pad_image(x, self.codec.min_div)
+        if getattr(self.codec, "needs_detector", False) and self.detector is None:
+            raise ValueError(f"{self.codec_name} is conditioned on detector features; configure detector=<name>")
+        with torch.no_grad():
+            cond = codec_condition(self.codec, x, targets, self.detector, name=self.codec_name)
+        x_pad, _pad = pad_image(x, self.codec.min_div)
         out = self.codec(x_pad, cond=cond) if cond is not None else self.codec(x_pad)
         out = dict(out)
         out["x_hat"] = out["x_hat"][..., :h, :w]

@@ -1,7 +1,8 @@
 """``make bench-roi``: does ROI-awareness work?
 
 Trains ``hyperprior`` (plain RD loss), ``roi_hyperprior`` (ROI-RD loss, alpha 0.9) and its
-zero-features ablation on kitti_tiny crops with the same budget at three lambdas, evaluates real
+zero-features ablation (with ``--boxes-curve`` also roi_hyperprior given the ground-truth ROI map
+instead of detector features: ``roi_source=boxes``) on kitti_tiny crops with the same budget at three lambdas, evaluates real
 bitstreams on the validation frames, and prints the BD-rate of each against the
 hyperprior on ROI-PSNR, background PSNR and PSNR (negative = fewer bits for the same quality), and of
 the ROI codec against its zero-features ablation (what the detector's features add). A re-run keeps
@@ -32,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--object-crop-prob", type=float, default=0.0,
                     help="share of training crops placed around an object (data.object_crop_prob), for every codec")
     ap.add_argument("--qualities", type=int, nargs="+", default=list(QUALITIES))
-    ap.add_argument("--only", nargs="+", choices=["hyperprior", "roi_hyperprior", "roi_zero_features"],
+    ap.add_argument("--boxes-curve", action="store_true",
+                    help="also train roi_hyperprior with roi_source=boxes (its encoder is given the ground-truth ROI map "
+                         "instead of detector features): what perfect localisation gives the same codec and budget")
+    ap.add_argument("--only", nargs="+", choices=["hyperprior", "roi_hyperprior", "roi_zero_features", "roi_boxes"],
                     help="train and evaluate only these curves")
     ap.add_argument("--pretrain-steps", type=int, default=0,
                     help="first train one hyperprior (plain RD loss, quality --pretrain-quality) for this many steps "
@@ -82,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         "roi_zero_features": ["model=roi_hyperprior", f"loss.alpha={a.alpha}", "model.codec.zero_features=true",
                               "variant=roi_zero_features", "detector=none"],
     }
+    if a.boxes_curve or (a.only and "roi_boxes" in a.only):
+        # the encoder is given the ground-truth ROI map (the loss's ROI) instead of detector features
+        variants["roi_boxes"] = ["model=roi_hyperprior", f"loss.alpha={a.alpha}", "model.codec.roi_source=boxes",
+                                 "variant=roi_boxes", "detector=none"]
     for name, ov in variants.items():
         if a.only and name not in a.only:
             continue

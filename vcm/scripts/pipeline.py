@@ -62,7 +62,7 @@ class Study:
         t = time.time()
         with open(log, "w") as f:
             try:
-                rc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
+                rc = subprocess.run(argv, check=False, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
             except subprocess.TimeoutExpired:
                 rc = -9
         dt = time.time() - t

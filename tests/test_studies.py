@@ -105,3 +105,19 @@ def test_bench_roi_fine_tunes_every_point_from_one_base(tmp_path):
     assert len(cfgs) == 9 and {c.init_from for c in cfgs.values()} == {str(tmp_path / "study" / "runs" / "base_hyperprior" /
                                                                           "checkpoints" / "last.ckpt")}
     assert {c.trainer.max_steps for c in cfgs.values()} == {60}
+
+
+def test_bench_roi_prints_every_point_with_its_roi_to_background_gap(tmp_path, capsys):
+    from vcm.rd.record import make_record, write_record
+    from vcm.scripts.bench_roi import print_points
+
+    for codec, variant, q, bpp, roi, bg in (("hyperprior", "hyperprior", 4, 0.4, 17.0, 19.0),
+                                            ("roi_hyperprior", "roi_boxes", 1, 0.2, 21.5, 18.0)):
+        metrics = {"bpp_real": bpp, "psnr": 18.5, "roi_psnr": roi, "bg_psnr": bg}
+        write_record(make_record(codec, {"quality": q, "variant": variant}, "kitti_tiny", "val", 9, None, metrics,
+                                 [{"name": "000000"}], {}), tmp_path)
+    print_points(tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines if line.startswith(("hyperprior/", "roi_hyperprior/"))]
+    assert rows == [["hyperprior/hyperprior", "4", "0.400", "18.50", "17.00", "19.00", "-2.00"],
+                    ["roi_hyperprior/roi_boxes", "1", "0.200", "18.50", "21.50", "18.00", "+3.50"]]

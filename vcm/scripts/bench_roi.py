@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if not a.dry_run:
         from vcm.rd.cli import main as rd
 
+        print_points(st.results)
+
         for m in ("roi_psnr", "bg_psnr", "psnr"):
             print(f"\nBD-rate vs hyperprior on {m} (kitti_tiny validation frames, real bitstreams):", flush=True)
             rd(["bd", "--anchor", "hyperprior", "--metric", m, str(st.results), "--out", str(st.out / f"bd_{m}.csv")])
@@ -110,6 +112,23 @@ def main(argv: list[str] | None = None) -> int:
             rd(["bd", "--anchor", "roi_hyperprior/roi_zero_features", "--metric", m, str(st.results),
                 "--out", str(st.out / f"bd_{m}_vs_zero_features.csv")])
     return st.finish()
+
+
+def print_points(results: Path) -> None:
+    """Every evaluated point, with its ROI-to-background PSNR gap (how the codec shares its quality)."""
+    from vcm.rd.table import PARAM_PREFIX, collect
+
+    df = collect(results)
+    if df.empty:
+        return
+    q = f"{PARAM_PREFIX}quality"
+    df = df.sort_values(["curve", q] if q in df else ["curve"])
+    print("\nPoints (kitti_tiny validation frames, real bitstreams; gap = ROI-PSNR - background PSNR):", flush=True)
+    print(f"{'curve':<36} {'q':>2} {'bpp_real':>8} {'psnr':>6} {'roi_psnr':>8} {'bg_psnr':>7} {'gap':>6}")
+    for _, r in df.iterrows():
+        quality = int(r[q]) if q in df and r[q] == r[q] else "-"
+        print(f"{r['curve']:<36} {quality!s:>2} {r['bpp_real']:8.3f} {r['psnr']:6.2f} {r['roi_psnr']:8.2f} "
+              f"{r['bg_psnr']:7.2f} {r['roi_psnr'] - r['bg_psnr']:+6.2f}", flush=True)
 
 
 if __name__ == "__main__":

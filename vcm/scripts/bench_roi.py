@@ -100,17 +100,20 @@ def main(argv: list[str] | None = None) -> int:
                 st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={ckpt}", *frames, "split=val", *det])
     if not a.dry_run:
         from vcm.rd.cli import main as rd
+        from vcm.rd.table import collect
 
         print_points(st.results)
-
-        for m in ("roi_psnr", "bg_psnr", "psnr"):
-            print(f"\nBD-rate vs hyperprior on {m} (kitti_tiny validation frames, real bitstreams):", flush=True)
-            rd(["bd", "--anchor", "hyperprior", "--metric", m, str(st.results), "--out", str(st.out / f"bd_{m}.csv")])
-        # What the detector's features add: the ROI codec against its own zero-features ablation.
-        for m in ("roi_psnr", "bg_psnr", "psnr"):
-            print(f"\nBD-rate vs the zero-features ablation on {m}:", flush=True)
-            rd(["bd", "--anchor", "roi_hyperprior/roi_zero_features", "--metric", m, str(st.results),
-                "--out", str(st.out / f"bd_{m}_vs_zero_features.csv")])
+        found = collect(st.results)
+        curves = set(found["curve"]) if not found.empty else set()
+        # BD tables against each anchor curve that this output folder holds (--only may leave one out)
+        for anchor, label, suffix in (("hyperprior", "hyperprior", ""),
+                                      ("roi_hyperprior/roi_zero_features", "the zero-features ablation", "_vs_zero_features")):
+            if not any(c == anchor or c.startswith(f"{anchor}/") for c in curves):
+                print(f"\n(no {anchor} points here: no BD-rates against {label})", flush=True)
+                continue
+            for m in ("roi_psnr", "bg_psnr", "psnr"):
+                print(f"\nBD-rate vs {label} on {m} (kitti_tiny validation frames, real bitstreams):", flush=True)
+                rd(["bd", "--anchor", anchor, "--metric", m, str(st.results), "--out", str(st.out / f"bd_{m}{suffix}.csv")])
     return st.finish()
 
 

@@ -64,8 +64,6 @@ class CodecSession:
         """uint8 [3,H,W] -> bitstream bytes (``target``: the image's ROI boxes, for roi_source=boxes)."""
         from vcm.evaluation.pipeline import _to_float_batch, codec_condition
 
-        if self.needs_boxes and target is None:
-            raise VcmError("this codec's encoder is conditioned on ROI boxes (roi_source=boxes): give --labels <KITTI label file>")
         try:
             cond = codec_condition(self.runner.model, _to_float_batch(image), [target] if target is not None else None,
                                    self.detector, name=self.runner.name)

@@ -38,8 +38,6 @@ class ImageCodecModule(CodecModule):
                 raise ValueError("training images of one batch differ in size; set data.crop_size or data.batch_size=1")
         x = images.to(self.device).float() / 255.0
         _, _, h, w = x.shape
-        if getattr(self.codec, "needs_detector", False) and self.detector is None:
-            raise ValueError(f"{self.codec_name} is conditioned on detector features; configure detector=<name>")
         with torch.no_grad():
             cond = codec_condition(self.codec, x, targets, self.detector, name=self.codec_name)
         x_pad, _pad = pad_image(x, self.codec.min_div)

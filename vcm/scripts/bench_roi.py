@@ -100,10 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                 st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={ckpt}", *frames, "split=val", *det])
     if not a.dry_run:
         from vcm.rd.cli import main as rd
-        from vcm.rd.table import collect
 
-        print_points(st.results)
-        found = collect(st.results)
+        found = print_points(st.results)
         curves = set(found["curve"]) if not found.empty else set()
         # BD tables against each anchor curve that this output folder holds (--only may leave one out)
         for anchor, label, suffix in (("hyperprior", "hyperprior", ""),
@@ -117,13 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     return st.finish()
 
 
-def print_points(results: Path) -> None:
-    """Every evaluated point, with its ROI-to-background PSNR gap (how the codec shares its quality)."""
+def print_points(results: Path):
+    """Print every evaluated point with its ROI-to-background PSNR gap (how the codec shares its
+    quality); returns the table of the records (:func:`vcm.rd.table.collect`)."""
     from vcm.rd.table import PARAM_PREFIX, collect
 
     df = collect(results)
     if df.empty:
-        return
+        return df
     q = f"{PARAM_PREFIX}quality"
     df = df.sort_values(["curve", q] if q in df else ["curve"])
     print("\nPoints (kitti_tiny validation frames, real bitstreams; gap = ROI-PSNR - background PSNR):", flush=True)
@@ -132,6 +131,7 @@ def print_points(results: Path) -> None:
         quality = int(r[q]) if q in df and r[q] == r[q] else "-"
         print(f"{r['curve']:<36} {quality!s:>2} {r['bpp_real']:8.3f} {r['psnr']:6.2f} {r['roi_psnr']:8.2f} "
               f"{r['bg_psnr']:7.2f} {r['roi_psnr'] - r['bg_psnr']:+6.2f}", flush=True)
+    return df
 
 
 if __name__ == "__main__":

@@ -168,6 +168,7 @@ class DetectionDataModule(L.LightningDataModule):
         synthetic_num, synthetic_seed: size and seed of the generated synthetic set.
         coco_images, coco_annotations: for ``coco``.
         max_eval_images: evaluate only the first N frames of val/test (quick runs); null = all.
+        cache_images: keep decoded frames in memory (small sets; see :class:`KittiDataset`).
         seed: seed of the training order and augmentation (see the module docstring).
     """
 
@@ -198,6 +199,7 @@ class DetectionDataModule(L.LightningDataModule):
         coco_images: str | None = None,
         coco_annotations: str | None = None,
         max_eval_images: int | None = None,
+        cache_images: bool = False,
         seed: int = 0,
     ):
         super().__init__()
@@ -233,6 +235,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.coco_images = coco_images
         self.coco_annotations = coco_annotations
         self.max_eval_images = max_eval_images
+        self.cache_images = bool(cache_images)
         self.seed = int(seed)
         self.split_record: dict[str, Any] | None = None
         self.datasets: dict[str, Dataset] = {}
@@ -299,9 +302,10 @@ class DetectionDataModule(L.LightningDataModule):
                       "unit": "sequence" if frames[0].group != frames[0].frame_id else "frame"}
         self.split_record = {"dataset": self.name, "root": str(root), **method, **{s: ids[s] for s in SPLITS}}
         self.datasets = {
-            "train": KittiDataset([by_id[i] for i in ids["train"]], self.spec, transform=self._train_transform()),
-            "val": KittiDataset([by_id[i] for i in ids["val"]], self.spec),
-            "test": KittiDataset([by_id[i] for i in ids["test"]], self.spec),
+            "train": KittiDataset([by_id[i] for i in ids["train"]], self.spec, transform=self._train_transform(),
+                                  cache=self.cache_images),
+            "val": KittiDataset([by_id[i] for i in ids["val"]], self.spec, cache=self.cache_images),
+            "test": KittiDataset([by_id[i] for i in ids["test"]], self.spec, cache=self.cache_images),
         }
 
     def _setup_coco(self) -> None:

@@ -49,9 +49,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import (
+    MobileNet_V2_Weights,
     MobileNet_V3_Large_Weights,
     ResNet18_Weights,
     ResNet50_Weights,
+    mobilenet_v2,
     mobilenet_v3_large,
     resnet18,
     resnet50,
@@ -60,10 +62,11 @@ from torchvision.models._api import WeightsEnum
 from torchvision.models.detection import FasterRCNN, FasterRCNN_ResNet50_FPN_V2_Weights
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import (
+    BackboneWithFPN,
     _mobilenet_extractor,
     _resnet_fpn_extractor,
 )
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.models.detection.rpn import RPNHead, concat_box_prediction_layers
@@ -152,6 +155,61 @@ def _build_mobilenet_v3_fpn(num_classes: int, pretrained: bool, backbone_state: 
     return FasterRCNN(backbone, num_classes=num_classes, rpn_anchor_generator=_anchor_generator(), **kwargs)
 
 
+#: MobileNetV2 ``features`` blocks whose outputs feed the FPN: the last block of each stride
+#: (4, 8, 16, 32) and their channels (24, 32, 96, 1280).
+MOBILENET_V2_FPN_BLOCKS = (3, 6, 13, 18)
+MOBILENET_V2_FPN_IN_CHANNELS = (24, 32, 96, 1280)
+# Stage boundaries of MobileNetV2 ``features`` (stem + stride-2 stage, then strides 4, 8, 16, 32):
+# trainable_backbone_layers=k leaves the last k stages trainable.
+_MOBILENET_V2_STAGES = ((0, 1), (2, 3), (4, 5, 6), tuple(range(7, 14)), tuple(range(14, 19)))
+
+
+def _kitti_anchor_generator() -> AnchorGenerator:
+    """Two sizes per level (p2..p6: 16/24 ... 256/384 px) and aspect ratios h/w 0.5, 1, 2.
+
+    KITTI objects at the native 375-px height are small (the moderate class starts at 25 px high)
+    and wide (cars, h/w ~0.5) or tall (pedestrians, h/w ~2.5); the default 32-px smallest anchor
+    misses most distant cars.
+    """
+    sizes = ((16, 24), (32, 48), (64, 96), (128, 192), (256, 384))
+    return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+
+
+def _build_mobilenet_v2_fpn(num_classes: int, pretrained: bool, backbone_state: dict | None,
+                            trainable_layers: int, **kwargs: Any) -> FasterRCNN:
+    # Frozen BatchNorm with ImageNet statistics (detection batches are too small to re-estimate them).
+    body = mobilenet_v2(weights=None, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d).features
+    if backbone_state is not None:
+        _load_mobilenet_v2_features(body, backbone_state)
+    frozen = [i for stage in _MOBILENET_V2_STAGES[: len(_MOBILENET_V2_STAGES) - trainable_layers] for i in stage]
+    for i in frozen:
+        for p in body[i].parameters():
+            p.requires_grad_(False)
+    backbone = BackboneWithFPN(body, {str(b): str(k) for k, b in enumerate(MOBILENET_V2_FPN_BLOCKS)},
+                               list(MOBILENET_V2_FPN_IN_CHANNELS), 256, extra_blocks=LastLevelMaxPool())
+    anchors = _kitti_anchor_generator()
+    rpn_head = RPNHead(256, anchors.num_anchors_per_location()[0])
+    # A 256-wide box head (torchvision's is 1024): few training images, and a small shipped file.
+    box_head = TwoMLPHead(256 * 7 * 7, 256)
+    return FasterRCNN(backbone, rpn_anchor_generator=anchors, rpn_head=rpn_head, box_head=box_head,
+                      box_predictor=FastRCNNPredictor(256, num_classes), **kwargs)
+
+
+def _load_mobilenet_v2_features(features: nn.Module, state: dict[str, Tensor]) -> None:
+    """Load an ImageNet MobileNetV2 state dict (torchvision layout, classifier optional) into ``features``."""
+    sub = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    if not sub:
+        raise ConfigError(f"MobileNetV2 backbone weights hold no 'features.*' keys (found e.g. {sorted(state)[:3]})")
+    own = features.state_dict()
+    for key in own:  # frozen BatchNorm has no num_batches_tracked
+        if key.endswith("num_batches_tracked") and key not in sub:
+            sub[key] = own[key]
+    sub = {k: v for k, v in sub.items() if k in own}
+    result = features.load_state_dict(sub, strict=False)
+    if result.missing_keys:
+        raise ConfigError(f"MobileNetV2 backbone weights lack {result.missing_keys[:5]} ({len(result.missing_keys)} keys)")
+
+
 # name -> (builder, number of backbone stages trainable_backbone_layers may unfreeze,
 #          {weights choice: (what the file holds, torchvision weights)})
 _BACKBONES: dict[str, tuple[Callable[..., FasterRCNN], int, dict[str, tuple[str, WeightsEnum]]]] = {
@@ -162,6 +220,10 @@ _BACKBONES: dict[str, tuple[Callable[..., FasterRCNN], int, dict[str, tuple[str,
     "resnet18_fpn": (_build_resnet18_fpn, 5, {
         "DEFAULT": ("backbone", ResNet18_Weights.DEFAULT),
         "IMAGENET": ("backbone", ResNet18_Weights.DEFAULT),
+    }),
+    "mobilenet_v2_fpn": (_build_mobilenet_v2_fpn, 5, {
+        "DEFAULT": ("backbone", MobileNet_V2_Weights.IMAGENET1K_V1),
+        "IMAGENET": ("backbone", MobileNet_V2_Weights.IMAGENET1K_V1),
     }),
     "mobilenet_v3_fpn": (_build_mobilenet_v3_fpn, 6, {
         "DEFAULT": ("backbone", MobileNet_V3_Large_Weights.DEFAULT),
@@ -179,6 +241,7 @@ def build_faster_rcnn(
     min_size: int = 800,
     max_size: int = 1333,
     trainable_backbone_layers: int | None = 3,
+    backbone_weights: str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> FasterRCNN:
     """Build a torchvision Faster R-CNN with a 5-level FPN (p2..p6).
@@ -194,7 +257,9 @@ def build_faster_rcnn(
         min_size: shorter image side after the detector's resize.
         max_size: upper bound of the longer side after the resize.
         trainable_backbone_layers: backbone stages left trainable with pretrained weights (0..5,
-            0..6 for MobileNet); from random init every stage is trainable.
+            0..6 for MobileNetV3); from random init every stage is trainable.
+        backbone_weights: a local file holding the ImageNet backbone's state dict in torchvision's
+            layout (what ``weights="IMAGENET"`` would download); implies ``weights="IMAGENET"``.
         **kwargs: further ``FasterRCNN`` arguments (``box_score_thresh``, ``rpn_post_nms_top_n_test``,
             ``box_batch_size_per_image``, ``image_mean``...). Structural ones are fixed by ``backbone``.
 
@@ -207,14 +272,15 @@ def build_faster_rcnn(
         FileNotFoundError: ``checkpoint`` does not exist.
     """
     model = _build(backbone, num_classes, weights, checkpoint is not None, min_size, max_size,
-                   trainable_backbone_layers, **kwargs)
+                   trainable_backbone_layers, backbone_weights=backbone_weights, **kwargs)
     if checkpoint is not None:
         _load_checkpoint(model, checkpoint, backbone=backbone)
     return model
 
 
 def _build(backbone: str, num_classes: int, weights: str | None, have_checkpoint: bool, min_size: int,
-           max_size: int, trainable_backbone_layers: int | None, **kwargs: Any) -> FasterRCNN:
+           max_size: int, trainable_backbone_layers: int | None, backbone_weights: str | os.PathLike | None = None,
+           **kwargs: Any) -> FasterRCNN:
     if backbone not in _BACKBONES:
         raise ConfigError(f"unknown detector backbone {backbone!r}; valid: {', '.join(BACKBONE_NAMES)}")
     builder, max_trainable, choices = _BACKBONES[backbone]
@@ -222,6 +288,11 @@ def _build(backbone: str, num_classes: int, weights: str | None, have_checkpoint
         weights = None
     if weights not in _WEIGHT_CHOICES:
         raise ConfigError(f"detector weights={weights!r}; valid: None (random init), 'DEFAULT', 'IMAGENET'")
+    if backbone_weights is not None:
+        if weights == "DEFAULT" and choices["DEFAULT"][0] == "detector":
+            raise ConfigError(f"detector.backbone_weights is an ImageNet backbone file; weights=DEFAULT of {backbone} is a whole detector")
+        weights = "IMAGENET"
+
     if int(num_classes) < 2:
         raise ConfigError(f"num_classes={num_classes}: expected >= 2 (background + at least one class)")
     unknown = sorted(set(kwargs) - _FASTER_RCNN_KWARGS)
@@ -238,7 +309,10 @@ def _build(backbone: str, num_classes: int, weights: str | None, have_checkpoint
     kind, tv_weights = choices[weights] if pretrained else ("", None)
     state = None
     if pretrained and not have_checkpoint:  # fetch before building: an offline failure costs nothing
-        state = _fetch_state_dict(tv_weights, f"{backbone} {weights} ({kind})")
+        if backbone_weights is not None:
+            state = _read_backbone_file(backbone_weights, backbone)
+        else:
+            state = _fetch_state_dict(tv_weights, f"{backbone} {weights} ({kind})")
     model = builder(int(num_classes), pretrained, state if kind == "backbone" else None, tbl,
                     min_size=min_size, max_size=max_size, **kwargs)
     if kind == "detector" and state is not None:
@@ -263,6 +337,22 @@ def _load_coco_detector(model: FasterRCNN, state: dict[str, Tensor], tv_weights:
 
 
 # ------------------------------------------------------------------------------- pretrained weights
+def _read_backbone_file(path: str | os.PathLike, backbone: str) -> dict[str, Tensor]:
+    """An ImageNet backbone state dict from a local file (``detector.backbone_weights``)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"detector.backbone_weights={path}: no such file (expected the {backbone} ImageNet backbone's state dict "
+            f"in torchvision's layout; or set weights=IMAGENET to use torchvision's download)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsUnavailableError(f"detector.backbone_weights={path} cannot be read as a state dict: {type(e).__name__}: {e}") from e
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise WeightsUnavailableError(f"detector.backbone_weights={path} holds {type(state).__name__}, expected a state dict of tensors")
+    return dict(state)
+
+
 def _weights_file(tv_weights: WeightsEnum) -> Path:
     """Where torchvision caches ``tv_weights`` (``$TORCH_HOME/hub/checkpoints/<file>``)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(tv_weights.url).path)

@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from vcm.codecs.precision import use_fp32_entropy_models
 from vcm.errors import ConfigError
 from vcm.evaluation.pipeline import MetricAccumulator
 
@@ -35,6 +36,14 @@ def gather_objects(obj: Any) -> list:
         torch.distributed.all_gather_object(out, obj)
         return out
     return [obj]
+
+
+def step_drop(optimizer: torch.optim.Optimizer, total_steps: int, at: float = 0.85,
+              gamma: float = 0.1) -> torch.optim.lr_scheduler.MultiStepLR:
+    """Multiply the learning rate by ``gamma`` once, after ``at * total_steps`` steps."""
+    if not 0 < float(at) < 1 or int(total_steps) < 1:
+        raise ConfigError(f"scheduler step_drop: at={at}, total_steps={total_steps}; expected 0 < at < 1 and total_steps >= 1")
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[max(1, int(total_steps * float(at)))], gamma=gamma)
 
 
 class CodecModule(L.LightningModule):
@@ -56,6 +65,13 @@ class CodecModule(L.LightningModule):
         codec_name: name used in bitstreams and results; defaults to ``codec.codec_name``.
         params: the rate point's parameters (quality, lmbda, ...) recorded in results.
         lambdas: the model's quality -> lambda table (kept for reference; ``lmbda`` is resolved by Hydra).
+        channels_last: keep the codec's weights and the training batches in channels-last memory
+            format during training (faster convolutions on CPU and on tensor-core GPUs); evaluation
+            codes with the standard layout, so bitstreams do not depend on it.
+
+    Mixed precision is Lightning's (``trainer.precision=bf16-mixed``): training steps run under
+    autocast, the entropy models always in fp32 (:mod:`vcm.codecs.precision`), and every evaluation
+    (``update()``, real coding, the loss of the full frames) runs in fp32 with autocast off.
     """
 
     kind = "image"
@@ -76,11 +92,13 @@ class CodecModule(L.LightningModule):
         codec_name: str | None = None,
         params: dict | None = None,
         lambdas: dict | None = None,
+        channels_last: bool = False,
     ):
         super().__init__()
         if nonfinite not in ("raise", "skip"):
             raise ConfigError(f"model.nonfinite={nonfinite!r}; expected 'raise' or 'skip'")
-        self.codec = codec
+        self.codec = use_fp32_entropy_models(codec)
+        self.channels_last = bool(channels_last)
         self.loss_fn = loss
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-4)
         self.aux_optimizer_factory = aux_optimizer or partial(torch.optim.Adam, lr=1e-3)
@@ -181,14 +199,28 @@ class CodecModule(L.LightningModule):
         if sch is not None and not isinstance(sch, torch.optim.lr_scheduler.ReduceLROnPlateau):
             sch.step()
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout of training batches (and of the codec's weights while training)."""
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def _set_codec_layout(self, training: bool) -> None:
+        if self.channels_last:
+            self.codec.to(memory_format=torch.channels_last if training else torch.contiguous_format)
+
+    def on_train_start(self) -> None:
+        self._set_codec_layout(training=True)
+
     def on_train_epoch_end(self) -> None:
         if self.scheduler_interval == "epoch":
             self._step_scheduler()
 
     # ------------------------------------------------------------------ evaluation with real bitstreams
     def _start_eval(self, stage: str) -> None:
-        # Real range coding needs CDF tables that match the current quantiles.
-        self.codec.update(force=True)
+        self._set_codec_layout(training=False)
+        # Real range coding needs CDF tables that match the current quantiles (built in fp32).
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            self.codec.update(force=True)
         self._acc[stage] = MetricAccumulator(self.class_names, detection=self.detector is not None)
         self._logged_images = 0
 
@@ -199,10 +231,13 @@ class CodecModule(L.LightningModule):
         self._start_eval("test")
 
     def validation_step(self, batch, batch_idx):
-        self.eval_step(batch, "val")
+        # Evaluation is fp32 whatever the training precision: bitstreams must not depend on it.
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            self.eval_step(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        self.eval_step(batch, "test")
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            self.eval_step(batch, "test")
 
     def _runner(self):
         raise NotImplementedError
@@ -254,6 +289,8 @@ class CodecModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._end_eval("val")
+        if self.trainer.training:
+            self._set_codec_layout(training=True)
         sch = getattr(self, "_scheduler", None)
         if isinstance(sch, torch.optim.lr_scheduler.ReduceLROnPlateau):
             key = self.scheduler_monitor.split("/", 1)[-1]

@@ -35,14 +35,20 @@ class DetectorModule(L.LightningModule):
         class_names: object classes (label i+1 = class_names[i]).
         optimizer: partial optimiser (SGD or AdamW from config).
         warmup_steps: linear warm-up steps before the cosine decay.
-        amp: bfloat16 autocast on CUDA.
+        amp: bfloat16 autocast on CUDA (on any device, ``trainer.precision=bf16-mixed`` does the same
+            through Lightning's precision plugin).
+        scale_jitter: ``[low, high]`` factors of the detector's resize drawn per training batch
+            (torchvision's multi-scale training; evaluation keeps ``detector.min_size``); null disables.
+        monitor: the validation metric the best checkpoint (and early stopping) is chosen by, e.g.
+            ``val/kitti_ap_car_moderate``.
     """
 
     kind = "detector"
     monitor = ("val/map_50", "max")
 
     def __init__(self, detector: dict, class_names: list[str], optimizer: Callable | None = None,
-                 warmup_steps: int = 100, amp: bool = True, nonfinite: str = "raise"):
+                 warmup_steps: int = 100, amp: bool = True, nonfinite: str = "raise",
+                 scale_jitter: list[float] | None = None, monitor: str = "val/map_50"):
         super().__init__()
         from vcm.detectors import build_faster_rcnn
 
@@ -60,8 +66,24 @@ class DetectorModule(L.LightningModule):
         self.warmup_steps = int(warmup_steps)
         self.amp = bool(amp)
         self.nonfinite = nonfinite
+        self.monitor = (str(monitor), "max")
+        self._set_scale_jitter(scale_jitter)
         self.vcm_meta: dict = {}
         self.last_eval: dict[str, dict] = {}
+
+    def _set_scale_jitter(self, scale_jitter: list[float] | None) -> None:
+        """torchvision's transform draws the training size from ``min_size`` and evaluates at its last
+        entry, so the jittered sizes go first and the configured size last."""
+        if not scale_jitter:
+            return
+        low, high = (float(f) for f in scale_jitter)
+        if not 0 < low <= high:
+            raise ConfigError(f"model.scale_jitter={list(scale_jitter)}: expected [low, high] with 0 < low <= high")
+        transform = self.detector.transform
+        base = int(transform.min_size[-1])
+        sizes = sorted({int(round(base * (low + (high - low) * i / 8))) for i in range(9)})
+        transform.min_size = (*sizes, base)
+        transform.max_size = int(math.ceil(transform.max_size * high))
 
     def configure_optimizers(self):
         params = [p for p in self.detector.parameters() if p.requires_grad]

@@ -36,7 +36,7 @@ class ImageCodecModule(CodecModule):
             images = torch.stack(list(images)) if all(i.shape == images[0].shape for i in images) else None
             if images is None:
                 raise ValueError("training images of one batch differ in size; set data.crop_size or data.batch_size=1")
-        x = images.to(self.device).float() / 255.0
+        x = (images.to(self.device).float() / 255.0).contiguous(memory_format=self.memory_format)
         _, _, h, w = x.shape
         with torch.no_grad():
             cond = codec_condition(self.codec, x, targets, self.detector, name=self.codec_name)

@@ -66,7 +66,11 @@ from torchvision.models.detection.backbone_utils import (
     _mobilenet_extractor,
     _resnet_fpn_extractor,
 )
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import (
+    FastRCNNConvFCHead,
+    FastRCNNPredictor,
+    TwoMLPHead,
+)
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.models.detection.rpn import RPNHead, concat_box_prediction_layers

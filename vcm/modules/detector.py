@@ -81,9 +81,9 @@ class DetectorModule(L.LightningModule):
             raise ConfigError(f"model.scale_jitter={list(scale_jitter)}: expected [low, high] with 0 < low <= high")
         transform = self.detector.transform
         base = int(transform.min_size[-1])
-        sizes = sorted({int(round(base * (low + (high - low) * i / 8))) for i in range(9)})
+        sizes = sorted({round(base * (low + (high - low) * i / 8)) for i in range(9)})
         transform.min_size = (*sizes, base)
-        transform.max_size = int(math.ceil(transform.max_size * high))
+        transform.max_size = math.ceil(transform.max_size * high)
 
     def configure_optimizers(self):
         params = [p for p in self.detector.parameters() if p.requires_grad]

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config
 
-from tests.conftest import compose_config
 from vcm.cli.kitti_eval import main
 from vcm.data.kitti import format_result_line, parse_label_file
 from vcm.errors import ConfigError, DataError

@@ -2,12 +2,22 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.integrate import quad
+from scipy.interpolate import Akima1DInterpolator
 
-from vcm.rd.bd import NotComputable, bd_psnr, bd_quality, bd_rate, bd_table
+from vcm.rd.bd import (
+    LowOverlapWarning,
+    NotComputable,
+    bd_psnr,
+    bd_quality,
+    bd_rate,
+    bd_table,
+)
 
 # Published reference values. Rate-PSNR points from JCTVC-E137 (JCT-VC, 5th meeting, Geneva 2011),
 # with the BD-rates of the JCT-VC PCHIP Excel sheet as stated in Netflix/vmaf
@@ -50,12 +60,91 @@ def test_bd_rate_does_not_depend_on_point_order(ra, qa, rt, qt, expected):
     assert got == pytest.approx(expected, abs=1e-9)
 
 
-def test_bd_rate_and_psnr_match_the_bjontegaard_package():
-    bj = pytest.importorskip("bjontegaard", reason="optional cross-check against the FAU-LMS package")
+@pytest.mark.parametrize("method", ["pchip", "cubic", "akima"])
+def test_bd_rate_and_psnr_match_the_bjontegaard_package(method):
+    bj = pytest.importorskip("bjontegaard", reason="cross-check against the FAU-LMS package (dev extra)")
     cases = [(*FAU_ANCHOR, *FAU_TEST)] + [c[:4] for c in JCTVC_E137]
     for ra, qa, rt, qt in cases:
-        assert bd_rate(ra, qa, rt, qt) == pytest.approx(bj.bd_rate(ra, qa, rt, qt, method="pchip"), abs=1e-9)
-        assert bd_psnr(ra, qa, rt, qt) == pytest.approx(bj.bd_psnr(ra, qa, rt, qt, method="pchip"), abs=1e-9)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # both sides warn about low overlap in their own words
+            ours_r, ours_q = bd_rate(ra, qa, rt, qt, method=method), bd_psnr(ra, qa, rt, qt, method=method)
+            theirs_r = bj.bd_rate(ra, qa, rt, qt, method=method)
+            theirs_q = bj.bd_psnr(ra, qa, rt, qt, method=method)
+        assert ours_r == pytest.approx(theirs_r, abs=1e-9)
+        assert ours_q == pytest.approx(theirs_q, abs=1e-9)
+
+
+def _direct_bd(rate_a, q_a, rate_t, q_t, fit):
+    """BD-rate and BD-quality by numerical quadrature of interpolants built by ``fit(x, y)``."""
+    def mean(f, knots, lo, hi):  # quadrature split at the knots, where a spline's 2nd derivative jumps
+        inner = [k for k in knots if lo < k < hi]
+        return quad(f, lo, hi, points=inner or None, epsabs=1e-13, epsrel=1e-13, limit=200)[0] / (hi - lo)
+
+    la, lt = np.log(rate_a), np.log(rate_t)
+    lo, hi = max(min(q_a), min(q_t)), min(max(q_a), max(q_t))
+    fa, ft = fit(np.asarray(q_a), la), fit(np.asarray(q_t), lt)
+    diff = mean(ft, q_t, lo, hi) - mean(fa, q_a, lo, hi)
+    rlo, rhi = max(la.min(), lt.min()), min(la.max(), lt.max())
+    ga, gt = fit(la, np.asarray(q_a)), fit(lt, np.asarray(q_t))
+    dq = mean(gt, lt, rlo, rhi) - mean(ga, la, rlo, rhi)
+    return (np.exp(diff) - 1) * 100, dq
+
+
+def _least_squares_cubic(x, y):
+    # The VCEG-M33 fit, solved independently of np.polyfit: least squares on the Vandermonde matrix.
+    coef = np.linalg.lstsq(np.vander(x, 4), y, rcond=None)[0]
+    return lambda v: np.polyval(coef, v)
+
+
+def _akima(x, y):
+    order = np.argsort(x)
+    return Akima1DInterpolator(x[order], y[order])
+
+
+CURVES = [(*FAU_ANCHOR, *FAU_TEST)] + [c[:4] for c in JCTVC_E137] + [
+    ([0.1, 0.2, 0.4, 0.8, 1.6], [28.0, 31.0, 33.5, 36.0, 38.0],
+     [0.09, 0.17, 0.3, 0.65, 1.2, 2.0], [27.5, 30.9, 33.1, 35.8, 37.6, 39.0]),
+]
+
+
+@pytest.mark.parametrize("method, fit", [("cubic", _least_squares_cubic), ("akima", _akima)])
+@pytest.mark.parametrize("ra, qa, rt, qt", CURVES)
+def test_cubic_and_akima_match_direct_numpy_scipy_computations(method, fit, ra, qa, rt, qt):
+    ra, qa, rt, qt = (np.asarray(v, dtype=float) for v in (ra, qa, rt, qt))
+    expected_rate, expected_quality = _direct_bd(ra, qa, rt, qt, fit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LowOverlapWarning)
+        assert bd_rate(ra, qa, rt, qt, method=method) == pytest.approx(expected_rate, abs=1e-8)
+        assert bd_quality(ra, qa, rt, qt, method=method) == pytest.approx(expected_quality, abs=1e-8)
+
+
+def test_cubic_fit_reproduces_a_cubic_and_needs_four_points():
+    # log-rate exactly cubic in quality: the fit is exact, so a rate scaled by 0.8 is -20 %.
+    q = np.array([30.0, 32.0, 34.0, 36.0, 38.0])
+    r = np.exp(0.002 * (q - 30) ** 3 - 0.01 * (q - 30) ** 2 + 0.3 * (q - 30) - 2.0)
+    assert bd_rate(r, q, r * 0.8, q, method="cubic") == pytest.approx(-20.0, abs=1e-9)
+    assert bd_rate(r, q, r * 0.8, q, method="akima") == pytest.approx(-20.0, abs=1e-9)
+    three = bd_rate(r[:3], q[:3], r[:3] * 0.8, q[:3], method="cubic")
+    assert isinstance(three, NotComputable) and "3 point(s), at least 4 needed" in three.reason
+    with pytest.raises(ValueError, match="unknown BD interpolation method 'spline'.*pchip"):
+        bd_rate(r, q, r, q, method="spline")
+
+
+def test_low_overlap_warns_and_goes_into_the_note():
+    q = np.array([28.0, 30.0, 32.0, 34.0, 36.0])
+    r = 0.1 * 2.0 ** ((q - 28.0) / 2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LowOverlapWarning)
+        bd_rate(r, q, r[1:] * 0.9, q[1:])  # [30, 36] dB inside the anchor's [28, 36]: 100 %, no warning
+    # [34, 40] dB against [28, 36]: 2 of the shorter 6 dB = 33 % -> a warning, the value still computed
+    with pytest.warns(LowOverlapWarning, match=r"low overlap for BD-rate: the quality ranges share 33 %"):
+        value = bd_rate(r, q, [0.3, 0.5, 0.9, 1.5], [34.0, 36.0, 38.0, 40.0])
+    assert math.isfinite(value)
+    rows = [{"curve": "a", "codec": "a", "bpp_real": x, "psnr": y} for x, y in zip(r, q)]
+    rows += [{"curve": "b", "codec": "b", "bpp_real": x, "psnr": y}
+             for x, y in zip([0.3, 0.5, 0.9, 1.5], [34.0, 36.0, 38.0, 40.0])]
+    t = bd_table(_table(rows), "a", "psnr").set_index("curve")
+    assert math.isfinite(t.loc["b", "bd_rate_pct"]) and "low overlap for BD-rate" in t.loc["b", "note"]
 
 
 RATES = np.array([0.1, 0.2, 0.4, 0.8, 1.6])

@@ -102,8 +102,10 @@ def test_cli_collect_bd_plot_report(results, tmp_path, capsys):
     for source in ([str(results)], ["--table", str(table)]):
         assert main(["bd", "--anchor", "jpeg", "--metric", "psnr", *source]) == 0
         out = capsys.readouterr().out
-        assert re.search(r"^roi_hyperprior/base\s+4\s+-50\.00\s*$", out, flags=re.MULTILINE), out
-        assert re.search(r"^webp\s+1\s+n/a\s+not computable: test curve has 1 point", out, flags=re.MULTILINE), out
+        # BD-rate, then BD-PSNR, then the note (half the rate: the rate ranges overlap by 2/3 only)
+        assert re.search(r"^roi_hyperprior/base\s+4\s+-50\.00\s+\+\d+\.\d{3}\s+low overlap for BD-quality: "
+                         r"the rate ranges share 67 %", out, flags=re.MULTILINE), out
+        assert re.search(r"^webp\s+1\s+n/a\s+n/a\s+not computable: test curve has 1 point", out, flags=re.MULTILINE), out
 
     assert main(["bd", "--anchor", "jpeg", "--metric", "map_50", str(results), "--out", str(tmp_path / "bd.csv")]) == 0
     assert "not computable: test curve has 0 point(s)" in capsys.readouterr().out  # EVIL has no mAP

@@ -1,6 +1,9 @@
 """``vcm-eval``: measure one codec (learned, classical anchor, or none) on a dataset split.
 
-Writes ONE results record (``results/<run>.json``, atomically) and prints its path. Examples::
+Writes ONE results record (``results/<run>.json``, atomically) and prints its path. With
+``save_detections=true`` it also writes the detections it scores as KITTI results files,
+``<run dir>/detections/<frame>.txt`` (class name, box in original-image pixels, score last), which
+``vcm-kitti-eval`` or the official devkit score to the same AP. Examples::
 
     vcm-eval codec=none data=kitti_tiny detector=resnet18_fpn detector.checkpoint=det.ckpt
     vcm-eval codec=checkpoint codec.ckpt=logs/train/runs/<run>/checkpoints/last.ckpt data=kitti_tiny
@@ -95,11 +98,18 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
 
     runner = build_runner(cfg.codec, device)
     detector = build_detector(cfg, runner, device)
+    detections_dir = _detections_dir(cfg, detector)
     acc = MetricAccumulator(datamodule.class_names, detection=detector is not None)
     for n, (ds, i) in enumerate(samples):
         image, target = ds[i]
         m, preds, _ = evaluate_image(runner, image, target, detector=detector, estimate=bool(cfg.get("estimate", True)))
         acc.add(m, preds, target)
+        if detections_dir is not None:
+            from vcm.metrics.kitti_folder import write_results_file
+
+            frame = str(target.get("name") or f"{n:06d}")
+            write_results_file(detections_dir / f"{frame}.txt", preds["boxes"], preds["scores"], preds["labels"],
+                               datamodule.class_names)
         log.info("[%d/%d] %s bpp_real=%.4f%s", n + 1, len(samples), m.get("name"), m.get("bpp_real", float("nan")),
                  f" psnr={m['psnr']:.2f}" if "psnr" in m else "")
     metrics = acc.compute()
@@ -111,7 +121,23 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
     )
     path = write_record(record, cfg.paths.results_dir, run_name=cfg.get("run_name"))
     print(f"results record: {path}")
+    if detections_dir is not None:
+        print(f"detections (KITTI results files): {detections_dir}")
     return path, record
+
+
+def _detections_dir(cfg: DictConfig, detector) -> Path | None:
+    """``<run dir>/detections`` when ``save_detections`` is on; refuses a folder that already holds
+    detections, whose frames would mix with this run's."""
+    if not cfg.get("save_detections"):
+        return None
+    if detector is None:
+        raise ConfigError("save_detections=true needs a detector (detector=<name>), none is configured")
+    folder = Path(cfg.paths.output_dir) / "detections"
+    if folder.is_dir() and any(folder.rglob("*.txt")):
+        raise ConfigError(f"{folder} already holds detection files of another run; use a new run dir "
+                          "(hydra.run.dir=...) so that its frames are not mixed with this run's")
+    return folder
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")

@@ -96,12 +96,17 @@ def parse_label_line(line: str, path: Path | str = "<string>", lineno: int = 1) 
     )
 
 
-def parse_label_file(path: str | Path) -> list[KittiObject]:
+def parse_label_file(path: str | Path, require_score: bool = False) -> list[KittiObject]:
     """Parse a KITTI ``label_2`` file. LF and CRLF line endings and empty files are accepted.
 
+    Args:
+        path: the file.
+        require_score: a results file (detections): every line must carry the score as its 16th
+            field. An empty results file is valid (no detections).
+
     Raises:
-        DataError: the file is missing, not UTF-8/ASCII, or a line is malformed (the message names
-            the file, the line number and what was expected).
+        DataError: the file is missing, not UTF-8/ASCII, or a line is malformed or lacks a required
+            score (the message names the file, the line number and what was expected).
     """
     path = Path(path)
     try:
@@ -116,8 +121,36 @@ def parse_label_file(path: str | Path) -> list[KittiObject]:
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        objects.append(parse_label_line(line, path, lineno))
+        obj = parse_label_line(line, path, lineno)
+        if require_score and obj.score is None:
+            raise DataError(
+                f"{path}:{lineno}: 15 fields and no score; a KITTI results line has 16, the label_2 fields "
+                "then the detection score"
+            )
+        objects.append(obj)
     return objects
+
+
+def format_result_line(kitti_type: str, bbox: Sequence[float], score: float) -> str:
+    """One line of a KITTI results file for a 2D detection (no 3D box).
+
+    The fields the 2D evaluation does not read take the devkit's "unknown" values (truncation and
+    occlusion -1, alpha and rotation -10, dimensions -1, location -1000). Numbers are written with
+    ``repr``, which round-trips exactly, so a reader gets the very boxes and scores that were
+    written.
+
+    Args:
+        kitti_type: the class name, e.g. ``"Car"`` (no whitespace).
+        bbox: x1, y1, x2, y2 in pixels of the original image.
+        score: the detection's confidence; higher = more confident.
+    """
+    if not kitti_type or any(c.isspace() for c in kitti_type):
+        raise ValueError(f"KITTI type {kitti_type!r} must be one word (it is the first field of the line)")
+    x1, y1, x2, y2 = (float(v) for v in bbox)
+    numbers = (x1, y1, x2, y2, float(score))
+    if not all(math.isfinite(v) for v in numbers):
+        raise ValueError(f"non-finite box {bbox} or score {score} for a {kitti_type} detection")
+    return f"{kitti_type} -1 -1 -10 {x1!r} {y1!r} {x2!r} {y2!r} -1 -1 -1 -1000 -1000 -1000 -10 {float(score)!r}"
 
 
 def read_calib(path: str | Path) -> dict[str, np.ndarray]:

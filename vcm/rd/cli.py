@@ -7,12 +7,16 @@ Examples::
     vcm-rd bd --anchor vtm --metric map_50 --table results/table.csv
     vcm-rd plot results/ --out reports/rd
     vcm-rd report results/ --out reports/rd --anchor jpeg --metrics psnr map_50
+    vcm-rd bd --anchor vtm --metric psnr results/ --curves vtm.json --method akima
+    vcm-rd export results/ --out curves/           # every curve in CompressAI's results-JSON format
     vcm-rd wandb results/
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -20,9 +24,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from vcm.rd.bd import DEFAULT_MIN_POINTS, bd_table
+from vcm.rd.bd import (
+    BD_METHODS,
+    DEFAULT_METHOD,
+    DEFAULT_MIN_POINTS,
+    bd_table,
+    describe_method,
+)
 from vcm.rd.plot import DEFAULT_ANCHORS, DEFAULT_METRICS
-from vcm.rd.table import collect, load_table, metric_columns, select, write_csv
+from vcm.rd.table import (
+    add_curves,
+    collect,
+    curve_points,
+    known_value,
+    load_table,
+    metric_columns,
+    select,
+    write_csv,
+)
+from vcm.utils.io import atomic_write_text
 
 PROG = "vcm-rd"
 
@@ -33,9 +53,14 @@ class CliError(Exception):
 
 def _add_source(p: argparse.ArgumentParser, table: bool = False) -> None:
     p.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
-                   help="folders (searched recursively) or files of results records; default: results/")
+                   help="folders (searched recursively) or files of results records; default: results/ "
+                        "(none with --curves alone)")
     if table:
         p.add_argument("--table", type=Path, help="read a CSV written by 'vcm-rd collect --out' instead of records")
+    p.add_argument("--curves", nargs="+", type=Path, default=[], metavar="FILE",
+                   help="published RD curves to add: CompressAI results JSON (.json) or CSV 'curve,bpp,<metric>' (.csv)")
+    p.add_argument("--curve-dataset", metavar="NAME",
+                   help="dataset of the --curves files that do not state one (a file stating another is refused)")
     p.add_argument("--dataset", help="keep only records of this dataset")
     p.add_argument("--split", help="keep only records of this split")
     p.add_argument("--num-images", type=int, help="keep only records over this many images")
@@ -47,6 +72,8 @@ def _add_bd_options(p: argparse.ArgumentParser) -> None:
                    help=f"fewest RD points per curve (default: {DEFAULT_MIN_POINTS})")
     p.add_argument("--pareto", action="store_true",
                    help="use each curve's Pareto front instead of refusing non-monotonic curves")
+    p.add_argument("--method", choices=BD_METHODS, default=DEFAULT_METHOD,
+                   help="interpolation: pchip (default), cubic (VCEG-M33 polynomial fit, >= 4 points) or akima")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="codecs drawn dashed (classical codecs)")
     _add_bd_options(p)
 
+    p = sub.add_parser("export", help="write curves in CompressAI's results-JSON format, one file per curve")
+    _add_source(p, table=True)
+    p.add_argument("--out", type=Path, required=True, help="output folder for <curve>.json")
+    p.add_argument("--curve", nargs="+", dest="export_curves", metavar="CURVE",
+                   help="curves (or codecs) to export; default: every curve but the uncompressed reference")
+    p.add_argument("--rate", default="bpp_real", help="rate column written as 'bpp' (default: bpp_real)")
+
     p = sub.add_parser("wandb", help="log RD curves to a W&B run (offline unless configured)")
     _add_source(p, table=True)
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="metrics to plot")
@@ -101,6 +135,8 @@ def _load(args: argparse.Namespace) -> pd.DataFrame:
         except (FileNotFoundError, ValueError) as e:
             raise CliError(str(e)) from None
         source = str(table)
+    elif args.curves and not args.dirs:
+        df, source = collect([]), "(no record folder)"
     else:
         dirs = args.dirs or [Path("results")]
         try:
@@ -112,18 +148,29 @@ def _load(args: argparse.Namespace) -> pd.DataFrame:
         for w in caught:
             print(f"{PROG}: warning: {w.message}", file=sys.stderr)
         source = ", ".join(str(d) for d in dirs)
-    if df.empty:
+    if df.empty and not args.curves:
         raise CliError(f"no results records found in {source}")
+    if args.curves:
+        from vcm.rd.published import read_curves
+
+        curves = read_curves(args.curves, dataset=args.curve_dataset)
+        df = add_curves(df, curves, rate=getattr(args, "rate", "bpp_real"))
+    before = set(df["curve"].astype(str))
     df = select(df, args.dataset, args.split, args.num_images)
     if df.empty:
         raise CliError(f"no results records in {source} match the --dataset/--split/--num-images filter")
+    if args.curves:
+        dropped = sorted(before - set(df["curve"].astype(str)))
+        if dropped:
+            print(f"{PROG}: warning: left out by --dataset/--split/--num-images: {dropped}", file=sys.stderr)
     return df
 
 
 def _summary(df: pd.DataFrame) -> str:
     lines = [f"{len(df)} record(s), {df['curve'].nunique()} curve(s):"]
     for curve, g in df.groupby("curve", sort=True):
-        sets = ", ".join(sorted({f"{d}/{s}/{n}" for d, s, n in zip(g["dataset"], g["split"], g["num_images"])}))
+        sets = ", ".join(sorted({f"{d}/{known_value(s) or '?'}/{known_value(n) or '?'}"
+                                 for d, s, n in zip(g["dataset"], g["split"], g["num_images"])}))
         lines.append(f"  {curve}: {len(g)} point(s) [{sets}]")
     lines.append("metrics: " + (", ".join(metric_columns(df)) or "(none)"))
     return "\n".join(lines)
@@ -137,13 +184,14 @@ def _cmd_collect(args) -> int:
     return 0
 
 
-def _format_bd(table: pd.DataFrame) -> str:
-    header = ("curve", "points", "BD-rate [%]", "note")
+def _format_bd(table: pd.DataFrame, quality_heading: str, scale: float) -> str:
+    header = ("curve", "points", "BD-rate [%]", quality_heading, "note")
     rows = [
         (
             r.curve,
             str(r.points),
             "n/a" if math.isnan(r.bd_rate_pct) else f"{r.bd_rate_pct:+.2f}",
+            "n/a" if math.isnan(r.bd_quality) else f"{r.bd_quality * scale:+.3f}",
             r.note,
         )
         for r in table.itertuples(index=False)
@@ -156,12 +204,16 @@ def _format_bd(table: pd.DataFrame) -> str:
 
 
 def _cmd_bd(args) -> int:
+    from vcm.rd.plot import bd_quality_heading
+
     df = _load(args)
+    monotonic = "pareto" if args.pareto else "strict"
     table = bd_table(df, args.anchor, args.metric, rate=args.rate, min_points=args.min_points,
-                     monotonic="pareto" if args.pareto else "strict")
-    print(f"BD-rate vs {table.attrs['anchor']} ({table.attrs['anchor_points']} points) on {args.metric}, "
-          f"rate {args.rate}; negative = fewer bits than the anchor")
-    print(_format_bd(table) if len(table) else "(no other curve to compare)")
+                     monotonic=monotonic, method=args.method)
+    heading, scale = bd_quality_heading(args.metric, pd.to_numeric(df[args.metric], errors="coerce"))
+    print(f"BD vs {table.attrs['anchor']} ({table.attrs['anchor_points']} points) on {args.metric}, "
+          f"rate {args.rate}; {describe_method(args.method, args.min_points, monotonic)}")
+    print(_format_bd(table, heading, scale) if len(table) else "(no other curve to compare)")
     if args.out is not None:
         print(f"wrote {write_csv(table, args.out)}")
     return 0
@@ -185,8 +237,41 @@ def _cmd_report(args) -> int:
     df = _load(args)
     md, html = write_report(df, args.out, args.anchor, metrics=args.metrics, anchors=set(args.anchors),
                             rate=args.rate, min_points=args.min_points,
-                            monotonic="pareto" if args.pareto else "strict")
+                            monotonic="pareto" if args.pareto else "strict", method=args.method)
     print(f"wrote {md}\nwrote {html}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from vcm.rd.published import RATE_KEY, to_compressai_json
+    from vcm.rd.table import UNCOMPRESSED_CODECS, resolve_curve
+
+    df = _load(args)
+    if args.rate not in df.columns:
+        raise CliError(f"rate column {args.rate!r} is not in the results (metrics: {metric_columns(df)})")
+    if args.export_curves:
+        curves = [resolve_curve(df, c) for c in args.export_curves]
+    else:
+        curves = sorted(c for c in set(df["curve"].astype(str))
+                        if str(df.loc[df["curve"] == c, "codec"].iloc[0]) not in UNCOMPRESSED_CODECS)
+    metrics = [m for m in metric_columns(df) if m != args.rate]
+    for curve in curves:
+        pts = curve_points(df, curve, args.rate, args.rate)  # every point with a rate
+        rows = pts.rows
+        values = {m: pd.to_numeric(rows[m], errors="coerce").to_numpy(dtype=float) for m in metrics}
+        values = {m: v for m, v in values.items() if pd.notna(v).any()}
+        first = rows.iloc[0]
+        test_set = {"dataset": str(first["dataset"]), "split": known_value(first["split"]),
+                    "num_images": None if known_value(first["num_images"]) is None else int(first["num_images"]),
+                    "rate": args.rate}
+        commits = sorted({c for c in rows.get("git_commit", pd.Series(dtype=object)).dropna()})
+        if commits:
+            test_set["git_commits"] = commits
+        doc = to_compressai_json(curve, pts.rate, values, test_set,
+                                 description=f"vcm curve {curve}; '{RATE_KEY}' is {args.rate}")
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", curve).strip("_") or "curve"
+        path = atomic_write_text(args.out / f"{name}.json", json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {path} ({len(pts.rate)} point(s))")
     return 0
 
 
@@ -199,7 +284,8 @@ def _cmd_wandb(args) -> int:
     return 0
 
 
-_COMMANDS = {"collect": _cmd_collect, "bd": _cmd_bd, "plot": _cmd_plot, "report": _cmd_report, "wandb": _cmd_wandb}
+_COMMANDS = {"collect": _cmd_collect, "bd": _cmd_bd, "plot": _cmd_plot, "report": _cmd_report, "export": _cmd_export,
+             "wandb": _cmd_wandb}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

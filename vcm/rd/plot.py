@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vcm.rd.table import UNCOMPRESSED_CODECS, curve_points
+from vcm.rd.table import UNCOMPRESSED_CODECS, curve_points, known_value
 from vcm.utils.io import atomic_write_bytes
 
 DEFAULT_METRICS: tuple[str, ...] = ("psnr", "roi_psnr", "map_50", "kitti_ap_car_moderate")
@@ -64,8 +64,20 @@ def metric_display(metric: str, values: Iterable[float] = ()) -> tuple[str, floa
     return metric, 1.0
 
 
+def bd_quality_heading(metric: str, values: Iterable[float] = ()) -> tuple[str, float]:
+    """Column heading of a metric's BD-quality (``"BD-PSNR [dB]"``, ``"BD-mAP@0.50 [%-points]"``)
+    and the factor that converts stored differences to the shown unit (see :func:`metric_display`)."""
+    label, scale = metric_display(metric, values)
+    name = label.split(" [")[0]
+    unit = "dB" if "[dB]" in label else ("%-points" if scale == 100.0 or "[%]" in label else "")
+    return f"BD-{name}" + (f" [{unit}]" if unit else ""), scale
+
+
 def _title(df: pd.DataFrame, label: str) -> str:
-    sets = sorted({f"{d}/{s}, {n} images" for d, s, n in zip(df["dataset"], df["split"], df["num_images"])})
+    sets = sorted({
+        f"{d}/{known_value(s) or '?'}, {known_value(n) or '?'} images"
+        for d, s, n in zip(df["dataset"], df["split"], df["num_images"])
+    })
     return f"{label.split(' [')[0]} vs rate ({'; '.join(sets)})"
 
 

@@ -11,13 +11,15 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from vcm.rd.bd import DEFAULT_MIN_POINTS, bd_table
-from vcm.rd.plot import DEFAULT_METRICS, metric_display, plot_rd
+from vcm.rd.bd import DEFAULT_METHOD, DEFAULT_MIN_POINTS, bd_table, describe_method
+from vcm.rd.plot import DEFAULT_METRICS, bd_quality_heading, metric_display, plot_rd
 from vcm.rd.table import (
     check_single_test_set,
+    known_value,
     metric_columns,
     param_columns,
     resolve_curve,
+    test_set_label,
 )
 from vcm.utils.io import atomic_write_text
 
@@ -41,12 +43,12 @@ def _rel(target: str | os.PathLike | None, out_dir: Path) -> str | None:
         return Path(target).as_posix()
 
 
-def _bd_section(df: pd.DataFrame, anchor: str, metric: str, rate: str, min_points: int, monotonic: str) -> _Table:
-    label, scale = metric_display(metric, pd.to_numeric(df[metric], errors="coerce"))
-    name = label.split(" [")[0]
-    unit = "dB" if "[dB]" in label else ("%-points" if scale == 100.0 or "[%]" in label else "")
-    table = bd_table(df, anchor, metric, rate=rate, min_points=min_points, monotonic=monotonic)
-    header = ["curve", "points", "BD-rate [%]", f"BD-{name}" + (f" [{unit}]" if unit else ""), "note"]
+def _bd_section(
+    df: pd.DataFrame, anchor: str, metric: str, rate: str, min_points: int, monotonic: str, method: str
+) -> _Table:
+    heading, scale = bd_quality_heading(metric, pd.to_numeric(df[metric], errors="coerce"))
+    table = bd_table(df, anchor, metric, rate=rate, min_points=min_points, monotonic=monotonic, method=method)
+    header = ["curve", "points", "BD-rate [%]", heading, "note"]
     rows = []
     for r in table.itertuples(index=False):
         bd_r = "" if math.isnan(r.bd_rate_pct) else f"{r.bd_rate_pct:+.2f}"
@@ -73,7 +75,7 @@ def _provenance(df: pd.DataFrame, out_dir: Path, rate: str, metrics: list[str]) 
         rec_rel = _rel(rec, out_dir) if isinstance(rec, str) else None
         rows.append([
             str(r["curve"]), p, *[_fmt(r[m]) for m in shown_metrics], commit, det,
-            str(r["dataset"]), str(r["split"]), str(r["num_images"]), rec_rel or "",
+            str(r["dataset"]), known_value(r["split"]) or "?", known_value(r["num_images"]) or "?", rec_rel or "",
         ])
         links.append([None] * (len(header) - 1) + [rec_rel])
     return header, rows, links
@@ -132,6 +134,7 @@ def write_report(
     rate: str = "bpp_real",
     min_points: int = DEFAULT_MIN_POINTS,
     monotonic: Literal["strict", "pareto"] = "strict",
+    method: str = DEFAULT_METHOD,
 ) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` (plus the ``rd_<metric>.png`` plots) to ``out_dir``.
 
@@ -146,6 +149,7 @@ def write_report(
         rate: rate column.
         min_points: fewest points per curve for BD values.
         monotonic: ``"strict"`` or ``"pareto"`` (see :func:`vcm.rd.bd.bd_rate`).
+        method: BD interpolation, ``"pchip"``, ``"cubic"`` or ``"akima"``.
 
     Returns:
         ``(markdown_path, html_path)``.
@@ -166,21 +170,14 @@ def write_report(
         raise ValueError(f"none of the requested metrics is in the results table; available: {metric_columns(df)}")
 
     plots = {p.stem[len("rd_"):]: p for p in plot_rd(df, out_dir, metrics=metrics, anchors=anchors, rate=rate)}
-    r0 = df.iloc[0]
     detectors = sorted({f"{n} ({h})" for n, h in zip(df["detector_name"], df["detector_hash"]) if isinstance(h, str)})
     summary = [
-        ("test set", f"{r0['dataset']}/{r0['split']}, {r0['num_images']} images"),
+        ("test set", test_set_label(df)),
         ("detector", ", ".join(detectors) or "(none)"),
         ("anchor" if len(anchor_curves) == 1 else "anchors", ", ".join(anchor_curves)),
         ("rate", rate),
         ("points", f"{len(df)} records, {df['curve'].nunique()} curves"),
-        (
-            "BD method",
-            (
-                f"PCHIP of log-rate over quality, exact integral on the overlap, >= {min_points} points "
-                f"per curve, {monotonic} monotonicity; negative BD-rate = fewer bits than the anchor"
-            ),
-        ),
+        ("BD method", describe_method(method, min_points, monotonic)),
     ]
 
     md = ["# Rate-distortion report", ""]
@@ -194,7 +191,7 @@ def write_report(
     for metric in metrics:
         label, _ = metric_display(metric, pd.to_numeric(df[metric], errors="coerce"))
         for anchor_curve in anchor_curves:
-            table = _bd_section(df, anchor_curve, metric, rate, min_points, monotonic)
+            table = _bd_section(df, anchor_curve, metric, rate, min_points, monotonic, method)
             heading = f"{label} (`{metric}`): BD vs {anchor_curve}"
             md += [f"## {_md_cell(heading)}", "", _md_table(table), ""]
             h += [f"<h2>{html.escape(label)} (<code>{html.escape(metric)}</code>): BD vs {html.escape(anchor_curve)}</h2>",

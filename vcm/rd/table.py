@@ -11,6 +11,11 @@ Columns, in order:
 * one column per metric, under the metric's own name (``bpp_real``, ``psnr``, ``map_50``, ...)
 * ``git_commit``, ``detector_name``, ``detector_hash``, ``created``, ``params_json`` (the
   parameters as canonical JSON, which identifies an operating point), ``record_path``.
+
+Published curves (:mod:`vcm.rd.published`) join a table through :func:`add_curves`: one row per
+point with the curve's dataset, its split and number of images when known (else missing), its
+metrics, and the file it came from in ``record_path``; they have no parameters, commit or
+detector.
 """
 from __future__ import annotations
 
@@ -18,15 +23,19 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from vcm.rd.record import RecordError, read_record
 from vcm.utils.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from vcm.rd.published import PublishedCurve
 
 LEADING_COLUMNS = ["curve", "codec", "dataset", "split", "num_images"]
 TRAILING_COLUMNS = ["git_commit", "detector_name", "detector_hash", "created", "params_json", "record_path"]
@@ -141,10 +150,50 @@ def collect(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> pd.DataFr
     return _frame(rows)
 
 
+def add_curves(df: pd.DataFrame, curves: Sequence[PublishedCurve], rate: str = "bpp_real") -> pd.DataFrame:
+    """The table with the points of published curves appended.
+
+    Args:
+        df: a results table (may be empty).
+        curves: curves from :func:`vcm.rd.published.read_curves`.
+        rate: the table column that receives the curves' bits per pixel.
+
+    Returns:
+        A new table; ``num_images`` becomes a nullable integer column.
+
+    Raises:
+        ValueError: if a curve's name is already a curve (or codec) of the table.
+    """
+    if not curves:
+        return df
+    taken = set(df["curve"].astype(str)) | set(df["codec"].astype(str))
+    rows = []
+    for c in curves:
+        if c.name in taken:
+            raise ValueError(
+                f"published curve {c.name!r} ({c.source}) has the name of a curve of the results; rename it in its file"
+            )
+        for i in range(c.rate.size):
+            row = {"curve": c.name, "codec": c.name, "dataset": c.dataset, "split": c.split,
+                   "num_images": c.num_images, rate: float(c.rate[i])}
+            row.update({m: float(v[i]) for m, v in c.metrics.items()})
+            row["params_json"] = json.dumps({"point": i, "published": str(c.source)}, sort_keys=True)
+            row["record_path"] = None if c.source is None else str(c.source)
+            rows.append(row)
+    out = _frame(df.to_dict("records") + rows)
+    out["num_images"] = pd.array(
+        [None if pd.isna(n) else int(n) for n in out["num_images"]], dtype="Int64"
+    )
+    return out
+
+
 def _frame(rows: list[dict]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=LEADING_COLUMNS + TRAILING_COLUMNS)
     df = pd.DataFrame(rows)
+    for col in LEADING_COLUMNS + TRAILING_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
     params = sorted(c for c in df.columns if c.startswith(PARAM_PREFIX))
     metrics = sorted(c for c in df.columns if c not in _FIXED and c not in params)
     df = df[LEADING_COLUMNS + params + metrics + TRAILING_COLUMNS]
@@ -193,28 +242,53 @@ def select(
     split: str | None = None,
     num_images: int | None = None,
 ) -> pd.DataFrame:
-    """Rows of one test set (any criterion left None is not filtered)."""
+    """Rows of one test set (any criterion left None is not filtered).
+
+    A published curve that does not say its split or size is kept by a split / size criterion
+    (it matches any); its dataset is always known.
+    """
     mask = pd.Series(True, index=df.index)
     if dataset is not None:
         mask &= df["dataset"].astype(str) == str(dataset)
     if split is not None:
-        mask &= df["split"].astype(str) == str(split)
+        mask &= df["split"].isna() | (df["split"].astype(str) == str(split))
     if num_images is not None:
-        mask &= df["num_images"] == int(num_images)
-    return df[mask].reset_index(drop=True)
+        sizes = pd.to_numeric(df["num_images"], errors="coerce")
+        mask &= sizes.isna() | (sizes == int(num_images))
+    return df[mask.astype(bool)].reset_index(drop=True)
+
+
+def known_value(value) -> str | None:
+    """A test-set field as text, or None when it is missing (a published curve's split or size)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return str(int(value)) if isinstance(value, (float, np.floating)) and float(value).is_integer() else str(value)
 
 
 def check_single_test_set(df: pd.DataFrame) -> None:
     """Refuse to compare points measured on different test sets.
 
+    A test set is (dataset, split, num_images). A published curve that does not say its split or
+    size matches any split / size of its dataset; every other difference is a mix.
+
     Raises:
-        ValueError: if the table holds more than one (dataset, split, num_images), listing them.
+        ValueError: if the table holds points of more than one test set, listing them.
     """
     if df.empty:
         raise ValueError("the results table is empty: no records to compare")
-    combos = df.groupby(["dataset", "split", "num_images"], dropna=False).size()
-    if len(combos) > 1:
-        listing = ", ".join(f"{d}/{s} ({n} images): {c} record(s)" for (d, s, n), c in combos.items())
+    sets: dict[tuple, int] = {}
+    for key in zip(df["dataset"], df["split"], df["num_images"]):
+        key = tuple(known_value(v) for v in key)
+        sets[key] = sets.get(key, 0) + 1
+
+    def clash(a: tuple, b: tuple) -> bool:
+        return any(x is not None and y is not None and x != y for x, y in zip(a, b))
+
+    keys = list(sets)
+    if any(clash(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]):
+        listing = ", ".join(
+            f"{d}/{s or '?'} ({n or '?'} images): {c} point(s)" for (d, s, n), c in sorted(sets.items(), key=str)
+        )
         raise ValueError(
             "the results mix test sets, whose points cannot be compared: "
             f"{listing}. Choose one with --dataset/--split/--num-images (vcm.rd.table.select)."
@@ -226,6 +300,13 @@ def check_single_test_set(df: pd.DataFrame) -> None:
             "task metrics are only comparable under one detector",
             stacklevel=2,
         )
+
+
+def test_set_label(df: pd.DataFrame) -> str:
+    """``"dataset/split, N images"`` of a single-test-set table, from the rows that know the most."""
+    known = df.assign(_k=df["split"].notna().astype(int) + df["num_images"].notna().astype(int))
+    r = known.sort_values("_k", ascending=False, kind="stable").iloc[0]
+    return f"{r['dataset']}/{known_value(r['split']) or '?'}, {known_value(r['num_images']) or '?'} images"
 
 
 def resolve_curve(df: pd.DataFrame, name: str) -> str:

@@ -73,9 +73,12 @@ def init_codec_from(model, path: str) -> dict[str, list[str]]:
 
     if getattr(model, "kind", None) == "detector":
         raise ConfigError("init_from applies to codecs; a detector starts from detector.checkpoint / detector.weights")
-    p = Path(path)
+    from vcm.zoo import is_zoo_spec, resolve
+
+    p = resolve(path)
     if not p.is_file():
-        raise ConfigError(f"init_from={path}: file not found; expected a codec checkpoint (.ckpt) written by vcm-train")
+        raise ConfigError(f"init_from={path}: file not found; expected a codec checkpoint (.ckpt) written by vcm-train "
+                          "or zoo:<name>")
     _check_checkpoint_file(p, f"init_from={path}")
     from vcm.evaluation.runners import load_codec_checkpoint
 
@@ -87,7 +90,7 @@ def init_codec_from(model, path: str) -> dict[str, list[str]]:
     log.info("init_from %s: %d tensors loaded, %d on their leading input channels, %d kept as initialised (%s), "
              "%d of the source unused", p, len(report["loaded"]), len(report["partial"]), len(report["skipped"]),
              ", ".join(report["skipped"][:6]) + (" ..." if len(report["skipped"]) > 6 else ""), len(report["unused"]))
-    model.vcm_meta["init_from"] = str(p.resolve())
+    model.vcm_meta["init_from"] = str(path) if is_zoo_spec(path) else str(p.resolve())
     return report
 
 
@@ -191,6 +194,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             "variant": cfg.get("variant"),
             "class_names": list(datamodule.class_names),
         })
+    from vcm.rd.record import current_git_commit
+
+    model.vcm_meta["git_commit"] = current_git_commit()
     # Written once data and model are built: a configuration error writes nothing into the run folder.
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

@@ -82,9 +82,19 @@ def _png_bytes(image: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
+def _add_codec_arguments(p: argparse.ArgumentParser, role: str) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ckpt", help=f"checkpoint {role} (written by vcm-train)")
+    which.add_argument("--model", help="name of a shipped zoo codec (vcm/zoo/registry.json), e.g. hyperprior-kitti-q4")
+
+
+def _codec_spec(a: argparse.Namespace) -> str:
+    return a.ckpt if a.ckpt is not None else f"zoo:{a.model}"
+
+
 def compress_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="vcm-compress", description="Compress an image with a trained vcm codec.")
-    p.add_argument("--ckpt", required=True, help="checkpoint written by vcm-train")
+    _add_codec_arguments(p, "of the codec")
     p.add_argument("--device", default="cpu")
     p.add_argument("input", help="image file (PNG/JPEG; grey and RGBA are converted to RGB)")
     p.add_argument("output", help="bitstream file to write")
@@ -95,7 +105,7 @@ def compress_main(argv: list[str] | None = None) -> int:
         from vcm.data.kitti import load_image
 
         image = load_image(a.input)
-        session = CodecSession(a.ckpt, a.device)
+        session = CodecSession(_codec_spec(a), a.device)
         target = None
         if a.labels is not None:
             if not session.needs_boxes:
@@ -115,14 +125,14 @@ def compress_main(argv: list[str] | None = None) -> int:
 
 def decompress_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="vcm-decompress", description="Decode a vcm bitstream to a PNG image.")
-    p.add_argument("--ckpt", required=True, help="checkpoint of the codec that wrote the bitstream")
+    _add_codec_arguments(p, "of the codec that wrote the bitstream")
     p.add_argument("--device", default="cpu")
     p.add_argument("input", help="bitstream file")
     p.add_argument("output", help="PNG file to write")
     a = p.parse_args(argv)
     try:
         data = Path(a.input).read_bytes()
-        session = CodecSession(a.ckpt, a.device)
+        session = CodecSession(_codec_spec(a), a.device)
         t0 = time.perf_counter()
         image = session.decompress(data)
         dt = time.perf_counter() - t0

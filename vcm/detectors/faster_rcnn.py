@@ -476,7 +476,9 @@ def load_detector_state(path: str | os.PathLike) -> tuple[dict[str, Tensor], dic
         FileNotFoundError: ``path`` does not exist.
         ConfigError: the file holds no Faster R-CNN weights.
     """
-    path = Path(path)
+    from vcm.zoo import resolve
+
+    path = resolve(path)
     if not path.is_file():
         raise FileNotFoundError(f"detector checkpoint not found: {path}")
     obj = _torch_load(path)

@@ -183,6 +183,9 @@ class LearnedFeatureRunner(_LearnedRunner):
 def load_codec_checkpoint(ckpt: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a codec from a vcm training checkpoint (its config is stored inside).
 
+    Args:
+        ckpt: a ``.ckpt`` written by vcm-train, or ``zoo:<name>`` (a shipped codec, hash-checked).
+
     Returns:
         (codec module in eval mode, the stored vcm metadata: ``model`` config, ``quality``,
         ``lmbda``, ``codec_name``, ``detector`` config and weights hash).
@@ -190,9 +193,11 @@ def load_codec_checkpoint(ckpt: str | Path, map_location: str = "cpu") -> tuple[
     import hydra
     from omegaconf import OmegaConf
 
-    path = Path(ckpt)
+    from vcm.zoo import resolve
+
+    path = resolve(ckpt)
     if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path}; expected a .ckpt written by vcm-train")
+        raise ConfigError(f"checkpoint not found: {path}; expected a .ckpt written by vcm-train or zoo:<name>")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
@@ -227,3 +232,8 @@ def runner_from_checkpoint(ckpt: str | Path, device: str = "cpu"):
     runner.meta = meta
     return runner
 
+
+
+def zoo_runner(name: str, device: str = "cpu"):
+    """The runner of the zoo codec ``name`` (``codec=zoo codec.name=<name>``)."""
+    return runner_from_checkpoint(f"zoo:{name}", device=device)

@@ -149,8 +149,12 @@ def build_model(cfg: DictConfig, datamodule):
     return model
 
 
-def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train, validate and test one configuration.
+
+    Args:
+        cfg: the composed ``train`` config.
+        extra_callbacks: Lightning callbacks added to the configured ones (e.g. probes in tests).
 
     Returns:
         (metrics, objects): ``metrics`` holds the final ``val/*`` and ``test/*`` values (floats) and
@@ -174,7 +178,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     kind = getattr(model, "kind", "image")
     if cfg.get("init_from") and not ckpt_path:
         init_codec_from(model, cfg.init_from)
-    callbacks = build_callbacks(cfg, model)
+    callbacks = build_callbacks(cfg, model) + list(extra_callbacks or [])
     if kind != "detector":
         if cfg.get("detector") is not None:
             from vcm.callbacks.frozen_detector import FrozenDetectorCallback

@@ -98,11 +98,20 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
 
     runner = build_runner(cfg.codec, device)
     detector = build_detector(cfg, runner, device)
+    labelled = getattr(datamodule, "has_labels", True)
+    if not labelled and detector is not None:
+        needs = runner.kind == "feature" or getattr(getattr(runner, "model", None), "needs_features", False)
+        if needs or cfg.get("detector") is not None or cfg.get("save_detections"):
+            raise ConfigError(f"{datamodule.name} has no labels (data.source=images): detection cannot be measured on "
+                              "it; evaluate an image codec that needs no detector, with detector=none")
+        detector = None  # the detector stored with the codec: pixel metrics need none
     detections_dir = _detections_dir(cfg, detector)
     acc = MetricAccumulator(datamodule.class_names, detection=detector is not None)
     for n, (ds, i) in enumerate(samples):
         image, target = ds[i]
-        m, preds, _ = evaluate_image(runner, image, target, detector=detector, estimate=bool(cfg.get("estimate", True)))
+        m, preds, _ = evaluate_image(runner, image, target if labelled else None, detector=detector,
+                                     estimate=bool(cfg.get("estimate", True)))
+        m["name"] = target.get("name") if target else None
         acc.add(m, preds, target)
         if detections_dir is not None:
             from vcm.metrics.kitti_folder import write_results_file

@@ -73,6 +73,8 @@ def init_codec_from(model, path: str) -> dict[str, list[str]]:
 
     if getattr(model, "kind", None) == "detector":
         raise ConfigError("init_from applies to codecs; a detector starts from detector.checkpoint / detector.weights")
+    if str(path).startswith("compressai:"):
+        return _init_from_compressai(model, str(path))
     from vcm.zoo import is_zoo_spec, resolve
 
     p = resolve(path)
@@ -91,6 +93,23 @@ def init_codec_from(model, path: str) -> dict[str, list[str]]:
              "%d of the source unused", p, len(report["loaded"]), len(report["partial"]), len(report["skipped"]),
              ", ".join(report["skipped"][:6]) + (" ..." if len(report["skipped"]) > 6 else ""), len(report["unused"]))
     model.vcm_meta["init_from"] = str(path) if is_zoo_spec(path) else str(p.resolve())
+    return report
+
+
+def _init_from_compressai(model, spec: str) -> dict[str, list[str]]:
+    """``init_from=compressai:<arch>/<quality>[/<metric>]`` or ``compressai:<file>``: warm-start the codec
+    from CompressAI's weights (see :mod:`vcm.codecs.compressai_zoo`)."""
+    from vcm.codecs.base import warm_start
+    from vcm.codecs.compressai_zoo import init_state_dict
+
+    try:
+        report = warm_start(model.codec, init_state_dict(spec))
+    except ValueError as e:  # ConfigError is one too
+        raise ConfigError(f"init_from={spec}: {e}") from None
+    log.info("init_from %s: %d tensors loaded, %d on their leading input channels, %d kept as initialised, "
+             "%d of the source unused", spec, len(report["loaded"]), len(report["partial"]), len(report["skipped"]),
+             len(report["unused"]))
+    model.vcm_meta["init_from"] = spec
     return report
 
 

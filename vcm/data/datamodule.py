@@ -1,7 +1,8 @@
 """The one Lightning DataModule every vcm model trains and evaluates on.
 
 Sources (``source``): ``kitti`` (a KITTI root, object or tracking layout), ``synthetic`` (KITTI-format
-road scenes generated on first use into a cache folder) and ``coco`` (instances JSON + images).
+road scenes generated on first use into a cache folder), ``coco`` (instances JSON + images) and
+``images`` (any folder of PNG/JPEG images, no labels: pixel metrics only, see :mod:`vcm.data.images`).
 Training batches are random crops (boxes clipped, boxes that leave the crop dropped); validation
 and test batches are full frames, one per batch since KITTI frame sizes differ.
 
@@ -150,9 +151,9 @@ class DetectionDataModule(L.LightningDataModule):
     """KITTI / synthetic / COCO data with deterministic, recorded splits.
 
     Args:
-        source: ``kitti``, ``synthetic`` or ``coco``.
-        root: KITTI root (holding ``training/``); for ``synthetic`` the folder to generate into;
-            falls back to ``$KITTI_ROOT`` for ``kitti``.
+        source: ``kitti``, ``synthetic``, ``coco`` or ``images``.
+        root: KITTI root (holding ``training/``); for ``synthetic`` the folder to generate into; for
+            ``images`` the folder of images; falls back to ``$KITTI_ROOT`` for ``kitti``.
         name: dataset name recorded in results (e.g. ``kitti_tiny``).
         classes: object classes (label i+1 = classes[i]).
         neighbours: type -> class it neighbours (ignored by KITTI's evaluation for that class).
@@ -203,15 +204,16 @@ class DetectionDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        if source not in ("kitti", "synthetic", "coco"):
-            raise ConfigError(f"data.source={source!r}; expected one of kitti, synthetic, coco")
+        if source not in ("kitti", "synthetic", "coco", "images"):
+            raise ConfigError(f"data.source={source!r}; expected one of kitti, synthetic, coco, images")
         if batch_size <= 0 or eval_batch_size <= 0:
             raise ConfigError(f"data.batch_size={batch_size}, data.eval_batch_size={eval_batch_size}: expected positive integers")
         if num_workers < 0:
             raise ConfigError(f"data.num_workers={num_workers}: expected >= 0")
         self.source = source
         self.root = root
-        self.name = name or source
+        # an image folder is named after itself (kodak, clic2020, ...) unless data.name says otherwise
+        self.name = name or (Path(root).expanduser().resolve().name if source == "images" and root else source)
         self.spec = ClassSpec(
             classes=list(classes),
             neighbours=dict(DEFAULT_NEIGHBOURS if neighbours is None else neighbours),
@@ -244,6 +246,11 @@ class DetectionDataModule(L.LightningDataModule):
     def class_names(self) -> list[str]:
         return list(self.spec.classes)
 
+    @property
+    def has_labels(self) -> bool:
+        """Whether targets hold the objects of the images (not for a plain image folder)."""
+        return self.source != "images"
+
     # ------------------------------------------------------------------ preparation
     def resolve_root(self) -> Path:
         """The data root, generating the synthetic set on first use."""
@@ -259,6 +266,10 @@ class DetectionDataModule(L.LightningDataModule):
             if not root:
                 raise DataError(f"no KITTI root configured: set data.root=<folder> or KITTI_ROOT. {KITTI_HOWTO}")
             return Path(root).expanduser()
+        if self.source == "images":
+            if not self.root:
+                raise DataError("data=images needs data.root=<folder of PNG/JPEG images>")
+            return Path(self.root).expanduser()
         return Path(self.coco_images or "")
 
     def prepare_data(self) -> None:
@@ -277,6 +288,8 @@ class DetectionDataModule(L.LightningDataModule):
             return
         if self.source == "coco":
             self._setup_coco()
+        elif self.source == "images":
+            self._setup_images()
         else:
             self._setup_kitti()
         if self.crop_size:
@@ -329,6 +342,29 @@ class DetectionDataModule(L.LightningDataModule):
             for s in SPLITS
         }
 
+    def _setup_images(self) -> None:
+        from vcm.data.images import (
+            ImageFolderDataset,
+            check_crop,
+            image_size,
+            index_images,
+        )
+
+        root = self.resolve_root()
+        images = index_images(root)
+        for path in images.values():
+            image_size(path)  # a file that is no image fails here, named, before any run starts
+        groups = split_groups(list(images), self.split_fractions, self.split_seed)
+        self.split_record = {"dataset": self.name, "root": str(root), "method": "seeded", "seed": self.split_seed,
+                             "fractions": list(self.split_fractions), "unit": "image", **groups}
+        if self.crop_size and groups["train"]:
+            check_crop({n: images[n] for n in groups["train"]}, self.crop_size)
+        self.datasets = {
+            s: ImageFolderDataset({n: images[n] for n in groups[s]}, self.spec,
+                                  transform=self._train_transform() if s == "train" else None, cache=self.cache_images)
+            for s in SPLITS
+        }
+
     def _check_crop(self) -> None:
         ds = self.datasets["train"]
         if len(ds) == 0:
@@ -370,7 +406,9 @@ class DetectionDataModule(L.LightningDataModule):
         self.setup()
         ds = self.datasets[split]
         if len(ds) == 0:
-            raise DataError(f"the {split} split of {self.name} is empty; check data.split_fractions / split lists")
+            hint = (" (data=images puts every image in the test split unless data.split_fractions says otherwise, "
+                    "e.g. data.split_fractions=[0.8,0.1,0.1] to train)" if self.source == "images" else "")
+            raise DataError(f"the {split} split of {self.name} is empty; check data.split_fractions / split lists{hint}")
         if split != "train" and self.max_eval_images:
             ds = torch.utils.data.Subset(ds, range(min(len(ds), int(self.max_eval_images))))
         rank, world = self._processes()

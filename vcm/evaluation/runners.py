@@ -237,3 +237,19 @@ def runner_from_checkpoint(ckpt: str | Path, device: str = "cpu"):
 def zoo_runner(name: str, device: str = "cpu"):
     """The runner of the zoo codec ``name`` (``codec=zoo codec.name=<name>``)."""
     return runner_from_checkpoint(f"zoo:{name}", device=device)
+
+
+def compressai_runner(arch: str, quality: int, metric: str = "mse", weights: str | None = None, device: str = "cpu"):
+    """The runner of CompressAI's zoo model ``arch`` at ``quality`` (``codec=compressai``).
+
+    The entropy tables stored with the weights are kept (as CompressAI's pretrained models keep
+    them), so the bitstream holds exactly the strings of CompressAI's own ``compress``; weights
+    saved before ``update()`` get CompressAI's default tables. See :mod:`vcm.codecs.compressai_zoo`
+    for where the weights are found.
+    """
+    from vcm.codecs.base import is_updated
+    from vcm.codecs.compressai_zoo import compressai_codec
+
+    codec = compressai_codec(arch, quality, metric=metric, weights=weights).to(device)
+    return LearnedImageRunner(codec, name=codec.codec_name, params={"quality": quality, "metric": metric},
+                              update=not is_updated(codec))

@@ -67,10 +67,16 @@ def test_eval_sweep_option_composes(option):
     assert cfg.hydra.sweeper.params and cfg.codec._target_.startswith("vcm.anchors.")
 
 
-@pytest.mark.parametrize("option", _options("experiment"))
+@pytest.mark.parametrize("option", [o for o in _options("experiment") if o.startswith("sweep_")])
 def test_experiment_sweeps_list_rate_points(option):
     cfg = _compose("train", [f"experiment={option}"])
     assert "quality" in cfg.hydra.sweeper.params and cfg.model._target_.startswith("vcm.modules.")
+
+
+@pytest.mark.parametrize("option", _options("experiment"))
+def test_every_experiment_names_a_training_module(option):
+    cfg = _compose("train", [f"experiment={option}"])
+    assert cfg.model._target_.startswith("vcm.modules.")
 
 
 @pytest.mark.parametrize("model,lmbda", [("hyperprior", 0.0067), ("factorized", 0.0067), ("lmsfc", 0.125), ("ta_msf", 0.125)])

@@ -309,7 +309,7 @@ class LMSFC(FineScaleTable, CompressionModel):
     # ------------------------------------------------------------------ contract
 
     def forward(self, levels: Mapping[str, Tensor]) -> dict:
-        """Codes and rebuilds the levels with simulated quantisation (noise in training).
+        """Codes and rebuilds the levels: noise in training, the decoder's quantisation in eval mode.
 
         Args:
             levels: dict with "p2".."p5" (others, e.g. "p6", are ignored), each [B,F,h_l,w_l].
@@ -324,11 +324,17 @@ class LMSFC(FineScaleTable, CompressionModel):
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         params = self.h_s(z_hat)
         if self.entropy_model == "context":
-            y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
+            if self.training:
+                y_hat = self.gaussian_conditional.quantize(y, "noise")
+            else:
+                # round(y - mu) + mu in the decoding order, exactly what the bitstream carries
+                y_hat = self._quantize_ar(y, params)
             ctx_params = self.context_prediction(y_hat)
             gaussian_params = self.entropy_parameters(torch.cat((params, ctx_params), dim=1))
             scales_hat, means_hat = gaussian_params.chunk(2, 1)
-            _, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
+            # in eval mode, the likelihood of the coded y_hat (re-quantising it around the same means
+            # leaves it unchanged)
+            _, y_likelihoods = self.gaussian_conditional(y if self.training else y_hat, scales_hat, means=means_hat)
         else:
             scales_hat, means_hat = params.chunk(2, 1)
             y_hat, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
@@ -460,18 +466,32 @@ class LMSFC(FineScaleTable, CompressionModel):
         gc = self.gaussian_conditional
         return gc.quantized_cdf.tolist(), gc.cdf_length.tolist(), gc.offset.tolist()
 
-    def _compress_ar(self, y_pad: Tensor, params: Tensor) -> bytes:
-        """Codes one image's ``y`` position by position, writing ``y_hat`` into ``y_pad`` in place.
+    @torch.no_grad()
+    def _quantize_ar(self, y: Tensor, params: Tensor) -> Tensor:
+        """``y_hat`` [B,M,h,w] as the decoder rebuilds it: ``round(y - mu) + mu`` position by position.
+
+        Args:
+            y: [B,M,h,w].
+            params: [B,2M,h,w] from ``h_s``.
+        """
+        p = _CONTEXT_KERNEL // 2
+        y_pad = F.pad(y, (p, p, p, p))
+        for i in range(y.shape[0]):
+            self._scan_ar(y_pad[i : i + 1], params[i : i + 1])
+        return y_pad[..., p:-p, p:-p]
+
+    def _scan_ar(
+        self, y_pad: Tensor, params: Tensor, symbols: list[int] | None = None, indexes: list[int] | None = None
+    ) -> None:
+        """Quantises one image's ``y`` in the decoding order, writing ``y_hat`` into ``y_pad`` in place.
 
         Args:
             y_pad: [1,M,h+4,w+4], ``y`` zero-padded by 2; overwritten with ``y_hat``.
             params: [1,2M,h,w] from ``h_s``.
+            symbols, indexes: when given, receive the symbols and CDF indexes to entropy-code.
         """
-        cdf, cdf_lengths, offsets = self._cdf_tables()
         weight = self.context_prediction.weight * self.context_prediction.mask
         p = _CONTEXT_KERNEL // 2
-        symbols: list[int] = []
-        indexes: list[int] = []
         for h in range(params.shape[-2]):
             for w in range(params.shape[-1]):
                 scales_hat, means_hat = self._gaussian_params_at(y_pad, params, h, w, weight)
@@ -480,8 +500,21 @@ class LMSFC(FineScaleTable, CompressionModel):
                 y_pad[:, :, h + p : h + p + 1, w + p : w + p + 1] = self.gaussian_conditional.dequantize(
                     y_q, means_hat
                 )
-                symbols.extend(y_q.flatten().tolist())
-                indexes.extend(self.gaussian_conditional.build_indexes(scales_hat).flatten().tolist())
+                if symbols is not None and indexes is not None:
+                    symbols.extend(y_q.flatten().tolist())
+                    indexes.extend(self.gaussian_conditional.build_indexes(scales_hat).flatten().tolist())
+
+    def _compress_ar(self, y_pad: Tensor, params: Tensor) -> bytes:
+        """Codes one image's ``y`` position by position, writing ``y_hat`` into ``y_pad`` in place.
+
+        Args:
+            y_pad: [1,M,h+4,w+4], ``y`` zero-padded by 2; overwritten with ``y_hat``.
+            params: [1,2M,h,w] from ``h_s``.
+        """
+        cdf, cdf_lengths, offsets = self._cdf_tables()
+        symbols: list[int] = []
+        indexes: list[int] = []
+        self._scan_ar(y_pad, params, symbols, indexes)
         encoder = BufferedRansEncoder()
         encoder.encode_with_indexes(symbols, indexes, cdf, cdf_lengths, offsets)
         return encoder.flush()

@@ -10,6 +10,7 @@ ground truth. ``w`` is 0 during a warm-up (in optimiser steps or epochs).
 """
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import torch
@@ -76,6 +77,27 @@ class FeatureCodecModule(CodecModule):
         losses["det_weight"] = torch.tensor(w)
         return losses
 
+    # ------------------------------------------------------------------ evaluation on CPU
+    def _start_eval(self, stage: str) -> None:
+        super()._start_eval(stage)
+        # Real coding runs on CPU (the context model refuses other devices: encoder and decoder must
+        # compute bit-identical entropy parameters), so a codec trained on a GPU is validated
+        # through a CPU copy taken after update(); training keeps the codec where it is.
+        codec = self.codec
+        if _parameter_device(codec).type != "cpu":
+            codec = copy.deepcopy(codec).to("cpu").eval()
+        self.__dict__["_eval_codec"] = codec  # not registered as a submodule
+
+    def _end_eval(self, stage: str) -> dict:
+        self.__dict__.pop("_eval_codec", None)
+        return super()._end_eval(stage)
+
     def _runner(self) -> LearnedFeatureRunner:
-        return LearnedFeatureRunner(self.codec, name=self.codec_name, params=self.params, update=False)
+        codec = self.__dict__.get("_eval_codec", self.codec)
+        return LearnedFeatureRunner(codec, name=self.codec_name, params=self.params, update=False)
+
+
+def _parameter_device(module: torch.nn.Module) -> torch.device:
+    """Device of a module's parameters."""
+    return next(module.parameters()).device
 

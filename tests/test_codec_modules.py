@@ -87,3 +87,57 @@ def test_feature_codec_validation_codes_on_a_cpu_copy_of_a_gpu_codec(tmp_path, k
     module.on_validation_epoch_end()
     assert module.codec is gpu_codec and "_eval_codec" not in module.__dict__
     assert all(not k.startswith("_eval_codec") for k in module.state_dict())
+
+
+# ------------------------------------------------------------------ crops reach the detector at their frame's scale
+def test_a_crop_and_its_region_in_the_frame_give_features_on_the_same_grid(tmp_path, kitti_tiny_root):
+    """Training crops go through the detector at the resize factor of their frame (the one evaluation
+    uses), not resized as whole images (min_size would enlarge a 256x256 crop to the frame's height)."""
+    from vcm.data.transforms import crop_target
+    from vcm.evaluation.pipeline import codec_condition
+
+    image, target = _kitti_sample(kitti_tiny_root)
+    h, w = image.shape[-2:]
+    detector = _small_detector(min_size=h, max_size=w)  # this frame at factor 1: grids align exactly
+    torch.manual_seed(0)
+    module = _build("lmsfc", tmp_path)
+    module.set_detector(detector)
+    top, left, size = 64, 320, 256  # multiples of the coarsest stride (32)
+    crop = image[:, top:top + size, left:left + size]
+    crop_t = crop_target(target, top, left, size, size)
+    with torch.no_grad():
+        frame = detector.features([image.float() / 255])
+    seen = []
+    features = detector.features
+
+    def spy(*args, **kwargs):
+        seen.append(features(*args, **kwargs))
+        return seen[-1]
+
+    detector.features = spy  # what the training step's detector call returns
+    module.compute_loss(([crop], [crop_t]))
+    (feats,) = seen
+    assert feats.image_sizes == [(size, size)] and frame.image_sizes == [(h, w)]
+    for k, s in (("p2", 4), ("p3", 8), ("p4", 16), ("p5", 32)):
+        got = feats.levels[k][0]
+        region = frame.levels[k][0, :, top // s:(top + size) // s, left // s:(left + size) // s]
+        assert got.shape == region.shape, k
+        # away from the crop's border (the receptive field sees other content) the features agree
+        m = got.shape[-1] // 4
+        pair = torch.stack([got[:, m:-m, m:-m].flatten(), region[:, m:-m, m:-m].flatten()])
+        assert float(torch.corrcoef(pair)[0, 1]) > 0.95, k
+    # the ROI hyperprior's condition is computed the same way
+    roi = _build("roi_hyperprior", tmp_path).codec
+    codec_condition(roi, crop[None].float() / 255, [crop_t], detector)
+    assert seen[-1].image_sizes == [(size, size)]
+    # KITTI's usual detector (min_size 375): a 370-row frame and its crops both at 375/370
+    kitti = _small_detector(min_size=375, max_size=1242)
+    assert kitti.resize_factor(h, w) == pytest.approx(375 / 370)
+    with torch.no_grad():
+        scaled = kitti.features([crop.float() / 255], scale_factors=[kitti.resize_factor(h, w)])
+    assert scaled.image_sizes == [(259, 259)]  # floor(256 * 375 / 370), as torchvision resizes the frame
+    # whole frames (no frame_size) keep the detector's own transform
+    module.eval()
+    with torch.no_grad():
+        module.compute_loss(([image], [target]))
+    assert seen[-1].image_sizes == [(h, w)]

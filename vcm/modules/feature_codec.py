@@ -48,18 +48,21 @@ class FeatureCodecModule(CodecModule):
             return 0.0
         return self.det_weight
 
-    def _features(self, images):
+    def _features(self, images, targets=None):
+        """The detector's features; crops at their frames' scale (the scale evaluation codes at)."""
+        from vcm.detectors.features import frame_scale_factors
+
         if self.detector is None:
             raise ValueError(f"feature codec {self.codec_name} needs a detector: set detector=<name>")
         imgs = [im.to(self.device).float() / 255.0 for im in images]
         with torch.no_grad():
-            return self.detector.features(imgs)
+            return self.detector.features(imgs, scale_factors=frame_scale_factors(self.detector, targets))
 
     def compute_loss(self, batch) -> dict[str, torch.Tensor]:
         from vcm.detectors import DetectorFeatures
 
         images, targets = batch
-        feats = self._features(images)
+        feats = self._features(images, targets)
         levels = OrderedDict((k, feats.levels[k]) for k in LEVELS)
         out = self.codec(levels)
         num_pixels = sum(int(h) * int(w) for h, w in feats.original_sizes) / len(feats.original_sizes)

@@ -141,3 +141,18 @@ def test_a_crop_and_its_region_in_the_frame_give_features_on_the_same_grid(tmp_p
     with torch.no_grad():
         module.compute_loss(([image], [target]))
     assert seen[-1].image_sizes == [(h, w)]
+
+
+# ------------------------------------------------------------------ TA-MSF's task weight
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ((), 0.1 * 0.0125 / 30),  # quality 1: lambda 0.0125, the source's w / lambda = 0.1 / 30
+    (("quality=6",), 0.1 * 0.5 / 30),
+    (("lmbda=30",), 0.1),  # the source's own setting: w = 0.1 at lambda = 30
+    (("model.det_weight_lmbda=null",), 0.1),  # det_weight as the absolute w
+])
+def test_ta_msf_task_weight_keeps_the_source_s_ratio_to_distortion(tmp_path, overrides, expected):
+    module = _build("ta_msf", tmp_path, overrides)
+    assert module.det_weight == pytest.approx(expected, rel=1e-12)
+    assert module.params["det_weight"] == pytest.approx(expected, rel=1e-12)  # what results record
+    if "model.det_weight_lmbda=null" not in overrides:
+        assert module.det_weight / module.loss_fn.lmbda == pytest.approx(0.1 / 30)

@@ -151,7 +151,7 @@ def test_feature_codecs_train_with_split_inference(tmp_path, kitti_tiny_root, mo
     for k in ("val/bpp_real", "val/bpp_estimated", "val/mse_p2", "val/mse_p6", "val/map_50", "val/kitti_ap_car_moderate"):
         assert k in metrics, k
     if model == "ta_msf":
-        assert "train/det_loss_epoch" in metrics and metrics["train/det_weight_epoch"] == pytest.approx(0.1)
+        assert "train/det_loss_epoch" in metrics and metrics["train/det_weight_epoch"] == pytest.approx(0.1 * 0.0125 / 30)
     _check_run_dir(tmp_path, metrics)
 
 

@@ -7,6 +7,13 @@ on the fly without gradient into the detector.
 TA-MSF adds the task loss: ``L = RD + w * det`` where ``det`` is the sum of torchvision's four
 detection losses computed by the frozen detector's heads on the RECONSTRUCTED features against
 ground truth. ``w`` is 0 during a warm-up (in optimiser steps or epochs).
+
+The task weight is given relative to lambda: ``w = det_weight * lmbda / det_weight_lmbda``. The
+source trains ``R + lambda * D + w * det`` with ``w = 0.1`` at ``lambda = 30``; with
+``det_weight=0.1, det_weight_lmbda=30`` (conf/model/ta_msf.yaml) the task term keeps the source's
+weight relative to the distortion term (``w / lambda = 1/300``) at every lambda of L-MSFC's table,
+and ``lmbda=30`` gives exactly the source's ``w = 0.1``. ``det_weight_lmbda=null`` makes
+``det_weight`` the absolute ``w``.
 """
 from __future__ import annotations
 
@@ -26,20 +33,37 @@ class FeatureCodecModule(CodecModule):
     """Trains a feature codec with ``feature_rd`` (+ the detection task loss when ``det_weight > 0``).
 
     Args (beyond :class:`CodecModule`):
-        det_weight: weight ``w`` of the detection loss (0 = plain L-MSFC training).
+        det_weight: weight of the detection loss (0 = plain L-MSFC training): the absolute ``w``, or
+            with ``det_weight_lmbda`` the ``w`` at that lambda.
+        det_weight_lmbda: the lambda at which ``det_weight`` is given; ``w`` then scales with the
+            loss's lambda, ``w = det_weight * lmbda / det_weight_lmbda`` (the source: 0.1 at 30).
+            None: ``w = det_weight``.
         warmup_steps: optimiser steps with ``w = 0`` at the start.
         warmup_epochs: epochs with ``w = 0`` at the start (either warm-up may be used).
+
+    Attributes:
+        det_weight: the effective ``w`` (also recorded in ``params``).
     """
 
     kind = "feature"
 
-    def __init__(self, *args, det_weight: float = 0.0, warmup_steps: int = 0, warmup_epochs: int = 0, **kwargs):
+    def __init__(self, *args, det_weight: float = 0.0, det_weight_lmbda: float | None = None, warmup_steps: int = 0,
+                 warmup_epochs: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         if det_weight < 0:
             raise ConfigError(f"model.det_weight={det_weight}: expected >= 0")
         if warmup_steps < 0 or warmup_epochs < 0:
             raise ConfigError(f"model.warmup_steps={warmup_steps}, model.warmup_epochs={warmup_epochs}: expected >= 0")
+        if det_weight_lmbda is not None and det_weight > 0:
+            if not det_weight_lmbda > 0:
+                raise ConfigError(f"model.det_weight_lmbda={det_weight_lmbda}: expected > 0 (or null: det_weight is absolute)")
+            lmbda = getattr(self.loss_fn, "lmbda", None)
+            if lmbda is None:
+                raise ConfigError("model.det_weight_lmbda needs a loss with a lambda (loss=feature_rd)")
+            det_weight = float(det_weight) * float(lmbda) / float(det_weight_lmbda)
         self.det_weight = float(det_weight)
+        if self.det_weight > 0:
+            self.params["det_weight"] = self.det_weight
         self.warmup_steps = int(warmup_steps)
         self.warmup_epochs = int(warmup_epochs)
 

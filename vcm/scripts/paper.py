@@ -79,7 +79,8 @@ PRESETS: dict[str, dict] = {
              + extra,
              [["lmbda=2"], ["lmbda=8"], ["lmbda=32"]])
             for name, extra in (("lmsfc", []),
-                                ("ta_msf", ["model.warmup_steps=30", "model.warmup_epochs=0",
+                                # w = 0.1 absolute at these lambdas (not scaled with lambda, see ta_msf.yaml)
+                                ("ta_msf", ["model.warmup_steps=30", "model.warmup_epochs=0", "model.det_weight_lmbda=null",
                                             # fewer sampled proposals/RoIs: the task loss's cost, not its meaning
                                             "+detector.rpn_pre_nms_top_n_train=600", "+detector.rpn_post_nms_top_n_train=300",
                                             "+detector.box_batch_size_per_image=128"]))

@@ -478,3 +478,22 @@ def test_codec_condition_picks_the_codec_s_source():
         codec_condition(RoiHyperprior(N=8, M=8), x, targets)  # detector source: targets are not a substitute
     assert codec_condition(RoiHyperprior(N=8, M=8, zero_features=True), x, targets) is None
     assert codec_condition(hyperprior(N=8, M=8), x, targets) is None
+
+
+def test_roi_map_reaches_the_encoder_as_it_is_whatever_feature_norm():
+    """The ROI map is the condition itself: no ROI, all ROI and a small ROI stay distinguishable.
+
+    Standardising a map per image would turn both an empty and a full map into zeros and blow a
+    4x4-px box up to a large value."""
+    from vcm.codecs.roi_hyperprior import box_condition
+
+    model = RoiHyperprior(N=8, M=8, roi_source="boxes")  # feature_norm defaults to "standardize"
+    assert model.feature_norm == "standardize"
+    x = torch.rand(3, 3, 64, 64)
+    boxes = [torch.zeros(0, 4), torch.tensor([[0.0, 0.0, 64.0, 64.0]]), torch.tensor([[8.0, 8.0, 12.0, 12.0]])]
+    cond = box_condition(boxes, 64, 64)
+    feats, _ = model._features(cond, x)
+    for k in ("p3", "p4", "p5"):
+        torch.testing.assert_close(feats[k], cond.levels[k])
+    assert not feats["p3"][0].any() and feats["p3"][1].eq(1).all()
+    assert float(feats["p3"][2].max()) == 0.25  # a 4x4 box covers a quarter of one 8x8 cell

@@ -1,12 +1,15 @@
 """L-MSFC and TA-MSF: learned compression of a detector's multi-scale FPN features.
 
 Kim, Jeong, Yu, Kim, Lee, Jeong, Kim: "End-to-End Learnable Multi-Scale Feature Compression for
-VCM", IEEE TCSVT 34(5), 2024. FENet fuses the four FPN levels P2..P5 into one latent ``y`` at 1/16
-of P2's resolution, a shared entropy model codes it, and DRNet rebuilds the four levels from
-``y_hat``. P6 is never coded: it is rebuilt from the decoded P5 exactly as torchvision's FPN builds
-it from P5 (max-pooling with kernel 1 and stride 2).
+VCM", IEEE TCSVT 34(5), 2024 (code: github.com/VML-lambda/L-MSFC, ``src/model.py``). FENet fuses
+the four FPN levels P2..P5 into one latent ``y`` at 1/16 of P2's resolution, a shared entropy model
+codes it, and DRNet rebuilds the four levels from ``y_hat``. P6 is never coded: it is rebuilt from
+the decoded P5 exactly as torchvision's FPN builds it from P5 (max-pooling with kernel 1 and
+stride 2). As in the source's code, one width M serves the fusion stages, the latent ``y``, the
+hyper latent ``z`` and DRNet's branches (M = 128 at qualities 1-3, 192 at 4-6); the ``light``
+variant keeps a cheaper decoder (:class:`vcm.codecs.lmsfc_transforms.DRNetLight`) and N = 192.
 
-TA-MSF (task-aware multi-scale feature compression) uses the same architecture with N = M = 192, a
+TA-MSF (task-aware multi-scale feature compression) uses the same architecture with M = 192, a
 joint autoregressive prior and an attention block in every fusion stage of FENet; only its training
 loss differs (it adds the detector's losses on the reconstructed features).
 """
@@ -20,20 +23,12 @@ import torch
 import torch.nn.functional as F
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.layers import (
-    AttentionBlock,
-    MaskedConv2d,
-    ResidualBlock,
-    ResidualBlockUpsample,
-    ResidualBlockWithStride,
-    conv1x1,
-    conv3x3,
-    subpel_conv3x3,
-)
+from compressai.layers import MaskedConv2d, conv3x3, subpel_conv3x3
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
 from vcm.codecs.base import FineScaleTable
+from vcm.codecs.lmsfc_transforms import DRNet, DRNetLight, FENet
 from vcm.errors import BitstreamError, ConfigError
 
 __all__ = [
@@ -42,7 +37,9 @@ __all__ = [
     "LMSFC_LAMBDAS",
     "LMSFC_M",
     "LMSFC_N",
+    "LMSFC_N_LIGHT",
     "DRNet",
+    "DRNetLight",
     "FENet",
     "lmsfc",
     "ta_msf",
@@ -68,12 +65,15 @@ _CONTEXT_KERNEL = 5
 #: q1..q5 are the paper's values; the paper's q6 (0.2) breaks the order, so vcm uses 0.5.
 LMSFC_LAMBDAS: dict[int, float] = {1: 0.0125, 2: 0.025, 3: 0.125, 4: 0.25, 5: 0.375, 6: 0.5}
 
-#: Latent channels per quality (the paper's table, with context model).
+#: Latent channels per quality (the source's training script: 128 for qualities 1-3, else 192).
 LMSFC_M: dict[int, int] = {1: 128, 2: 128, 3: 128, 4: 192, 5: 192, 6: 192}
 
-#: Channels of FENet/DRNet and of the hyper latent per quality. The paper varies only M; N stays at
-#: 192 at every rate, as in CompressAI's mbt2018 and in TA-MSF.
-LMSFC_N: dict[int, int] = {q: 192 for q in LMSFC_M}
+#: Channels of the fusion stages, of DRNet's branches and of the hyper latent per quality: the
+#: source uses the one width M for all of them.
+LMSFC_N: dict[int, int] = dict(LMSFC_M)
+
+#: N of the ``light`` variant at every quality.
+LMSFC_N_LIGHT = 192
 
 #: Valid values of ``entropy_model``.
 ENTROPY_MODELS: tuple[str, ...] = ("context", "hyperprior")
@@ -128,139 +128,12 @@ def _pad_bottom_right(x: Tensor, height: int, width: int) -> Tensor:
     return x
 
 
-class FENet(nn.Module):
-    """Fusion and encoding network: P2..P5 -> latent ``y``.
-
-    .. code-block:: none
-
-        P2 ─ RBS ─ RB ─(A)─┐
-                      P3 ─ cat ─ RBS ─ A ─ RB ─┐
-                                          P4 ─ cat ─ RBS ─ RB ─(A)─┐
-                                                              P5 ─ cat ─ conv3x3/2 ─ A ── y
-
-        RBS = ResidualBlockWithStride (stride 2), RB = ResidualBlock, A = AttentionBlock,
-        (A) = only with ``attention_every_stage`` (TA-MSF).
-
-    Args:
-        N: channels of the fusion stages.
-        M: channels of ``y``.
-        attention_every_stage: add an attention block to the stages that have none (TA-MSF).
-        feature_channels: channels of each FPN level.
-    """
-
-    def __init__(
-        self, N: int, M: int, attention_every_stage: bool = False, feature_channels: int = 256
-    ):
-        super().__init__()
-        F_ = feature_channels
-        self.stage2 = nn.Sequential(
-            ResidualBlockWithStride(F_, N),
-            ResidualBlock(N, N),
-            *([AttentionBlock(N)] if attention_every_stage else []),
-        )
-        self.stage3 = nn.Sequential(
-            ResidualBlockWithStride(N + F_, N),
-            AttentionBlock(N),
-            ResidualBlock(N, N),
-        )
-        self.stage4 = nn.Sequential(
-            ResidualBlockWithStride(N + F_, N),
-            ResidualBlock(N, N),
-            *([AttentionBlock(N)] if attention_every_stage else []),
-        )
-        self.stage5 = nn.Sequential(conv3x3(N + F_, M, stride=2), AttentionBlock(M))
-
-    def forward(self, p2: Tensor, p3: Tensor, p4: Tensor, p5: Tensor) -> Tensor:
-        """Fuses padded levels into ``y``.
-
-        Args:
-            p2: [B,F,H,W] with H, W multiples of 64; p3 [B,F,H/2,W/2]; p4 [B,F,H/4,W/4];
-                p5 [B,F,H/8,W/8].
-
-        Returns:
-            y: [B,M,H/16,W/16].
-        """
-        x = self.stage2(p2)
-        x = self.stage3(torch.cat([x, p3], dim=1))
-        x = self.stage4(torch.cat([x, p4], dim=1))
-        return self.stage5(torch.cat([x, p5], dim=1))
-
-
-class _FeatureMixing(nn.Module):
-    """Joins a finer level into the next coarser one: ``coarse + conv3x3([conv5x5/2(fine), coarse])``."""
-
-    def __init__(self, N: int):
-        super().__init__()
-        self.down = nn.Sequential(nn.Conv2d(N, N, 5, stride=2, padding=2), nn.LeakyReLU(inplace=True))
-        self.fuse = nn.Sequential(nn.Conv2d(2 * N, N, 3, padding=1), nn.LeakyReLU(inplace=True))
-
-    def forward(self, fine: Tensor, coarse: Tensor) -> Tensor:
-        return coarse + self.fuse(torch.cat([self.down(fine), coarse], dim=1))
-
-
-class DRNet(nn.Module):
-    """Decoding and reconstruction network: ``y_hat`` -> P2..P5.
-
-    .. code-block:: none
-
-                      ┌─ RBU ─ RBU ─ RBU ─ RBU ─────────────── m2 ─ conv1x1 ─ P2   (x16)
-                      │                                         │ FM
-        y_hat ─ A ────┼─ RBU ─ RBU ─ RBU ─────────────── b3 ── m3 ─ conv1x1 ─ P3   (x8)
-                      │                                         │ FM
-                      ├─ RBU ─ RBU ─────────────────────── b4 ── m4 ─ conv1x1 ─ P4   (x4)
-                      │                                         │ FM
-                      └─ RBU ───────────────────────────── b5 ── m5 ─ conv1x1 ─ P5   (x2)
-
-        A = AttentionBlock, RBU = ResidualBlockUpsample (x2, sub-pixel convolutions),
-        FM = feature mixing: m_{l+1} = b_{l+1} + conv3x3_{2N->N}([conv5x5/2(m_l), b_{l+1}]).
-
-    Args:
-        N: channels of the branches.
-        M: channels of ``y_hat``.
-        feature_channels: channels of each output level.
-    """
-
-    def __init__(self, N: int, M: int, feature_channels: int = 256):
-        super().__init__()
-        self.attention = AttentionBlock(M)
-
-        def branch(stages: int) -> nn.Sequential:
-            return nn.Sequential(
-                ResidualBlockUpsample(M, N, 2),
-                *[ResidualBlockUpsample(N, N, 2) for _ in range(stages - 1)],
-            )
-
-        self.branch2 = branch(4)
-        self.branch3 = branch(3)
-        self.branch4 = branch(2)
-        self.branch5 = branch(1)
-        self.mix3 = _FeatureMixing(N)
-        self.mix4 = _FeatureMixing(N)
-        self.mix5 = _FeatureMixing(N)
-        self.out2 = conv1x1(N, feature_channels)
-        self.out3 = conv1x1(N, feature_channels)
-        self.out4 = conv1x1(N, feature_channels)
-        self.out5 = conv1x1(N, feature_channels)
-
-    def forward(self, y_hat: Tensor) -> list[Tensor]:
-        """Rebuilds the padded levels.
-
-        Args:
-            y_hat: [B,M,h,w].
-
-        Returns:
-            ``[p2, p3, p4, p5]`` of sizes [B,F,16h,16w], [B,F,8h,8w], [B,F,4h,4w], [B,F,2h,2w].
-        """
-        y = self.attention(y_hat)
-        m2 = self.branch2(y)
-        m3 = self.mix3(m2, self.branch3(y))
-        m4 = self.mix4(m3, self.branch4(y))
-        m5 = self.mix5(m4, self.branch5(y))
-        return [self.out2(m2), self.out3(m3), self.out4(m4), self.out5(m5)]
-
-
 class LMSFC(FineScaleTable, CompressionModel):
     r"""L-MSFC feature codec (Kim et al., IEEE TCSVT 2024); TA-MSF with ``attention_every_stage``.
+
+    With ``N = M`` (the default) and ``light=False`` this is the architecture of the source's code
+    (same layers, hence the same parameter counts); ``light=True`` swaps DRNet for
+    :class:`vcm.codecs.lmsfc_transforms.DRNetLight`.
 
     .. code-block:: none
 
@@ -272,6 +145,11 @@ class LMSFC(FineScaleTable, CompressionModel):
                                   └┬┘                           │ scales, means
                                    └─────────── GC ◄────────────┘
                              y_hat ─► DRNet ─► crop ─► P2..P5 hat;  P6 hat = maxpool_{k=1,s=2}(P5 hat)
+
+    Quantisation of ``y``: additive uniform noise in training; in eval mode ``forward`` uses the
+    decoder's rule ``y_hat = round(y - mu) + mu`` (for ``"context"`` computed position by position
+    in the decoding order, as the decoder does, since ``mu`` depends on the symbols already decoded),
+    so its reconstruction and estimated rate are those of the bitstream.
 
         EB = EntropyBottleneck, GC = GaussianConditional, CP = masked 5x5 context prediction,
         EP = entropy parameters (1x1 convolutions). With ``entropy_model="hyperprior"`` the scales
@@ -293,25 +171,33 @@ class LMSFC(FineScaleTable, CompressionModel):
     not checked.
 
     Args:
-        N: channels of FENet/DRNet stages and of the hyper latent ``z``.
+        N: channels of FENet's fusion stages, of DRNet's branches and of the hyper latent ``z``;
+            None: ``M``, as in the source.
         M: channels of the latent ``y``.
         entropy_model: ``"context"`` (joint autoregressive hierarchical prior, as CompressAI's
             mbt2018) or ``"hyperprior"`` (mean-scale hyperprior).
         attention_every_stage: TA-MSF's FENet with an attention block in every fusion stage.
         feature_channels: channels of each FPN level (256 for torchvision's FPN).
+        light: the lighter decoder :class:`~vcm.codecs.lmsfc_transforms.DRNetLight` (same codec
+            name; ``conf/model/lmsfc_light.yaml`` labels its curve with ``variant``). The source's
+            DRNet mixes the levels at 256 channels whatever M, so at small M (CPU studies, M = 64)
+            the light decoder costs ~3.5x less; at M = 128 it costs more, at M = 192 ~20 % less.
     """
 
     levels: tuple[str, ...] = LEVELS
 
     def __init__(
         self,
-        N: int = 192,
+        N: int | None = None,
         M: int = 192,
         entropy_model: str = "context",
         attention_every_stage: bool = False,
         feature_channels: int = _FEATURE_CHANNELS,
+        light: bool = False,
     ):
         super().__init__()
+        if N is None:
+            N = M
         if entropy_model not in ENTROPY_MODELS:
             raise ConfigError(
                 f"entropy_model={entropy_model!r} is not valid; expected one of {list(ENTROPY_MODELS)}"
@@ -324,11 +210,12 @@ class LMSFC(FineScaleTable, CompressionModel):
         self.entropy_model = entropy_model
         self.attention_every_stage = bool(attention_every_stage)
         self.feature_channels = feature_channels
+        self.light = bool(light)
         self.codec_name = "ta_msf" if self.attention_every_stage else "lmsfc"
         self.quality: int | None = None  # set by the factories
 
         self.g_a = FENet(N, M, attention_every_stage, feature_channels)
-        self.g_s = DRNet(N, M, feature_channels)
+        self.g_s = (DRNetLight if self.light else DRNet)(N, M, feature_channels)
 
         # conv3x3 + LeakyReLU hyper transforms; two stride-2 stages put z at 1/4 of y.
         self.h_a = nn.Sequential(
@@ -422,7 +309,7 @@ class LMSFC(FineScaleTable, CompressionModel):
     # ------------------------------------------------------------------ contract
 
     def forward(self, levels: Mapping[str, Tensor]) -> dict:
-        """Codes and rebuilds the levels with simulated quantisation (noise in training).
+        """Codes and rebuilds the levels: noise in training, the decoder's quantisation in eval mode.
 
         Args:
             levels: dict with "p2".."p5" (others, e.g. "p6", are ignored), each [B,F,h_l,w_l].
@@ -437,11 +324,17 @@ class LMSFC(FineScaleTable, CompressionModel):
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         params = self.h_s(z_hat)
         if self.entropy_model == "context":
-            y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
+            if self.training:
+                y_hat = self.gaussian_conditional.quantize(y, "noise")
+            else:
+                # round(y - mu) + mu in the decoding order, exactly what the bitstream carries
+                y_hat = self._quantize_ar(y, params)
             ctx_params = self.context_prediction(y_hat)
             gaussian_params = self.entropy_parameters(torch.cat((params, ctx_params), dim=1))
             scales_hat, means_hat = gaussian_params.chunk(2, 1)
-            _, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
+            # in eval mode, the likelihood of the coded y_hat (re-quantising it around the same means
+            # leaves it unchanged)
+            _, y_likelihoods = self.gaussian_conditional(y if self.training else y_hat, scales_hat, means=means_hat)
         else:
             scales_hat, means_hat = params.chunk(2, 1)
             y_hat, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
@@ -573,18 +466,32 @@ class LMSFC(FineScaleTable, CompressionModel):
         gc = self.gaussian_conditional
         return gc.quantized_cdf.tolist(), gc.cdf_length.tolist(), gc.offset.tolist()
 
-    def _compress_ar(self, y_pad: Tensor, params: Tensor) -> bytes:
-        """Codes one image's ``y`` position by position, writing ``y_hat`` into ``y_pad`` in place.
+    @torch.no_grad()
+    def _quantize_ar(self, y: Tensor, params: Tensor) -> Tensor:
+        """``y_hat`` [B,M,h,w] as the decoder rebuilds it: ``round(y - mu) + mu`` position by position.
+
+        Args:
+            y: [B,M,h,w].
+            params: [B,2M,h,w] from ``h_s``.
+        """
+        p = _CONTEXT_KERNEL // 2
+        y_pad = F.pad(y, (p, p, p, p))
+        for i in range(y.shape[0]):
+            self._scan_ar(y_pad[i : i + 1], params[i : i + 1])
+        return y_pad[..., p:-p, p:-p]
+
+    def _scan_ar(
+        self, y_pad: Tensor, params: Tensor, symbols: list[int] | None = None, indexes: list[int] | None = None
+    ) -> None:
+        """Quantises one image's ``y`` in the decoding order, writing ``y_hat`` into ``y_pad`` in place.
 
         Args:
             y_pad: [1,M,h+4,w+4], ``y`` zero-padded by 2; overwritten with ``y_hat``.
             params: [1,2M,h,w] from ``h_s``.
+            symbols, indexes: when given, receive the symbols and CDF indexes to entropy-code.
         """
-        cdf, cdf_lengths, offsets = self._cdf_tables()
         weight = self.context_prediction.weight * self.context_prediction.mask
         p = _CONTEXT_KERNEL // 2
-        symbols: list[int] = []
-        indexes: list[int] = []
         for h in range(params.shape[-2]):
             for w in range(params.shape[-1]):
                 scales_hat, means_hat = self._gaussian_params_at(y_pad, params, h, w, weight)
@@ -593,8 +500,21 @@ class LMSFC(FineScaleTable, CompressionModel):
                 y_pad[:, :, h + p : h + p + 1, w + p : w + p + 1] = self.gaussian_conditional.dequantize(
                     y_q, means_hat
                 )
-                symbols.extend(y_q.flatten().tolist())
-                indexes.extend(self.gaussian_conditional.build_indexes(scales_hat).flatten().tolist())
+                if symbols is not None and indexes is not None:
+                    symbols.extend(y_q.flatten().tolist())
+                    indexes.extend(self.gaussian_conditional.build_indexes(scales_hat).flatten().tolist())
+
+    def _compress_ar(self, y_pad: Tensor, params: Tensor) -> bytes:
+        """Codes one image's ``y`` position by position, writing ``y_hat`` into ``y_pad`` in place.
+
+        Args:
+            y_pad: [1,M,h+4,w+4], ``y`` zero-padded by 2; overwritten with ``y_hat``.
+            params: [1,2M,h,w] from ``h_s``.
+        """
+        cdf, cdf_lengths, offsets = self._cdf_tables()
+        symbols: list[int] = []
+        indexes: list[int] = []
+        self._scan_ar(y_pad, params, symbols, indexes)
         encoder = BufferedRansEncoder()
         encoder.encode_with_indexes(symbols, indexes, cdf, cdf_lengths, offsets)
         return encoder.flush()
@@ -623,16 +543,19 @@ def lmsfc(
     M: int | None = None,
     entropy_model: str = "context",
     attention_every_stage: bool = False,
+    light: bool = False,
 ) -> LMSFC:
-    """Builds L-MSFC at a quality of the paper's table (or with explicit N, M).
+    """Builds L-MSFC at a quality of the source's table (or with explicit N, M).
 
     Args:
-        quality: 1..6; sets M (128 for 1-3, 192 for 4-6) and N (192) unless given explicitly. The
-            matching lambda is ``LMSFC_LAMBDAS[quality]``. None: N = M = 192 unless given.
-        N: overrides the channels of FENet/DRNet and of ``z``.
+        quality: 1..6; sets M (128 for 1-3, 192 for 4-6) unless given explicitly. The matching
+            lambda is ``LMSFC_LAMBDAS[quality]``. None: M = 192 unless given.
+        N: overrides the channels of the fusion stages, DRNet's branches and ``z``; None: ``M``
+            (the source), or ``LMSFC_N_LIGHT`` with ``light``.
         M: overrides the channels of ``y``.
         entropy_model: ``"context"`` or ``"hyperprior"``.
         attention_every_stage: TA-MSF's FENet.
+        light: the lighter decoder (see :class:`LMSFC`).
 
     Returns:
         The model, with attribute ``quality`` (int or None).
@@ -641,27 +564,34 @@ def lmsfc(
         ConfigError (a ValueError): unknown quality or entropy model.
     """
     _check_quality(quality)
-    if N is None:
-        N = LMSFC_N[quality] if quality is not None else 192
     if M is None:
         M = LMSFC_M[quality] if quality is not None else 192
-    model = LMSFC(N=N, M=M, entropy_model=entropy_model, attention_every_stage=attention_every_stage)
+    if N is None:
+        N = LMSFC_N_LIGHT if light else M
+    model = LMSFC(N=N, M=M, entropy_model=entropy_model, attention_every_stage=attention_every_stage, light=light)
     model.quality = quality
     return model
 
 
 def ta_msf(
-    quality: int | None = None, N: int = 192, M: int = 192, entropy_model: str = "context"
+    quality: int | None = None,
+    N: int | None = None,
+    M: int = 192,
+    entropy_model: str = "context",
+    light: bool = False,
 ) -> LMSFC:
-    """Builds the TA-MSF codec: L-MSFC with N = M = 192 and attention in every fusion stage.
+    """Builds the TA-MSF codec: L-MSFC with M = 192 and attention in every fusion stage.
 
     TA-MSF keeps the same architecture at every rate (the rate is set by its loss's lambda), so
-    ``quality`` is only validated and recorded in ``model.quality``.
+    ``quality`` is only validated and recorded in ``model.quality``. ``N`` (None: ``M``, or
+    ``LMSFC_N_LIGHT`` with ``light``) and ``light`` as in :func:`lmsfc`.
 
     Raises:
         ConfigError (a ValueError): unknown quality or entropy model.
     """
     _check_quality(quality)
-    model = LMSFC(N=N, M=M, entropy_model=entropy_model, attention_every_stage=True)
+    if N is None:
+        N = LMSFC_N_LIGHT if light else M
+    model = LMSFC(N=N, M=M, entropy_model=entropy_model, attention_every_stage=True, light=light)
     model.quality = quality
     return model

@@ -162,6 +162,8 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
         zero_features: ablation: every detector feature is replaced by zeros (same architecture, and
             ``cond`` is then not needed).
         feature_norm: ``"standardize"`` (per image and level, see above) or ``"none"`` (raw levels).
+            Applies to detector features only: with ``roi_source="boxes"`` the ROI map always reaches
+            the encoder as it is (the share of each cell covered by ROI, in [0, 1]).
         roi_source: ``"detector"`` (the frozen detector's P3..P5) or ``"boxes"``: the encoder is given
             the ROI boxes themselves as a one-channel map per level (:func:`box_condition`), in the
             same places — an encoder that knows exactly where the objects are (ground truth in
@@ -315,8 +317,10 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
                 tuple((int(h), int(w)) for h, w in image_sizes),
                 tuple((int(h), int(w)) for h, w in original_sizes),
             )
-        if self.feature_norm == "standardize":
-            # unit variance, then 1/sqrt(channels): each projection's output starts near zero and
+        if self.feature_norm == "standardize" and self.roi_source == "detector":
+            # An ROI map is given as it is: its values (the ROI share of each cell, in [0, 1]) are the
+            # information; standardised per image, no ROI and all ROI would both become zeros.
+            # Detector levels: unit variance, then 1/sqrt(channels): each projection's output starts near zero and
             # grows at the pace of the codec's own layers (Adam moves every weight by ~lr per step,
             # so a 1x1 conv over 256 unit-variance channels would otherwise move 16x faster)
             scale = self.feature_channels ** -0.5

@@ -666,12 +666,16 @@ class FrozenDetector(nn.Module):
         return len(self.class_names) + 1
 
     # ------------------------------------------------------------------------------------ features
-    def features(self, images: Sequence[Tensor] | Tensor) -> DetectorFeatures:
+    def features(self, images: Sequence[Tensor] | Tensor, scale_factors: Sequence[float] | None = None) -> DetectorFeatures:
         """Run the detector's transform, backbone and FPN.
 
         Args:
             images: list of [3, H_i, W_i] or a [B, 3, H, W] tensor, float in [0, 1] (uint8 is
                 divided by 255); any device.
+            scale_factors: per image, the resize factor to use instead of the transform's own (which
+                brings every image to ``min_size``/``max_size``). For a crop, the factor of the frame
+                it was cut from (:meth:`resize_factor`), so the crop reaches the backbone at the scale
+                its frame does in evaluation (the transform would enlarge a 256x256 crop to 375x375).
 
         Returns:
             DetectorFeatures with levels p2..p6 of [B, 256, Hp / 2**k, Wp / 2**k], where (Hp, Wp)
@@ -679,13 +683,38 @@ class FrozenDetector(nn.Module):
         """
         imgs = self._prepare_images(images)
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in imgs]
-        image_list, _ = self.model.transform(imgs)
+        if scale_factors is None:
+            image_list, _ = self.model.transform(imgs)
+        else:
+            image_list = self._transform_at(imgs, scale_factors)
         out = self.model.backbone(image_list.tensors)
         if tuple(out) != _TV_LEVELS:
             raise RuntimeError(f"{self.backbone_name} FPN returned levels {list(out)}, expected {list(_TV_LEVELS)}")
         levels = OrderedDict((name, out[key]) for name, key in zip(LEVEL_NAMES, _TV_LEVELS))
         image_sizes = [(int(h), int(w)) for h, w in image_list.image_sizes]
         return DetectorFeatures(levels, image_sizes, original_sizes)
+
+    def resize_factor(self, height: int, width: int) -> float:
+        """The factor by which the detector's transform resizes a ``height x width`` image in eval mode."""
+        t = self.model.transform
+        if t.fixed_size is not None:
+            raise ValueError(f"detector resizes to a fixed size {t.fixed_size}: no single resize factor")
+        return min(t.min_size[-1] / min(height, width), t.max_size / max(height, width))
+
+    def _transform_at(self, imgs: list[Tensor], scale_factors: Sequence[float]) -> ImageList:
+        """The transform's normalisation, resize (by the given factors, as torchvision resizes) and batching."""
+        if len(scale_factors) != len(imgs):
+            raise ValueError(f"got {len(scale_factors)} scale factors for {len(imgs)} images")
+        t = self.model.transform
+        out = []
+        for im, s in zip(imgs, scale_factors):
+            if not s > 0:
+                raise ValueError(f"scale factors must be positive, got {list(scale_factors)}")
+            im = F.interpolate(t.normalize(im)[None], scale_factor=float(s), mode="bilinear",
+                               recompute_scale_factor=True, align_corners=False)[0]
+            out.append(im)
+        sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in out]
+        return ImageList(t.batch_images(out, size_divisible=t.size_divisible), sizes)
 
     def _prepare_images(self, images: Sequence[Tensor] | Tensor) -> list[Tensor]:
         if isinstance(images, Tensor):

@@ -51,3 +51,29 @@ class DetectorFeatures:
     def to(self, device: torch.device | str) -> DetectorFeatures:
         """A copy with every level on ``device``."""
         return self.with_levels(OrderedDict((k, v.to(device)) for k, v in self.levels.items()))
+
+
+def frame_scale_factors(detector, targets: list[dict] | None) -> list[float] | None:
+    """Per image, the detector's resize factor of the frame each (cropped) image was cut from.
+
+    Training crops must reach the detector at the scale their frames reach it in evaluation, not
+    be resized as whole images (see ``FrozenDetector.features``). A crop's target records its
+    frame's size in ``frame_size`` (:func:`vcm.data.transforms.crop_target`).
+
+    Args:
+        detector: a FrozenDetector (``resize_factor(h, w)``).
+        targets: the images' target dicts, or None.
+
+    Returns:
+        One factor per image, or None when no target records a ``frame_size`` (whole frames: the
+        detector's own transform applies).
+
+    Raises:
+        ValueError: only some targets record a ``frame_size``.
+    """
+    if not targets or not any("frame_size" in t for t in targets):
+        return None
+    if not all("frame_size" in t for t in targets):
+        raise ValueError("a batch mixes crops (targets with 'frame_size') and whole frames")
+    return [float(detector.resize_factor(*(int(v) for v in t["frame_size"]))) for t in targets]
+

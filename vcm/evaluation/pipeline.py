@@ -157,22 +157,27 @@ def codec_condition(model, x: torch.Tensor, targets: list[dict] | None = None, d
                              x.shape[-2], x.shape[-1], device=x.device)
     if detector is None:
         raise ValueError(f"codec {name} is conditioned on detector features; configure a detector")
-    return detector_condition(detector, x.to(_dev(detector)))
+    from vcm.detectors.features import frame_scale_factors
+
+    # training crops reach the detector at their frames' scale, as whole frames do in evaluation
+    return detector_condition(detector, x.to(_dev(detector)), frame_scale_factors(detector, targets))
 
 
-def detector_condition(detector, x: torch.Tensor):
+def detector_condition(detector, x: torch.Tensor, scale_factors: list[float] | None = None):
     """Detector features that condition an image codec (roi_hyperprior) on the encoder side.
 
     Args:
         detector: FrozenDetector.
         x: float [B,3,H,W] in [0,1], the unpadded images.
+        scale_factors: per image, the detector's resize factor (crops: their frame's); None: the
+            detector's own transform.
 
     Returns:
         The DetectorFeatures object itself: it carries the resized and original image sizes, so the
         codec aligns each level with its own image area, ignoring the detector's batch padding and
         the codec's own padding.
     """
-    return detector.features(list(x))
+    return detector.features(list(x), scale_factors=scale_factors)
 
 
 class MetricAccumulator:

@@ -21,9 +21,14 @@ class FeatureRateDistortionLoss(nn.Module):
 
     The rate is counted per pixel of the ORIGINAL image, not per feature element or per pixel of
     the detector-resized, batch-padded input: that is the unit the rate is reported in (``bpp_real``
-    = bitstream bits over the original H x W), so lambda trades off the same quantity that is
-    evaluated, and one lambda means the same thing for images of any size or resize factor. The
-    feature tensors do not carry the original size, hence ``num_pixels`` is a required argument.
+    = bitstream bits over the original H x W), so one lambda means the same thing for images of any
+    size. It does NOT make lambda independent of the detector's resize factor: the coded feature
+    elements per original pixel grow with the square of that factor (and the features describe
+    content at another scale), so a lambda trained at one factor is another trade-off at another.
+    Training crops therefore go through the detector at their frames' factor, the one evaluation
+    uses (``vcm.detectors.features.frame_scale_factors``); the detector's own transform would
+    enlarge a 256x256 KITTI crop 1.46x, ~2.1x the elements per pixel of a full frame. The feature
+    tensors do not carry the original size, hence ``num_pixels`` is a required argument.
 
     Args:
         lmbda: weight of the distortion term, >= 0 (``vcm.codecs.lmsfc.LMSFC_LAMBDAS``).

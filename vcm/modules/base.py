@@ -342,11 +342,13 @@ class CodecModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         from compressai.models.base import CompressionModel
 
-        # The entropy models' CDF tables are buffers that stay empty until update(); CompressAI's
-        # load_state_dict resizes them, after which Lightning's strict load finds matching shapes.
+        # The entropy models' CDF tables are buffers that stay empty until update(); the codec's own
+        # load_state_dict resizes them (CompressAI's, or a codec's override such as roi_hyperprior's,
+        # whose second entropy bottleneck CompressAI's key remapping cannot handle), after which
+        # Lightning's strict load finds matching shapes.
         sd = {k[len("codec."):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("codec.")}
         if sd and isinstance(self.codec, CompressionModel):
-            CompressionModel.load_state_dict(self.codec, sd)
+            self.codec.load_state_dict(sd)
         # configure_optimizers runs after this hook when resuming; it applies the state.
         if checkpoint.get("vcm_scheduler") is not None:
             self.__dict__["_pending_scheduler_state"] = checkpoint["vcm_scheduler"]

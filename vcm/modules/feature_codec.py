@@ -7,9 +7,17 @@ on the fly without gradient into the detector.
 TA-MSF adds the task loss: ``L = RD + w * det`` where ``det`` is the sum of torchvision's four
 detection losses computed by the frozen detector's heads on the RECONSTRUCTED features against
 ground truth. ``w`` is 0 during a warm-up (in optimiser steps or epochs).
+
+The task weight is given relative to lambda: ``w = det_weight * lmbda / det_weight_lmbda``. The
+source trains ``R + lambda * D + w * det`` with ``w = 0.1`` at ``lambda = 30``; with
+``det_weight=0.1, det_weight_lmbda=30`` (conf/model/ta_msf.yaml) the task term keeps the source's
+weight relative to the distortion term (``w / lambda = 1/300``) at every lambda of L-MSFC's table,
+and ``lmbda=30`` gives exactly the source's ``w = 0.1``. ``det_weight_lmbda=null`` makes
+``det_weight`` the absolute ``w``.
 """
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import torch
@@ -25,20 +33,37 @@ class FeatureCodecModule(CodecModule):
     """Trains a feature codec with ``feature_rd`` (+ the detection task loss when ``det_weight > 0``).
 
     Args (beyond :class:`CodecModule`):
-        det_weight: weight ``w`` of the detection loss (0 = plain L-MSFC training).
+        det_weight: weight of the detection loss (0 = plain L-MSFC training): the absolute ``w``, or
+            with ``det_weight_lmbda`` the ``w`` at that lambda.
+        det_weight_lmbda: the lambda at which ``det_weight`` is given; ``w`` then scales with the
+            loss's lambda, ``w = det_weight * lmbda / det_weight_lmbda`` (the source: 0.1 at 30).
+            None: ``w = det_weight``.
         warmup_steps: optimiser steps with ``w = 0`` at the start.
         warmup_epochs: epochs with ``w = 0`` at the start (either warm-up may be used).
+
+    Attributes:
+        det_weight: the effective ``w`` (also recorded in ``params``).
     """
 
     kind = "feature"
 
-    def __init__(self, *args, det_weight: float = 0.0, warmup_steps: int = 0, warmup_epochs: int = 0, **kwargs):
+    def __init__(self, *args, det_weight: float = 0.0, det_weight_lmbda: float | None = None, warmup_steps: int = 0,
+                 warmup_epochs: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         if det_weight < 0:
             raise ConfigError(f"model.det_weight={det_weight}: expected >= 0")
         if warmup_steps < 0 or warmup_epochs < 0:
             raise ConfigError(f"model.warmup_steps={warmup_steps}, model.warmup_epochs={warmup_epochs}: expected >= 0")
+        if det_weight_lmbda is not None and det_weight > 0:
+            if not det_weight_lmbda > 0:
+                raise ConfigError(f"model.det_weight_lmbda={det_weight_lmbda}: expected > 0 (or null: det_weight is absolute)")
+            lmbda = getattr(self.loss_fn, "lmbda", None)
+            if lmbda is None:
+                raise ConfigError("model.det_weight_lmbda needs a loss with a lambda (loss=feature_rd)")
+            det_weight = float(det_weight) * float(lmbda) / float(det_weight_lmbda)
         self.det_weight = float(det_weight)
+        if self.det_weight > 0:
+            self.params["det_weight"] = self.det_weight
         self.warmup_steps = int(warmup_steps)
         self.warmup_epochs = int(warmup_epochs)
 
@@ -47,18 +72,21 @@ class FeatureCodecModule(CodecModule):
             return 0.0
         return self.det_weight
 
-    def _features(self, images):
+    def _features(self, images, targets=None):
+        """The detector's features; crops at their frames' scale (the scale evaluation codes at)."""
+        from vcm.detectors.features import frame_scale_factors
+
         if self.detector is None:
             raise ValueError(f"feature codec {self.codec_name} needs a detector: set detector=<name>")
         imgs = [im.to(self.device).float() / 255.0 for im in images]
         with torch.no_grad():
-            return self.detector.features(imgs)
+            return self.detector.features(imgs, scale_factors=frame_scale_factors(self.detector, targets))
 
     def compute_loss(self, batch) -> dict[str, torch.Tensor]:
         from vcm.detectors import DetectorFeatures
 
         images, targets = batch
-        feats = self._features(images)
+        feats = self._features(images, targets)
         levels = OrderedDict((k, feats.levels[k]) for k in LEVELS)
         out = self.codec(levels)
         num_pixels = sum(int(h) * int(w) for h, w in feats.original_sizes) / len(feats.original_sizes)
@@ -76,6 +104,27 @@ class FeatureCodecModule(CodecModule):
         losses["det_weight"] = torch.tensor(w)
         return losses
 
+    # ------------------------------------------------------------------ evaluation on CPU
+    def _start_eval(self, stage: str) -> None:
+        super()._start_eval(stage)
+        # Real coding runs on CPU (the context model refuses other devices: encoder and decoder must
+        # compute bit-identical entropy parameters), so a codec trained on a GPU is validated
+        # through a CPU copy taken after update(); training keeps the codec where it is.
+        codec = self.codec
+        if _parameter_device(codec).type != "cpu":
+            codec = copy.deepcopy(codec).to("cpu").eval()
+        self.__dict__["_eval_codec"] = codec  # not registered as a submodule
+
+    def _end_eval(self, stage: str) -> dict:
+        self.__dict__.pop("_eval_codec", None)
+        return super()._end_eval(stage)
+
     def _runner(self) -> LearnedFeatureRunner:
-        return LearnedFeatureRunner(self.codec, name=self.codec_name, params=self.params, update=False)
+        codec = self.__dict__.get("_eval_codec", self.codec)
+        return LearnedFeatureRunner(codec, name=self.codec_name, params=self.params, update=False)
+
+
+def _parameter_device(module: torch.nn.Module) -> torch.device:
+    """Device of a module's parameters."""
+    return next(module.parameters()).device
 

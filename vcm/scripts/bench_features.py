@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="first train one L-MSFC (RD loss, the middle lambda) for this many steps and fine-tune every "
                          "point of both codecs from it (init_from); 0 = every point from scratch")
     ap.add_argument("--det-weight", type=float,
-                    help="TA-MSF's task-loss weight w (default: conf/model/ta_msf.yaml, the source's 0.1)")
+                    help="TA-MSF's task-loss weight w, absolute as in the mini study (default 0.1)")
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args(argv)
     if a.steps < 1 or a.pretrain_steps < 0:

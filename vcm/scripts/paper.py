@@ -70,14 +70,17 @@ PRESETS: dict[str, dict] = {
         # Feature codecs: lambdas for this detector's feature scale (the source's 0.0125..0.5 are for
         # a COCO-trained ResNet-50 and leave these short runs at ~0.01 bpp with nothing decoded).
         "feature_codecs": [
-            (name, [f"model={name}", "model.codec.N=64", "model.codec.M=64", "model.codec.entropy_model=hyperprior",
+            # the light decoder (the source's DRNet mixes at 256 channels whatever M: ~3.5x the cost at M=64)
+            (name, [f"model={name}", "model.codec.N=64", "model.codec.M=64", "model.codec.light=true",
+                    "model.codec.entropy_model=hyperprior",
                     "model.optimizer.lr=1.0e-3", "data.crop_size=[256,256]", "data.batch_size=4", "trainer.max_steps=120",
                     "trainer.check_val_every_n_epoch=100",
                     "detector.min_size=128", "detector.max_size=128"]  # crops at the detector's (half) scale
              + extra,
              [["lmbda=2"], ["lmbda=8"], ["lmbda=32"]])
             for name, extra in (("lmsfc", []),
-                                ("ta_msf", ["model.warmup_steps=30", "model.warmup_epochs=0",
+                                # w = 0.1 absolute at these lambdas (not scaled with lambda, see ta_msf.yaml)
+                                ("ta_msf", ["model.warmup_steps=30", "model.warmup_epochs=0", "model.det_weight_lmbda=null",
                                             # fewer sampled proposals/RoIs: the task loss's cost, not its meaning
                                             "+detector.rpn_pre_nms_top_n_train=600", "+detector.rpn_post_nms_top_n_train=300",
                                             "+detector.box_batch_size_per_image=128"]))

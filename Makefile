@@ -15,7 +15,7 @@ DETECTOR_CKPT ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo bench bench-roi bench-features paper-mini paper lint clean
+.PHONY: help install test test-all demo bench bench-roi bench-features paper-mini paper detector zoo lint clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ paper-mini: $(STAMP) ## The whole comparison at small scale on this CPU: report 
 
 paper: $(STAMP) ## The full-scale comparison (real KITTI in KITTI_ROOT, GPU): report under outputs/paper
 	$(BIN)/python -m vcm.scripts.paper --preset full
+
+detector: $(STAMP) ## Train the real-KITTI detector on kitti_mini and ship it in the zoo (kitti_mobilenet_v2)
+	$(BIN)/python -m vcm.cli.zoo detector $(ARGS)
+
+zoo: $(STAMP) ## Re-train the zoo hyperpriors (4 rate points) on kitti_mini, ship them, measure them against JPEG/WebP/HEVC
+	$(BIN)/python -m vcm.cli.zoo codecs $(ARGS)
 
 lint: $(STAMP) ## Ruff
 	$(BIN)/ruff check vcm tests

@@ -9,7 +9,11 @@ from conftest import FAST_DETECTOR, FAST_TRAIN, compose_config
 from helpers import run_cli
 from lightning.pytorch.callbacks import Callback
 
-from vcm.codecs.precision import Fp32EntropyBottleneck, Fp32GaussianConditional, use_fp32_entropy_models
+from vcm.codecs.precision import (
+    Fp32EntropyBottleneck,
+    Fp32GaussianConditional,
+    use_fp32_entropy_models,
+)
 
 BF16 = ["trainer.precision=bf16-mixed", "model.channels_last=true"]
 

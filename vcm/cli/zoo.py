@@ -51,9 +51,9 @@ def build_detector(study: Study, epochs: int) -> None:
     t = time.time()
     study.train("detector", ["experiment=detector_kitti", f"trainer.max_epochs={epochs}"])
     minutes = (time.time() - t) / 60
-    if _publish(study, "detector", _chosen_checkpoint(study, "detector"), DETECTOR_NAME, minutes):
-        if study.evaluate("detector-test", ["codec=none", "data=kitti_mini", "split=test", f"detector={DETECTOR_NAME}"]):
-            _attach(study, "detector-test", DETECTOR_NAME)
+    if (_publish(study, "detector", _chosen_checkpoint(study, "detector"), DETECTOR_NAME, minutes)
+            and study.evaluate("detector-test", ["codec=none", "data=kitti_mini", "split=test", f"detector={DETECTOR_NAME}"])):
+        _attach(study, "detector-test", DETECTOR_NAME)
 
 
 def build_codecs(study: Study, steps: int, finetune_steps: int, with_detector: bool) -> None:
@@ -71,9 +71,9 @@ def build_codecs(study: Study, steps: int, finetune_steps: int, with_detector: b
     for q in (BASE_QUALITY, *FINETUNE_QUALITIES):
         point, name = f"q{q}", codec_name(q)
         notes = None if q == BASE_QUALITY else f"fine-tuned from the quality-{BASE_QUALITY} base run"
-        if _publish(study, point, _chosen_checkpoint(study, point), name, minutes.get(point, 0.0), notes):
-            if study.evaluate(f"{point}-test", ["codec=zoo", f"codec.name={name}", "data=kitti_mini", "split=test", *det]):
-                _attach(study, f"{point}-test", name)
+        if (_publish(study, point, _chosen_checkpoint(study, point), name, minutes.get(point, 0.0), notes)
+                and study.evaluate(f"{point}-test", ["codec=zoo", f"codec.name={name}", "data=kitti_mini", "split=test", *det])):
+            _attach(study, f"{point}-test", name)
     for sweep in ANCHOR_SWEEPS:
         study.run(f"anchor-{sweep}", [str(Path(sys.executable).parent / "vcm-eval"), "-m", f"sweep={sweep}",
                                       "data=kitti_mini", "split=test", *det, f"paths.results_dir={study.results}",

@@ -74,7 +74,8 @@ class ZooEntry:
         return asdict(self)
 
 
-def _read_registry(path: Path = REGISTRY) -> dict[str, ZooEntry]:
+def _read_registry() -> dict[str, ZooEntry]:
+    path = REGISTRY
     if not path.is_file():
         return {}
     try:

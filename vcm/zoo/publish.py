@@ -21,17 +21,10 @@ from typing import Any
 import torch
 import yaml
 
+from vcm import zoo
 from vcm.errors import ConfigError
 from vcm.utils.io import atomic_write_bytes, atomic_write_text
-from vcm.zoo import (
-    REGISTRY,
-    WEIGHTS_DIR,
-    ZOO_DIR,
-    ZooEntry,
-    ZooError,
-    _read_registry,
-    sha256_file,
-)
+from vcm.zoo import ZooEntry, ZooError, _read_registry, sha256_file
 
 # What a registry entry keeps of a vcm-eval record.
 _RECORD_KEYS = ("dataset", "split", "num_images", "git_commit")
@@ -50,7 +43,7 @@ def _run_config(ckpt: Path) -> dict[str, Any]:
 
 def _write_registry(found: dict[str, ZooEntry]) -> None:
     models = [found[n].to_dict() for n in sorted(found)]
-    atomic_write_text(REGISTRY, json.dumps({"format": "vcm.zoo", "version": 1, "models": models}, indent=1) + "\n")
+    atomic_write_text(zoo.REGISTRY, json.dumps({"format": "vcm.zoo", "version": 1, "models": models}, indent=1) + "\n")
 
 
 def add(ckpt: str | Path, name: str, minutes: float | None = None, notes: str | None = None) -> ZooEntry:
@@ -92,14 +85,14 @@ def add(ckpt: str | Path, name: str, minutes: float | None = None, notes: str | 
         entry_kind = f"{kind}_codec"
     else:
         raise ConfigError(f"{ckpt} is not a vcm codec or detector checkpoint (its 'vcm' metadata has kind={kind!r})")
-    path = WEIGHTS_DIR / f"{name}.pt"
+    path = zoo.WEIGHTS_DIR / f"{name}.pt"
     atomic_write_bytes(path, buffer.getvalue())
     training = {"steps": int(state.get("global_step", 0)), "minutes": minutes, "git_commit": meta.get("git_commit"),
                 "init_from": meta.get("init_from"), "config": _run_config(ckpt)}
     if notes:
         training["notes"] = notes
     found = _read_registry()
-    found[name] = ZooEntry(name=name, kind=entry_kind, file=str(path.relative_to(ZOO_DIR)), sha256=sha256_file(path),
+    found[name] = ZooEntry(name=name, kind=entry_kind, file=str(path.relative_to(zoo.ZOO_DIR)), sha256=sha256_file(path),
                            architecture=architecture, quality=quality, lmbda=lmbda, training=training)
     _write_registry(found)
     return found[name]

@@ -1,0 +1,174 @@
+"""vcm's model zoo: registry entries load and match their hashes; models load by name wherever a
+checkpoint is taken (codec=zoo, vcm-compress --model, init_from=zoo:, detector checkpoints);
+a modified weights file is refused."""
+from __future__ import annotations
+
+import json
+
+import hydra
+import pytest
+import torch
+from conftest import FAST_TRAIN, compose_config
+from helpers import run_cli
+
+from vcm import zoo
+from vcm.zoo import publish
+
+SHIPPED = zoo.entries()
+SHIPPED_CODECS = sorted(n for n, e in SHIPPED.items() if e.kind == "image_codec")
+SHIPPED_DETECTORS = sorted(n for n, e in SHIPPED.items() if e.kind == "detector")
+
+
+@pytest.fixture
+def scratch_zoo(tmp_path, monkeypatch):
+    """An empty zoo in tmp_path (registry and weights folder), used instead of vcm/zoo."""
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path)
+    monkeypatch.setattr(zoo, "REGISTRY", tmp_path / "registry.json")
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path / "weights")
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, kitti_tiny_root):
+    from vcm.train import train
+
+    tmp = tmp_path_factory.mktemp("tiny")
+    cfg = compose_config("train", FAST_TRAIN + ["data=kitti_tiny", "model=hyperprior", "quality=2", "model.codec.N=8",
+                                                "model.codec.M=8", "trainer.max_steps=2"], tmp)
+    train(cfg)
+    return tmp / "run" / "checkpoints" / "last.ckpt"
+
+
+def test_registry_is_valid_and_every_shipped_file_matches_its_hash():
+    assert SHIPPED, "the zoo ships models (vcm/zoo/registry.json)"
+    for name, e in SHIPPED.items():
+        assert zoo.weights_path(name).is_file()
+        assert zoo.sha256_file(e.path) == e.sha256
+        assert e.training.get("config") and e.training.get("git_commit"), name
+        assert e.metrics.get("split") == "test" and e.metrics.get("dataset") == "kitti_mini", name
+
+
+def test_publish_then_load_by_name_and_refuse_a_modified_file(scratch_zoo, tiny_checkpoint, kitti_tiny_root, tmp_path):
+    from vcm.evaluation.runners import (
+        load_codec_checkpoint,
+        runner_from_checkpoint,
+        zoo_runner,
+    )
+
+    e = publish.add(tiny_checkpoint, "tiny-q2", minutes=0.1)
+    assert e.kind == "image_codec" and e.architecture == "hyperprior" and e.quality == 2 and e.lmbda == 0.0035
+    saved = torch.load(e.path, map_location="cpu", weights_only=False)
+    assert all(v.dtype == torch.float16 for v in saved["state_dict"].values() if v.is_floating_point())
+    # The zoo model is the checkpoint's codec with its weights rounded to float16.
+    ref, _ = load_codec_checkpoint(tiny_checkpoint)
+    model, meta = load_codec_checkpoint("zoo:tiny-q2")
+    assert meta["zoo_name"] == "tiny-q2"
+    for (k, a), (_, b) in zip(ref.state_dict().items(), model.state_dict().items()):
+        if a.is_floating_point() and not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table")):
+            assert torch.equal(a.half().float(), b), k
+    # codec=zoo and codec=checkpoint with zoo:<name> are the same runner; real coding round trip.
+    from vcm.data.kitti import load_image
+
+    image = load_image(kitti_tiny_root / "training" / "image_2" / "000001.png")
+    r1, r2 = zoo_runner("tiny-q2"), runner_from_checkpoint("zoo:tiny-q2")
+    data = r1.encode(image)
+    assert data == r2.encode(image)
+    assert r1.decode(data).shape == image.shape
+    # Any change of the file is refused with the name, the file and the fix.
+    weights = zoo.weights_path("tiny-q2")
+    blob = bytearray(weights.read_bytes())
+    blob[-100] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(zoo.ZooError, match=r"tiny-q2.*sha256.*registry says.*git checkout"):
+        zoo_runner("tiny-q2")
+    weights.unlink()
+    with pytest.raises(zoo.ZooError, match="missing"):
+        load_codec_checkpoint("zoo:tiny-q2")
+    with pytest.raises(zoo.ZooError, match=r"no zoo model called 'nope'; valid: tiny-q2"):
+        zoo.weights_path("nope")
+
+
+def test_registry_errors_name_the_file(scratch_zoo):
+    (scratch_zoo / "registry.json").write_text("{not json")
+    with pytest.raises(zoo.ZooError, match="registry.json is not valid JSON"):
+        zoo.entries()
+    (scratch_zoo / "registry.json").write_text(json.dumps({"models": [{"name": "a", "kind": "toaster", "file": "x",
+                                                                       "sha256": "0", "architecture": "x"}]}))
+    with pytest.raises(zoo.ZooError, match="kind 'toaster'"):
+        zoo.entries()
+
+
+def test_metrics_must_come_from_the_zoo_model(scratch_zoo, tiny_checkpoint, tmp_path):
+    publish.add(tiny_checkpoint, "tiny-q2")
+    record = {"dataset": "kitti_mini", "split": "test", "num_images": 10, "git_commit": None,
+              "metrics": {"psnr": 30.0}, "config": {"codec": {"name": "other"}}}
+    (tmp_path / "r.json").write_text(json.dumps(record))
+    with pytest.raises(Exception, match="not measured with zoo model 'tiny-q2'"):
+        publish.set_metrics("tiny-q2", tmp_path / "r.json")
+    record["config"]["codec"]["name"] = "tiny-q2"
+    (tmp_path / "r.json").write_text(json.dumps(record))
+    assert publish.set_metrics("tiny-q2", tmp_path / "r.json").metrics["psnr"] == 30.0
+
+
+@pytest.mark.parametrize("name", SHIPPED_CODECS)
+def test_every_shipped_codec_codes_a_real_frame_by_name(name, kitti_tiny_root, tmp_path):
+    from PIL import Image
+
+    frame = kitti_tiny_root / "training" / "image_2" / "000002.png"
+    out, png = tmp_path / "f.vcm", tmp_path / "f.png"
+    r = run_cli("vcm-compress", ["--model", name, str(frame), str(out)])
+    assert r.returncode == 0, r.stderr
+    r = run_cli("vcm-decompress", ["--model", name, str(out), str(png)])
+    assert r.returncode == 0, r.stderr
+    w, h = Image.open(frame).size
+    assert Image.open(png).size == (w, h)
+    bpp = 8 * out.stat().st_size / (w * h)
+    assert f"bpp_real={bpp:.4f}" in run_cli("vcm-compress", ["--model", name, str(frame), str(out)]).stdout
+
+
+@pytest.mark.parametrize("name", SHIPPED_CODECS)
+def test_init_from_every_shipped_codec_starts_from_its_weights(name, tmp_path):
+    from vcm.evaluation.runners import load_codec_checkpoint
+    from vcm.train import build_model, init_codec_from
+
+    e = zoo.entry(name)
+    for model_name in ("hyperprior", "roi_hyperprior"):
+        cfg = compose_config("train", ["data=kitti_tiny", f"model={model_name}", f"quality={e.quality}", "detector=none",
+                                       "model.codec.roi_source=boxes" if model_name == "roi_hyperprior" else "variant=null"],
+                             tmp_path)
+        model = build_model(cfg, hydra.utils.instantiate(cfg.data))
+        report = init_codec_from(model, f"zoo:{name}")
+        source, _ = load_codec_checkpoint(f"zoo:{name}")
+        x = torch.rand(1, 3, 64, 128)
+        with torch.no_grad():
+            if model_name == "hyperprior":
+                assert not report["skipped"]
+                assert torch.equal(model.codec.g_a(x), source.g_a(x))
+            else:
+                assert len(report["loaded"]) > 0
+        assert model.vcm_meta["init_from"] == f"zoo:{name}"
+
+
+def test_unknown_model_name_is_one_line_error(tmp_path, kitti_tiny_root):
+    frame = kitti_tiny_root / "training" / "image_2" / "000002.png"
+    r = run_cli("vcm-compress", ["--model", "no-such-model", str(frame), str(tmp_path / "x.vcm")])
+    assert r.returncode == 2 and "no zoo model called 'no-such-model'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.vcm").exists()
+
+
+@pytest.mark.parametrize("name", SHIPPED_DETECTORS)
+def test_shipped_detector_loads_by_config_name(name, kitti_tiny_root):
+    from hydra.utils import instantiate
+
+    from vcm.data.kitti import load_image
+
+    cfg = compose_config("eval", [f"detector={name}", "data=kitti_mini"], kitti_tiny_root)
+    det = instantiate(cfg.detector)
+    image = load_image(kitti_tiny_root / "training" / "image_2" / "000001.png")
+    with torch.no_grad():
+        feats = det.features([image])
+        strides = {k: round(image.shape[-1] / v.shape[-1]) for k, v in feats.levels.items()}
+        assert [v.shape[1] for v in feats.levels.values()] == [256] * 5
+        assert strides == {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
+        dets = det.detect(feats)[0]
+    assert (dets["labels"] >= 1).all() and len(dets["boxes"]) > 0

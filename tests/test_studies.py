@@ -18,7 +18,7 @@ FAKE_CKPT = "/nonexistent/detector.ckpt"  # never opened: configs only
 def _dry_run(module: str, args: list[str], out: Path) -> list[dict]:
     import importlib
 
-    main = importlib.import_module(f"vcm.scripts.{module}").main
+    main = importlib.import_module(f"vcm.cli.{module}").main
     assert main([*args, "--dry-run", "--out", str(out)]) == 0
     steps = json.loads((out / "study.json").read_text())["steps"]
     assert steps and all(s["status"] == "dry-run" for s in steps)
@@ -35,7 +35,7 @@ def _check_command(cmd: str, tmp: Path) -> str:
     if tool == "vcm-eval":
         assert cfg.get("codec") is not None, cmd
         return tool
-    from vcm.train import build_model
+    from vcm.cli.train import build_model
 
     model = build_model(cfg, SimpleNamespace(class_names=["Car", "Pedestrian", "Cyclist"]))
     assert int(cfg.trainer.max_steps) > 0, cmd
@@ -108,8 +108,8 @@ def test_bench_roi_fine_tunes_every_point_from_one_base(tmp_path):
 
 
 def test_bench_roi_prints_every_point_with_its_roi_to_background_gap(tmp_path, capsys):
+    from vcm.cli.bench_roi import print_points
     from vcm.rd.record import make_record, write_record
-    from vcm.scripts.bench_roi import print_points
 
     for codec, variant, q, bpp, roi, bg in (("hyperprior", "hyperprior", 4, 0.4, 17.0, 19.0),
                                             ("roi_hyperprior", "roi_boxes", 1, 0.2, 21.5, 18.0)):

@@ -18,7 +18,7 @@ SMALL_IMAGE_CODEC = ["model.codec.N=32", "model.codec.M=48"]
 
 
 def _train(overrides, tmp_path):
-    from vcm.train import train
+    from vcm.cli.train import train
 
     cfg = compose_config("train", FAST_TRAIN + overrides, tmp_path)
     return train(cfg)
@@ -100,7 +100,7 @@ def test_roi_hyperprior_trains_with_frozen_detector(tmp_path, kitti_tiny_root, t
 def test_roi_hyperprior_from_boxes_trains_evaluates_and_codes_without_a_detector(tmp_path, kitti_tiny_root,
                                                                                  trained_hyperprior, capsys):
     from vcm.cli.bitstream import CodecSession, compress_main, decompress_main
-    from vcm.evaluate import evaluate
+    from vcm.cli.eval import evaluate
 
     metrics, _ = _train(["data=kitti_tiny", "model=roi_hyperprior", "model.codec.roi_source=boxes", "detector=none",
                          "loss.alpha=0.9", *SMALL_IMAGE_CODEC], tmp_path / "t")
@@ -170,7 +170,7 @@ def test_detector_training_writes_best_checkpoint(trained_detector):
 
 
 def test_eval_none_with_trained_detector_on_kitti_tiny(trained_detector, tmp_path, kitti_tiny_root):
-    from vcm.evaluate import evaluate
+    from vcm.cli.eval import evaluate
 
     _, metrics = trained_detector
     cfg = compose_config("eval", ["codec=none", "data=kitti_tiny", "detector=mobilenet_v3_fpn",
@@ -190,7 +190,7 @@ def test_eval_none_with_trained_detector_on_kitti_tiny(trained_detector, tmp_pat
 
 
 def test_eval_checkpoint_and_anchor_records(trained_hyperprior, tmp_path, kitti_tiny_root):
-    from vcm.evaluate import evaluate
+    from vcm.cli.eval import evaluate
 
     tmp, _, _ = trained_hyperprior
     ckpt = tmp / "run" / "checkpoints" / "last.ckpt"

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vcm.scripts.pipeline import Study
+from vcm.cli.study_runner import Study
 
 # ---------------------------------------------------------------------------------------------
 # Presets. Each codec entry: (point name prefix, train overrides, list of rate-point overrides).
@@ -183,7 +183,7 @@ def run_study(preset: str, out: Path, detector_ckpt: str | None = None, dry_run:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vcm.scripts.paper", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m vcm.cli.study", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="mini")
     ap.add_argument("--out", type=Path, help="output folder (default: outputs/<preset>)")

@@ -118,7 +118,7 @@ class Study:
             metrics: metrics plotted and tabulated in the report.
             bd: ``(anchor, metric)`` pairs also printed and written as ``bd_<metric>_vs_<anchor>.csv``.
         """
-        from vcm.rd.cli import main as rd
+        from vcm.cli.rd import main as rd
 
         anchors = [anchors] if isinstance(anchors, str) else list(anchors)
         rep = self.out / "report"

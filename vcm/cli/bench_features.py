@@ -12,12 +12,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from vcm.scripts.paper import PRESETS
-from vcm.scripts.pipeline import Study
+from vcm.cli.study import PRESETS
+from vcm.cli.study_runner import Study
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vcm.scripts.bench_features", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m vcm.cli.bench_features", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--steps", type=int, default=120, help="training steps per point (same for every codec)")
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             if c:
                 st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={c}", *ev])
     if not a.dry_run:
-        from vcm.rd.cli import main as rd
+        from vcm.cli.rd import main as rd
 
         for anchor in ["lmsfc"] + (["hyperprior"] if a.with_hyperprior else []):
             print(f"\nBD-rate vs {anchor} on map_50 (split inference, real bitstreams):", flush=True)

@@ -18,13 +18,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from vcm.scripts.pipeline import Study
+from vcm.cli.study_runner import Study
 
 QUALITIES = (1, 4, 7)  # lambdas 0.0018, 0.013, 0.0932: a 52x range, so the rate rises with lambda even in short runs
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vcm.scripts.bench_roi", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m vcm.cli.bench_roi", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--steps", type=int, default=240, help="training steps per point (same for every codec)")
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             if ckpt:
                 st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={ckpt}", *frames, "split=val", *det])
     if not a.dry_run:
-        from vcm.rd.cli import main as rd
+        from vcm.cli.rd import main as rd
 
         found = print_points(st.results)
         curves = set(found["curve"]) if not found.empty else set()

@@ -1,7 +1,7 @@
 """Speed and overhead benchmarks of vcm, measured side by side in one run on this machine.
 
-    python -m vcm.scripts.bench                      # what ``make bench`` runs (about 5-8 min on 2 CPU cores)
-    python -m vcm.scripts.bench --quick --out /tmp/b/bench.json   # tiny settings, a few seconds
+    python -m vcm.cli.bench                      # what ``make bench`` runs (about 5-8 min on 2 CPU cores)
+    python -m vcm.cli.bench --quick --out /tmp/b/bench.json   # tiny settings, a few seconds
 
 Four measurements, each a ratio against the same work done without vcm (or a table):
 
@@ -865,7 +865,7 @@ def _print_summary(result: dict) -> None:
 
 # ---------------------------------------------------------------------------------------------- main
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m vcm.scripts.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m vcm.cli.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=None, help=f"timed rounds of the coding benchmarks (default {FULL.repeats})")
     p.add_argument("--train-steps", type=int, default=None,
                    help=f"training steps before the real-vs-estimated bpp measurement (default {FULL.train_steps})")
@@ -979,7 +979,7 @@ def _say(msg: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m vcm.scripts.bench``; returns the exit code."""
+    """Entry point of ``python -m vcm.cli.bench``; returns the exit code."""
     a = _parse(argv)
     threads = torch.get_num_threads()
     if a.threads:
@@ -988,7 +988,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
     levels = [lg.level for lg in quiet]
-    command = shlex.join(["python", "-m", "vcm.scripts.bench", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "vcm.cli.bench", *(sys.argv[1:] if argv is None else argv)])
     try:
         for lg in quiet:
             lg.setLevel(logging.WARNING)

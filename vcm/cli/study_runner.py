@@ -17,7 +17,10 @@ from pathlib import Path
 
 from vcm.utils.io import atomic_write_json
 
-BIN = Path(sys.executable).parent
+# Each step runs this interpreter on the entry point's module (the same code whether or not the
+# console scripts were reinstalled); printed commands name the console script's module.
+TRAIN = [sys.executable, "-m", "vcm.cli.train"]
+EVAL = [sys.executable, "-m", "vcm.cli.eval"]
 
 
 @dataclass
@@ -88,7 +91,7 @@ class Study:
             print(f"[{self.name}] {point}: trained already ({ckpt}), kept", flush=True)
             self.steps.append({"point": point, "status": "kept (trained)"})
             return ckpt
-        ok = self.run(point, [str(BIN / "vcm-train"), *overrides, f"hydra.run.dir={run}",
+        ok = self.run(point, [*TRAIN, *overrides, f"hydra.run.dir={run}",
                               f"paths.results_dir={self.out / 'train-records'}", "test_after_fit=false"], timeout)
         if ok and ckpt.is_file():
             done.write_text("ok\n")
@@ -107,7 +110,7 @@ class Study:
             print(f"[{self.name}] {point}: record exists, skipped", flush=True)
             self.steps.append({"point": point, "status": "kept (record exists)"})
             return True
-        return self.run(point, [str(BIN / "vcm-eval"), *overrides, f"hydra.run.dir={self.run_dir(point)}",
+        return self.run(point, [*EVAL, *overrides, f"hydra.run.dir={self.run_dir(point)}",
                                 f"paths.results_dir={self.results}", f"run_name={point}"], timeout)
 
     def report(self, anchors: str | list[str], metrics: list[str], bd: list[tuple[str, str]]) -> None:

@@ -57,6 +57,21 @@ def test_spine_on_kitti_tiny(trained_hyperprior):
     assert ck["vcm"]["codec_name"] == "hyperprior" and all(k.startswith("codec.") for k in ck["state_dict"])
 
 
+def test_a_checkpoint_evaluated_by_vcm_eval_joins_its_training_curve(trained_hyperprior, tmp_path, capsys):
+    from vcm.cli.eval import evaluate
+    from vcm.rd.table import curve_label
+
+    tmp, metrics, _ = trained_hyperprior
+    trained = read_record(metrics["record_path"])
+    ckpt = tmp / "run" / "checkpoints" / "last.ckpt"
+    _, rec = evaluate(compose_config("eval", ["codec=checkpoint", f"codec.ckpt={ckpt}", "data=kitti_tiny", "max_images=1"],
+                                     tmp_path / "e"))
+    assert curve_label(rec["codec"], rec["params"]) == curve_label(trained["codec"], trained["params"]) == "hyperprior"
+    # vcm-eval ends with one line of means
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("hyperprior, mean of 1 image: bpp_real ") and " psnr " in last and "dB" in last
+
+
 def test_spine_on_synthetic(tmp_path):
     # also: a scheduler stepped per training batch (milestone at step 3 of 4)
     sched = ["~model.scheduler", "model.scheduler_interval=step", "model.optimizer.lr=1.0e-3",

@@ -17,6 +17,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from vcm.cli.hydra_app import run_command
 from vcm.errors import ConfigError
 from vcm.evaluation.pipeline import MetricAccumulator, evaluate_image, finite_or_none
 from vcm.evaluation.runners import AnchorFeatureRunner, AnchorImageRunner
@@ -111,15 +112,25 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
     )
     path = write_record(record, cfg.paths.results_dir, run_name=cfg.get("run_name"))
     print(f"results record: {path}")
+    print(mean_summary(runner.name, len(samples), metrics))
     return path, record
+
+
+def mean_summary(codec: str, num_images: int, metrics: dict[str, Any]) -> str:
+    """One line of the means a user looks at first: bpp, PSNR (image codecs) and mAP (with a detector)."""
+    parts = [f"bpp_real {metrics['bpp_real']:.4f}"] if metrics.get("bpp_real") is not None else []
+    if metrics.get("psnr") is not None:
+        parts.append(f"psnr {metrics['psnr']:.2f} dB")
+    for key, label in (("map", "mAP"), ("map_50", "mAP@0.5")):
+        if metrics.get(key) is not None:
+            parts.append(f"{label} {metrics[key]:.4f}")
+    return f"{codec}, mean of {num_images} image{'s' if num_images != 1 else ''}: " + ", ".join(parts)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
-    from vcm.callbacks.sweep import run_job
-
-    # In a multirun a failing point is recorded and the sweep goes on (vcm.callbacks.sweep).
-    run_job(evaluate, cfg)
+    # One line for a user's mistake; in a multirun a failing point is recorded and the sweep goes on.
+    run_command("vcm-eval", evaluate, cfg)
 
 
 def main() -> None:

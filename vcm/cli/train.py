@@ -30,6 +30,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vcm.cli.hydra_app import run_command
 from vcm.errors import ConfigError
 from vcm.utils.config import CONF_DIR, check_config, to_plain
 from vcm.utils.io import atomic_write_text
@@ -283,10 +284,8 @@ def write_train_record(cfg: DictConfig, model, datamodule, kind: str) -> Path:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    from vcm.callbacks.sweep import run_job
-
-    # In a multirun a failing point is recorded and the sweep goes on (vcm.callbacks.sweep).
-    metrics = run_job(lambda c: train(c)[0], cfg)
+    # One line for a user's mistake; in a multirun a failing point is recorded and the sweep goes on.
+    metrics = run_command("vcm-train", lambda c: train(c)[0], cfg)
     opt = cfg.get("optimized_metric")
     return metrics.get(opt) if opt and metrics else None
 

@@ -81,3 +81,43 @@ def test_no_deprecation_warning_on_a_command(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "Warning" not in r.stdout + r.stderr, r.stdout + r.stderr
     assert r.stdout.strip().splitlines()[-1].startswith("jpeg, mean of 1 image: bpp_real ")
+
+
+def test_rd_csv_keeps_integer_params_and_notes_name_the_flag(tmp_path, capsys):
+    import csv
+
+    from vcm.cli.rd import main as rd
+    from vcm.rd.record import make_record, write_record
+
+    res = tmp_path / "results"
+    # jpeg: a quality parameter; hyperprior: quality and lmbda, with a rate that falls at q5 (not monotonic)
+    for q, bpp, psnr in ((10, 0.2, 25.0), (50, 0.5, 30.0), (90, 1.5, 36.0)):
+        write_record(make_record("jpeg", {"quality": q}, "d", "test", 1, None, {"bpp_real": bpp, "psnr": psnr},
+                                 [{"name": "0"}], {}), res)
+    for q, bpp, psnr in ((1, 0.1234567, 24.0), (3, 0.4, 27.0), (5, 0.3, 29.0)):
+        write_record(make_record("hyperprior", {"quality": q, "lmbda": 0.001 * q}, "d", "test", 1, None,
+                                 {"bpp_real": bpp, "psnr": psnr}, [{"name": "0"}], {}), res)
+    write_record(make_record("none", {}, "d", "test", 1, None, {"bpp_real": 24.0}, [{"name": "0"}], {}), res)
+    assert rd(["collect", str(res), "--out", str(tmp_path / "rd.csv")]) == 0
+    rows = list(csv.DictReader((tmp_path / "rd.csv").open()))
+    assert sorted(r["param.quality"] for r in rows if r["codec"] == "jpeg") == ["10", "50", "90"]
+    assert {r["param.quality"] for r in rows if r["codec"] == "none"} == {""}
+    capsys.readouterr()
+    rd(["bd", "--anchor", "jpeg", "--metric", "psnr", str(res)])
+    out = capsys.readouterr().out
+    assert "not monotonic" in out and "--pareto" in out and "0.1235" in out and "0.1234567" not in out, out
+
+
+def test_report_tables_use_the_units_their_headings_name(tmp_path):
+    from vcm.cli.rd import main as rd
+    from vcm.rd.record import make_record, write_record
+
+    res = tmp_path / "results"
+    for q, bpp, m50 in ((10, 0.2, 0.25), (50, 0.5, 0.5), (90, 1.5, 0.75)):
+        write_record(make_record("jpeg", {"quality": q}, "d", "test", 1, None, {"bpp_real": bpp, "map_50": m50},
+                                 [{"name": "0"}], {}), res)
+    assert rd(["report", str(res), "--out", str(tmp_path / "report"), "--anchor", "jpeg", "--metrics", "map_50"]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| curve | params |"))
+    assert "mAP@0.50 [%]" in header, header
+    assert "| 75 |" in md and "| 0.75 |" not in md, md

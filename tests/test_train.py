@@ -132,8 +132,13 @@ def test_roi_hyperprior_from_boxes_trains_evaluates_and_codes_without_a_detector
     root = kitti_tiny_root / "training"
     src, labels = root / "image_2" / "000001.png", root / "label_2" / "000001.txt"
     out, png = tmp_path / "f.vcm", tmp_path / "f.png"
+    capsys.readouterr()
     assert compress_main(["--ckpt", str(ckpt), "--labels", str(labels), str(src), str(out)]) == 0
     assert decompress_main(["--ckpt", str(ckpt), str(out), str(png)]) == 0
+    # both commands print the size the same way (W x H)
+    h, w = np.asarray(Image.open(src)).shape[:2]
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and all(f" {w}x{h} (W x H)," in line for line in printed), printed
     assert np.asarray(Image.open(png)).shape == np.asarray(Image.open(src).convert("RGB")).shape
     session = CodecSession(ckpt)
     from vcm.data.kitti import load_image

@@ -56,5 +56,5 @@ paper: $(STAMP) ## The full-scale comparison (real KITTI in KITTI_ROOT, GPU): re
 lint: $(STAMP) ## Ruff
 	$(BIN)/ruff check vcm tests
 
-clean: ## Remove logs, results and caches (not the venv)
-	rm -rf logs results outputs .cache .pytest_cache
+clean: ## Remove run output (logs, results, outputs, caches: all git-ignored; not the venv)
+	rm -rf logs results outputs multirun lightning_logs wandb .cache .pytest_cache .ruff_cache

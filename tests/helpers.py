@@ -73,7 +73,8 @@ def run_cli(tool: str, args: list[str], timeout: float = 300, cwd: Path | None =
     checkout under test runs even when the installed scripts are older) with ``args``; returns the
     CompletedProcess (or the Popen when ``wait`` is False)."""
     module, func = console_scripts()[tool].split(":")
-    launcher = f"import sys; sys.argv[0] = {tool!r}; from {module} import {func}; sys.exit({func}())"
+    # argv[0] is the module's file: Lightning's DDP launcher starts the other processes by running it
+    launcher = f"import sys, {module} as m; sys.argv[0] = m.__file__; sys.exit(m.{func}())"
     cmd = [sys.executable, "-c", launcher, *[str(a) for a in args]]
     if not wait:
         return subprocess.Popen(cmd, env=subprocess_env(), cwd=cwd or ROOT, stdout=subprocess.PIPE,

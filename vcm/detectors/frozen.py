@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.image_list import ImageList
@@ -19,7 +18,7 @@ from torchvision.ops import boxes as box_ops
 
 from vcm.detectors.checkpoints import _load_checkpoint
 from vcm.detectors.faster_rcnn import _build
-from vcm.detectors.features import LEVEL_NAMES, DetectorFeatures
+from vcm.detectors.features import LEVEL_NAMES, DetectorFeatures, p6_from_p5
 from vcm.errors import ConfigError
 
 _TV_LEVELS = ("0", "1", "2", "3", "pool")  # torchvision's FPN keys for p2..p6
@@ -165,7 +164,7 @@ class FrozenDetector(nn.Module):
             raise ValueError(f"features lack levels {missing}; expected {list(LEVEL_NAMES)} (p6 optional)")
         levels = OrderedDict((k, levels[k]) for k in LEVEL_NAMES if k in levels)
         if "p6" not in levels:  # what LastLevelMaxPool computes from the FPN's p5
-            levels["p6"] = F.max_pool2d(levels["p5"], kernel_size=1, stride=2, padding=0)
+            levels["p6"] = p6_from_p5(levels["p5"])
         batch = features.batch_size
         if len(features.original_sizes) != batch:
             raise ValueError(f"features have {batch} image_sizes but {len(features.original_sizes)} original_sizes")

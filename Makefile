@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 # empty: bench-features trains one, bench-roi uses a seeded random-weight detector.
 DETECTOR_CKPT ?=
 # Extra options of the benchmark scripts, e.g. ARGS="--pretrain-steps 720 --steps 150"
-# (python -m vcm.scripts.bench_roi --help lists them).
+# (python -m vcm.cli.bench_roi --help lists them).
 ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -36,22 +36,22 @@ test-all: $(STAMP) ## Run every test, slow ones included
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP) ## Train a codec and a detector briefly on the embedded synthetic data and evaluate them
-	$(BIN)/python -m vcm.scripts.paper --preset demo
+	$(BIN)/python -m vcm.cli.study --preset demo
 
 bench: $(STAMP) ## Speed/overhead benchmarks: vcm vs CompressAI, real vs estimated bpp, Lightning vs plain loop, anchors
-	$(BIN)/python -m vcm.scripts.bench
+	$(BIN)/python -m vcm.cli.bench
 
 bench-roi: $(STAMP) ## Does ROI-awareness work? hyperprior vs roi_hyperprior on kitti_tiny (BD-rates)
-	$(BIN)/python -m vcm.scripts.bench_roi $(if $(DETECTOR_CKPT),--detector-ckpt $(DETECTOR_CKPT)) $(ARGS)
+	$(BIN)/python -m vcm.cli.bench_roi $(if $(DETECTOR_CKPT),--detector-ckpt $(DETECTOR_CKPT)) $(ARGS)
 
 bench-features: $(STAMP) ## Does task-awareness work? L-MSFC vs TA-MSF on synthetic data (BD-rate on mAP@0.5)
-	$(BIN)/python -m vcm.scripts.bench_features $(if $(DETECTOR_CKPT),--detector-ckpt $(DETECTOR_CKPT)) $(ARGS)
+	$(BIN)/python -m vcm.cli.bench_features $(if $(DETECTOR_CKPT),--detector-ckpt $(DETECTOR_CKPT)) $(ARGS)
 
 paper-mini: $(STAMP) ## The whole comparison at small scale on this CPU: report under outputs/paper-mini
-	$(BIN)/python -m vcm.scripts.paper --preset mini
+	$(BIN)/python -m vcm.cli.study --preset mini
 
 paper: $(STAMP) ## The full-scale comparison (real KITTI in KITTI_ROOT, GPU): report under outputs/paper
-	$(BIN)/python -m vcm.scripts.paper --preset full
+	$(BIN)/python -m vcm.cli.study --preset full
 
 detector: $(STAMP) ## Train the real-KITTI detector on kitti_mini and ship it in the zoo (kitti_mobilenet_v2)
 	$(BIN)/python -m vcm.cli.zoo detector $(ARGS)
@@ -62,5 +62,5 @@ zoo: $(STAMP) ## Re-train the zoo hyperpriors (4 rate points) on kitti_mini, shi
 lint: $(STAMP) ## Ruff
 	$(BIN)/ruff check vcm tests
 
-clean: ## Remove logs, results and caches (not the venv)
-	rm -rf logs results outputs .cache .pytest_cache
+clean: ## Remove run output (logs, results, outputs, caches: all git-ignored; not the venv)
+	rm -rf logs results outputs multirun lightning_logs wandb .cache .pytest_cache .ruff_cache

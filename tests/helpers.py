@@ -10,13 +10,13 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import lightning as L
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-VENV_BIN = Path(sys.executable).parent
 TESTS = Path(__file__).resolve().parent
 
 # 8 synthetic frames of 128x320 (6 train, 1 val, 1 test), a 16-channel codec, 64x64 crops.
@@ -63,9 +63,19 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def console_scripts() -> dict[str, str]:
+    """``[project.scripts]`` of pyproject.toml: command name -> ``module:function``."""
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
 def run_cli(tool: str, args: list[str], timeout: float = 300, cwd: Path | None = None, wait: bool = True):
-    """Run ``.venv/bin/<tool> args``; returns the CompletedProcess (or the Popen when ``wait`` is False)."""
-    cmd = [str(VENV_BIN / tool), *[str(a) for a in args]]
+    """Run the console script ``tool`` (as ``[project.scripts]`` maps it, through this interpreter, so the
+    checkout under test runs even when the installed scripts are older) with ``args``; returns the
+    CompletedProcess (or the Popen when ``wait`` is False)."""
+    module, func = console_scripts()[tool].split(":")
+    # argv[0] is the module's file: Lightning's DDP launcher starts the other processes by running it
+    launcher = f"import sys, {module} as m; sys.argv[0] = m.__file__; sys.exit(m.{func}())"
+    cmd = [sys.executable, "-c", launcher, *[str(a) for a in args]]
     if not wait:
         return subprocess.Popen(cmd, env=subprocess_env(), cwd=cwd or ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)

@@ -265,7 +265,7 @@ def test_bad_parameters(make, match: str):
 
 def test_params_and_names():
     a = HevcAnchor(qp=27, chroma="444", bit_depth=10, preset="fast")
-    assert (a.name, a.kind) == ("hevc", "image")
+    assert (a.name, a.kind) == ("hevc444", "image")  # 4:4:4 is its own curve, not the 4:2:0 anchor's
     assert a.params == {"qp": 27, "chroma": "444", "bit_depth": 10, "preset": "fast", "tune": "psnr"}
     assert {c.name for c in (JpegAnchor, WebpAnchor, HevcAnchor, Av1Anchor, VtmAnchor)} == {"jpeg", "webp", "hevc", "av1", "vtm"}
     assert len({c.codec_id for c in (JpegAnchor, WebpAnchor, HevcAnchor, Av1Anchor, VtmAnchor)}) == 5

@@ -102,7 +102,7 @@ DATA_CASES = [
 
 @pytest.mark.parametrize("case,damage,exc,pattern,named", DATA_CASES, ids=[c[0] for c in DATA_CASES])
 def test_bad_data_fails_clearly_and_loses_nothing(case, damage, exc, pattern, named, tree, results, tmp_path):
-    from vcm.evaluate import evaluate
+    from vcm.cli.eval import evaluate
 
     damage(tree)
     before = snapshot(results)
@@ -115,7 +115,7 @@ def test_bad_data_fails_clearly_and_loses_nothing(case, damage, exc, pattern, na
 
 def test_bad_training_image_fails_through_the_loader_workers(tree, tmp_path):
     """The same clear error from a training batch loaded in a worker process."""
-    from vcm.train import train
+    from vcm.cli.train import train
 
     for frame in ("000000", "000002", "000003", "000004", "000005", "000006"):  # every training frame
         _img(tree, frame).write_bytes(b"not an image")
@@ -134,7 +134,7 @@ def _empty_labels(root: Path) -> None:
 
 
 def test_frames_without_objects_evaluate(tree, results, tmp_path):
-    from vcm.evaluate import evaluate
+    from vcm.cli.eval import evaluate
 
     _empty_labels(tree)
     cfg = compose(["data=kitti", f"data.root={tree}", "codec=jpeg", "split=all"], tmp_path, name="eval")
@@ -146,7 +146,7 @@ def test_frames_without_objects_evaluate(tree, results, tmp_path):
 
 
 def test_frames_without_objects_train_with_the_roi_loss(tree, tmp_path):
-    from vcm.train import train
+    from vcm.cli.train import train
 
     _empty_labels(tree)
     cfg = compose(TINY_REST + ["data=kitti", f"data.root={tree}", "data.num_workers=0", "model=hyperprior",
@@ -161,8 +161,8 @@ def test_frames_without_objects_train_with_the_roi_loss(tree, tmp_path):
 def codecs(tmp_path_factory, cache) -> dict:
     """Checkpoints: a factorized codec, the same with one weight changed, and a hyperprior; a bitstream."""
     from vcm.cli.bitstream import CodecSession
+    from vcm.cli.train import train
     from vcm.data.kitti import load_image
-    from vcm.train import train
 
     tmp = tmp_path_factory.mktemp("codecs")
     out = {}
@@ -331,7 +331,7 @@ TRAIN_CONFIG_CASES = [
 
 @pytest.mark.parametrize("case,overrides,exc,pattern", TRAIN_CONFIG_CASES, ids=[c[0] for c in TRAIN_CONFIG_CASES])
 def test_bad_training_config_fails_before_writing_anything(case, overrides, exc, pattern, cache, results, tmp_path):
-    from vcm.train import train
+    from vcm.cli.train import train
 
     before = snapshot(results)
     cfg = compose(TINY + ["model=factorized"] + overrides, tmp_path, cache)
@@ -350,7 +350,7 @@ def test_bad_training_config_fails_before_writing_anything(case, overrides, exc,
      r"checkpoint not found: /nonexistent/last.ckpt"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_evaluation_config_fails_without_a_record(case, overrides, exc, pattern, cache, results, tmp_path):
-    from vcm.evaluate import evaluate
+    from vcm.cli.eval import evaluate
 
     before = snapshot(results)
     cfg = compose(["data=synthetic", "data.synthetic_num=8", "data.synthetic_size=[128,320]", "max_images=1"] + overrides,
@@ -369,7 +369,7 @@ def test_unknown_detector_backbone_from_the_detector_builder(tmp_path):
 
 
 def test_resume_refuses_a_truncated_checkpoint_before_writing_anything(codecs, cache, results, tmp_path):
-    from vcm.train import train
+    from vcm.cli.train import train
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vcm.scripts.bench import GOALS, main
+from vcm.cli.bench import GOALS, main
 
 
 def _positive_finite(value, where: str) -> None:
@@ -38,7 +38,7 @@ def test_quick_run_writes_every_section(quick_result):
     assert isinstance(env["cpu_model"], str) and env["cpu_model"]
     assert isinstance(env["torch"], str) and env["torch"][0].isdigit()
     md = out.with_suffix(".md").read_text()
-    assert result["command"] in md and "python -m vcm.scripts.bench --quick" in result["command"]
+    assert result["command"] in md and "python -m vcm.cli.bench --quick" in result["command"]
     for row in result["summary"]:
         assert row["check"] in md
         assert row["result"] == ("PASS" if row["value"] <= row["goal"] else "FAIL")

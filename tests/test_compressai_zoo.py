@@ -67,7 +67,7 @@ def _check_equal(runner, net, image):
 
 def test_eval_config_matches_compressai_coding(kitti_tiny_root, tmp_path):
     """``vcm-eval codec=compressai codec.weights=<file>``: the runner it builds codes like CompressAI."""
-    from vcm.evaluate import build_runner
+    from vcm.cli.eval import build_runner
 
     net = _compressai_model("bmshj2018-hyperprior")
     weights = tmp_path / "bmshj2018-hyperprior-1.pth"
@@ -140,7 +140,7 @@ def test_parse_spec():
 
 @torch.no_grad()
 def test_init_from_compressai_loads_weights_into_vcm_hyperprior(torch_home, tmp_path):
-    from vcm.train import build_model, init_codec_from
+    from vcm.cli.train import build_model, init_codec_from
 
     net = _compressai_model("bmshj2018-hyperprior", seed=2)
     cached = hub_cache_path(weights_url("bmshj2018-hyperprior", 1, "mse"))
@@ -170,7 +170,7 @@ def test_init_from_compressai_loads_weights_into_vcm_hyperprior(torch_home, tmp_
 
 
 def test_init_from_compressai_offline_and_bad_spec(torch_home, tmp_path):
-    from vcm.train import build_model, init_codec_from
+    from vcm.cli.train import build_model, init_codec_from
 
     model = build_model(compose_config("train", ["model=hyperprior", "quality=1"], tmp_path), None)
     with pytest.raises(ConfigError, match=r"init_from=compressai:bmshj2018-hyperprior/4: .* put https://.*"
@@ -184,7 +184,7 @@ def test_vcm_eval_record_is_compressai_coding(kitti_tiny_root, tmp_path):
     """``vcm-eval data=images codec=compressai codec.weights=<file>``: the record measures CompressAI's coding."""
     from PIL import Image
 
-    from vcm.evaluate import evaluate
+    from vcm.cli.eval import evaluate
     from vcm.metrics.image import psnr
 
     net = _compressai_model("bmshj2018-hyperprior", seed=3)

@@ -97,7 +97,7 @@ def test_training_split_and_crops(folder):
 
 @pytest.mark.parametrize("split", ["test", "all"])
 def test_vcm_eval_jpeg_on_a_folder(folder, tmp_path, split):
-    from vcm.evaluate import evaluate
+    from vcm.cli.eval import evaluate
 
     cfg = compose_config("eval", ["data=images", f"data.root={folder}", "codec=jpeg", f"split={split}"], tmp_path)
     _, record = evaluate(cfg)
@@ -111,7 +111,7 @@ def test_vcm_eval_jpeg_on_a_folder(folder, tmp_path, split):
 
 def test_vcm_eval_refuses_a_detector_without_labels(folder, tmp_path):
     from vcm.errors import ConfigError
-    from vcm.evaluate import evaluate
+    from vcm.cli.eval import evaluate
 
     cfg = compose_config("eval", ["data=images", f"data.root={folder}", "codec=jpeg", "detector=resnet18_fpn"], tmp_path)
     with pytest.raises(ConfigError, match=r"my_images has no labels .*detection cannot be measured"):

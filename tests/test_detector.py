@@ -18,7 +18,7 @@ from torchvision.models.detection import (
 )
 from torchvision.ops import FrozenBatchNorm2d
 
-import vcm.detectors.faster_rcnn as frcnn
+import vcm.detectors.weights as frcnn
 from vcm.detectors import (
     BACKBONE_NAMES,
     DetectorFeatures,

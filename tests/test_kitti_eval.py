@@ -195,11 +195,11 @@ class _OracleDetector(torch.nn.Module):
 
 @pytest.mark.parametrize("split", ["all", "test"])
 def test_vcm_eval_detections_score_the_same_with_vcm_kitti_eval(split, kitti_tiny_root, tmp_path, monkeypatch, capsys):
-    import vcm.evaluate
-    from vcm.evaluate import evaluate
+    import vcm.cli.eval
+    from vcm.cli.eval import evaluate
 
     oracle = _OracleDetector(kitti_tiny_root)
-    monkeypatch.setattr(vcm.evaluate, "build_detector", lambda cfg, runner, device: oracle)
+    monkeypatch.setattr(vcm.cli.eval, "build_detector", lambda cfg, runner, device: oracle)
     cfg = compose_config("eval", ["codec=none", "data=kitti_tiny", f"split={split}", "save_detections=true"], tmp_path)
     _, record = evaluate(cfg)
     metrics = record["metrics"]
@@ -234,7 +234,7 @@ def test_vcm_eval_detections_score_the_same_with_vcm_kitti_eval(split, kitti_tin
 
 
 def test_save_detections_needs_a_detector(tmp_path):
-    from vcm.evaluate import evaluate
+    from vcm.cli.eval import evaluate
 
     cfg = compose_config("eval", ["codec=none", "data=kitti_tiny", "save_detections=true", "max_images=1"], tmp_path)
     with pytest.raises(ConfigError, match="save_detections=true needs a detector"):

@@ -89,7 +89,7 @@ class GradientProbe(Callback):
 
 
 def _train_bf16(overrides, tmp_path):
-    from vcm.train import train
+    from vcm.cli.train import train
 
     cfg = compose_config("train", FAST_TRAIN + BF16 + overrides, tmp_path)
     probe = GradientProbe()

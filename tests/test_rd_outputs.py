@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vcm.rd.cli import main
+from vcm.cli.rd import main
 from vcm.rd.plot import plot_rd
 from vcm.rd.record import make_record, write_record
 from vcm.rd.report import write_report

@@ -124,8 +124,8 @@ def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_dies(tmp_path, monk
 
 
 def test_resume_never_picks_up_a_partial_checkpoint(tmp_path):
+    from vcm.cli.train import _resolve_ckpt_path
     from vcm.errors import ConfigError
-    from vcm.train import _resolve_ckpt_path
 
     ckdir = tmp_path / "run" / "checkpoints"
     ckdir.mkdir(parents=True)
@@ -167,7 +167,7 @@ def test_training_sampler_is_a_function_of_seed_epoch_and_position():
 
 # --------------------------------------------------------------------------------------------- determinism
 def test_same_seed_same_config_same_weights_and_metrics(tmp_path, cache):
-    from vcm.train import train
+    from vcm.cli.train import train
 
     def run(name, seed):
         cfg = compose(TINY + ["model=hyperprior", "trainer.max_steps=3", f"seed={seed}"], tmp_path / name, cache)
@@ -185,7 +185,7 @@ def test_same_seed_same_config_same_weights_and_metrics(tmp_path, cache):
 
 @pytest.fixture(scope="module")
 def hyperprior_ckpt(tmp_path_factory, cache) -> Path:
-    from vcm.train import train
+    from vcm.cli.train import train
 
     tmp = tmp_path_factory.mktemp("hp")
     train(compose(TINY + ["model=hyperprior", "trainer.max_steps=3", "test_after_fit=false"], tmp, cache))
@@ -313,8 +313,8 @@ def test_local_multi_process_training_is_refused_inside_a_multirun(tmp_path, cac
     """Lightning starts DDP processes by re-running the command line, which inside ``-m`` would
     start the whole sweep again in every process: refused with a clear message instead."""
     from vcm.callbacks import sweep
+    from vcm.cli.train import train
     from vcm.errors import ConfigError
-    from vcm.train import train
 
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setattr(sweep, "_multirun_job", lambda: {"num": 0, "overrides": [], "output_dir": str(tmp_path)})
@@ -343,8 +343,8 @@ def nan_at_step_1(monkeypatch):
 
 
 def test_nonfinite_loss_stops_the_run_naming_the_step(tmp_path, cache, nan_at_step_1):
+    from vcm.cli.train import train
     from vcm.modules.base import NonFiniteLossError
-    from vcm.train import train
 
     results = tmp_path / "x" / "results"
     with pytest.raises(NonFiniteLossError, match=r"non-finite training loss nan at global step 1 \(epoch 0, batch 1\)"):
@@ -353,7 +353,7 @@ def test_nonfinite_loss_stops_the_run_naming_the_step(tmp_path, cache, nan_at_st
 
 
 def test_nonfinite_loss_skip_mode_skips_only_that_batch(tmp_path, cache, nan_at_step_1):
-    from vcm.train import train
+    from vcm.cli.train import train
 
     metrics, objects = train(compose(TINY + ["model=factorized", "model.nonfinite=skip"], tmp_path, cache))
     model, trainer = objects["model"], objects["trainer"]
@@ -368,7 +368,7 @@ def test_nonfinite_loss_skip_mode_skips_only_that_batch(tmp_path, cache, nan_at_
 def test_ddp_cpu_two_processes_count_every_validation_image_once(tmp_path, cache):
     """trainer=ddp_cpu (2 gloo processes) from vcm-train: 3 validation and 3 test frames, so one
     process gets two and the other one (a padding sampler would evaluate one frame twice)."""
-    from vcm.evaluate import evaluate
+    from vcm.cli.eval import evaluate
 
     data = ["data=synthetic", "data.synthetic_num=8", "data.synthetic_size=[128,320]", "data.split_fractions=[0.25,0.375,0.375]"]
     run, check = tmp_path / "run", tmp_path / "ddp.json"

@@ -18,24 +18,30 @@ FAKE_CKPT = "/nonexistent/detector.ckpt"  # never opened: configs only
 def _dry_run(module: str, args: list[str], out: Path) -> list[dict]:
     import importlib
 
-    main = importlib.import_module(f"vcm.scripts.{module}").main
+    main = importlib.import_module(f"vcm.cli.{module}").main
     assert main([*args, "--dry-run", "--out", str(out)]) == 0
     steps = json.loads((out / "study.json").read_text())["steps"]
     assert steps and all(s["status"] == "dry-run" for s in steps)
     return steps
 
 
-def _check_command(cmd: str, tmp: Path) -> str:
+def _argv(cmd: str) -> list[str]:
+    """A study's printed command (``python -m vcm.cli.train ...``) as ``["vcm-train", *overrides]``."""
     argv = shlex.split(cmd)
-    tool = Path(argv[0]).name
-    assert tool in ("vcm-train", "vcm-eval"), cmd
+    assert argv[1] == "-m", cmd
+    return [{"vcm.cli.train": "vcm-train", "vcm.cli.eval": "vcm-eval"}[argv[2]], *argv[3:]]
+
+
+def _check_command(cmd: str, tmp: Path) -> str:
+    argv = _argv(cmd)
+    tool = argv[0]
     # hydra.* and paths.* are set by the study for the run folder; compose() sets its own
     overrides = [a for a in argv[1:] if not a.startswith(("hydra.", "paths.", "run_name="))]
     cfg = compose(overrides, tmp, name="train" if tool == "vcm-train" else "eval")
     if tool == "vcm-eval":
         assert cfg.get("codec") is not None, cmd
         return tool
-    from vcm.train import build_model
+    from vcm.cli.train import build_model
 
     model = build_model(cfg, SimpleNamespace(class_names=["Car", "Pedestrian", "Cyclist"]))
     assert int(cfg.trainer.max_steps) > 0, cmd
@@ -59,8 +65,8 @@ def _check_command(cmd: str, tmp: Path) -> str:
         ("bench_features", ["--detector-ckpt", FAKE_CKPT, "--with-hyperprior"]),
         ("bench_features", []),
         ("bench_features", ["--detector-ckpt", FAKE_CKPT, "--pretrain-steps", "300", "--det-weight", "2"]),
-        ("paper", ["--preset", "demo"]),
-        ("paper", ["--preset", "mini"]),
+        ("study", ["--preset", "demo"]),
+        ("study", ["--preset", "mini"]),
     ],
     ids=["bench_roi", "bench_roi_ckpt", "bench_roi_pretrained", "bench_roi_boxes", "bench_features_ckpt", "bench_features", "bench_features_pretrained", "paper_demo", "paper_mini"],
 )
@@ -72,10 +78,10 @@ def test_study_commands_compose(module, args, tmp_path):
 
 def test_bench_roi_budget_is_the_same_for_every_codec(tmp_path):
     steps = _dry_run("bench_roi", ["--steps", "60"], tmp_path / "study")
-    trains = [s for s in steps if Path(shlex.split(s["cmd"])[0]).name == "vcm-train"]
+    trains = [s for s in steps if _argv(s["cmd"])[0] == "vcm-train"]
     assert len(trains) == 9  # hyperprior, roi_hyperprior, zero-features ablation at three qualities
     for s in trains:
-        cfg = compose([a for a in shlex.split(s["cmd"])[1:] if not a.startswith(("hydra.", "paths."))], tmp_path / "c")
+        cfg = compose([a for a in _argv(s["cmd"])[1:] if not a.startswith(("hydra.", "paths."))], tmp_path / "c")
         assert cfg.trainer.max_steps == 60 and cfg.model.optimizer.lr == 1e-3
         assert (cfg.model.codec.N, cfg.model.codec.M) == (64, 96)
         assert list(cfg.data.crop_size) == [128, 128] and cfg.data.batch_size == 8
@@ -85,8 +91,8 @@ def test_bench_roi_budget_is_the_same_for_every_codec(tmp_path):
 
 def test_bench_roi_boxes_curve_gives_the_encoder_the_roi_map_and_no_detector(tmp_path):
     steps = _dry_run("bench_roi", ["--steps", "60", "--boxes-curve"], tmp_path / "study")
-    cfgs = {s["point"]: compose([a for a in shlex.split(s["cmd"])[1:] if not a.startswith(("hydra.", "paths."))],
-                                tmp_path / "c") for s in steps if "vcm-train" in s["cmd"]}
+    cfgs = {s["point"]: compose([a for a in _argv(s["cmd"])[1:] if not a.startswith(("hydra.", "paths."))],
+                                tmp_path / "c") for s in steps if _argv(s["cmd"])[0] == "vcm-train"}
     assert len(cfgs) == 12
     boxes = {k: c for k, c in cfgs.items() if k.startswith("roi_boxes_")}
     assert sorted(boxes) == ["roi_boxes_q1", "roi_boxes_q4", "roi_boxes_q7"]
@@ -98,8 +104,8 @@ def test_bench_roi_boxes_curve_gives_the_encoder_the_roi_map_and_no_detector(tmp
 
 def test_bench_roi_fine_tunes_every_point_from_one_base(tmp_path):
     steps = _dry_run("bench_roi", ["--steps", "60", "--pretrain-steps", "600"], tmp_path / "study")
-    cfgs = {s["point"]: compose([a for a in shlex.split(s["cmd"])[1:] if not a.startswith(("hydra.", "paths."))],
-                                tmp_path / "c") for s in steps if "vcm-train" in s["cmd"]}
+    cfgs = {s["point"]: compose([a for a in _argv(s["cmd"])[1:] if not a.startswith(("hydra.", "paths."))],
+                                tmp_path / "c") for s in steps if _argv(s["cmd"])[0] == "vcm-train"}
     base = cfgs.pop("base_hyperprior")
     assert base.trainer.max_steps == 600 and base.quality == 4 and base.init_from is None
     assert len(cfgs) == 9 and {c.init_from for c in cfgs.values()} == {str(tmp_path / "study" / "runs" / "base_hyperprior" /
@@ -108,8 +114,8 @@ def test_bench_roi_fine_tunes_every_point_from_one_base(tmp_path):
 
 
 def test_bench_roi_prints_every_point_with_its_roi_to_background_gap(tmp_path, capsys):
+    from vcm.cli.bench_roi import print_points
     from vcm.rd.record import make_record, write_record
-    from vcm.scripts.bench_roi import print_points
 
     for codec, variant, q, bpp, roi, bg in (("hyperprior", "hyperprior", 4, 0.4, 17.0, 19.0),
                                             ("roi_hyperprior", "roi_boxes", 1, 0.2, 21.5, 18.0)):

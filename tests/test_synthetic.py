@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vcm.cli.synthetic import main as synthetic_main
 from vcm.data import synthetic as syn
+from vcm.data.synthetic.geometry import _object_extent
 from vcm.errors import ConfigError
 
 W, H = syn.KITTI_WIDTH, syn.KITTI_HEIGHT
@@ -180,7 +182,7 @@ def test_truncation_is_fraction_of_projected_box_outside_image():
     assert by_z[20.0].truncated == 0.0
     e = by_z[9.0]
     assert e.box[0] == 0.0
-    x1, y1, x2, y2 = syn._object_extent(edge, cam)
+    x1, y1, x2, y2 = _object_extent(edge, cam)
     assert x1 < 0
     expected = 1 - (x2 - 0) * (y2 - y1) / ((x2 - x1) * (y2 - y1))
     assert e.truncated == pytest.approx(expected, abs=0.006)
@@ -231,7 +233,7 @@ def test_occlusion_of_generated_scenes_comes_from_nearer_objects():
             me = spec_of[lab.loc]
             nearer = [o for o in objects if o.loc[2] < me.loc[2]]
             x1, y1, x2, y2 = lab.box
-            boxes = [syn._object_extent(o, cam) for o in nearer]
+            boxes = [_object_extent(o, cam) for o in nearer]
             assert any(b[0] < x2 and b[2] > x1 and b[1] < y2 and b[3] > y1 for b in boxes), lab
             rest = [o for o in objects if o.loc[2] >= me.loc[2]]
             alone = syn.render_scene(cam, lay, rest, syn.frame_rng(11, 100 + index))
@@ -308,7 +310,7 @@ def test_generate_rejects_bad_parameters(tmp_path, kwargs):
 @pytest.mark.parametrize("value", ["0", "-1", "abc", "1.5"])
 def test_cli_rejects_bad_num(tmp_path, capsys, value):
     with pytest.raises(SystemExit) as e:
-        syn.main(["--out", str(tmp_path / "x"), "--num", value])
+        synthetic_main(["--out", str(tmp_path / "x"), "--num", value])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "argument --num" in err and "positive integer" in err and repr(value) in err
@@ -317,7 +319,7 @@ def test_cli_rejects_bad_num(tmp_path, capsys, value):
 
 def test_cli_generates_skips_and_reports_conflicts(tmp_path):
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-m", "vcm.data.synthetic", "--out", str(out), "--num", "2", "--seed", "4",
+    cmd = [sys.executable, "-m", "vcm.cli.synthetic", "--out", str(out), "--num", "2", "--seed", "4",
            "--width", "320", "--height", "96"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)

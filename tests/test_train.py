@@ -18,7 +18,7 @@ SMALL_IMAGE_CODEC = ["model.codec.N=32", "model.codec.M=48"]
 
 
 def _train(overrides, tmp_path):
-    from vcm.train import train
+    from vcm.cli.train import train
 
     cfg = compose_config("train", FAST_TRAIN + overrides, tmp_path)
     return train(cfg)
@@ -55,6 +55,21 @@ def test_spine_on_kitti_tiny(trained_hyperprior):
     # A checkpoint holds the codec and its config, never a detector.
     ck = torch.load(tmp / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ck["vcm"]["codec_name"] == "hyperprior" and all(k.startswith("codec.") for k in ck["state_dict"])
+
+
+def test_a_checkpoint_evaluated_by_vcm_eval_joins_its_training_curve(trained_hyperprior, tmp_path, capsys):
+    from vcm.cli.eval import evaluate
+    from vcm.rd.table import curve_label
+
+    tmp, metrics, _ = trained_hyperprior
+    trained = read_record(metrics["record_path"])
+    ckpt = tmp / "run" / "checkpoints" / "last.ckpt"
+    _, rec = evaluate(compose_config("eval", ["codec=checkpoint", f"codec.ckpt={ckpt}", "data=kitti_tiny", "max_images=1"],
+                                     tmp_path / "e"))
+    assert curve_label(rec["codec"], rec["params"]) == curve_label(trained["codec"], trained["params"]) == "hyperprior"
+    # vcm-eval ends with one line of means
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("hyperprior, mean of 1 image: bpp_real ") and " psnr " in last and "dB" in last
 
 
 def test_spine_on_synthetic(tmp_path):
@@ -100,7 +115,7 @@ def test_roi_hyperprior_trains_with_frozen_detector(tmp_path, kitti_tiny_root, t
 def test_roi_hyperprior_from_boxes_trains_evaluates_and_codes_without_a_detector(tmp_path, kitti_tiny_root,
                                                                                  trained_hyperprior, capsys):
     from vcm.cli.bitstream import CodecSession, compress_main, decompress_main
-    from vcm.evaluate import evaluate
+    from vcm.cli.eval import evaluate
 
     metrics, _ = _train(["data=kitti_tiny", "model=roi_hyperprior", "model.codec.roi_source=boxes", "detector=none",
                          "loss.alpha=0.9", *SMALL_IMAGE_CODEC], tmp_path / "t")
@@ -117,8 +132,13 @@ def test_roi_hyperprior_from_boxes_trains_evaluates_and_codes_without_a_detector
     root = kitti_tiny_root / "training"
     src, labels = root / "image_2" / "000001.png", root / "label_2" / "000001.txt"
     out, png = tmp_path / "f.vcm", tmp_path / "f.png"
+    capsys.readouterr()
     assert compress_main(["--ckpt", str(ckpt), "--labels", str(labels), str(src), str(out)]) == 0
     assert decompress_main(["--ckpt", str(ckpt), str(out), str(png)]) == 0
+    # both commands print the size the same way (W x H)
+    h, w = np.asarray(Image.open(src)).shape[:2]
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and all(f" {w}x{h} (W x H)," in line for line in printed), printed
     assert np.asarray(Image.open(png)).shape == np.asarray(Image.open(src).convert("RGB")).shape
     session = CodecSession(ckpt)
     from vcm.data.kitti import load_image
@@ -171,7 +191,7 @@ def test_detector_training_writes_best_checkpoint(trained_detector):
 
 
 def test_eval_none_with_trained_detector_on_kitti_tiny(trained_detector, tmp_path, kitti_tiny_root):
-    from vcm.evaluate import evaluate
+    from vcm.cli.eval import evaluate
 
     _, metrics = trained_detector
     cfg = compose_config("eval", ["codec=none", "data=kitti_tiny", "detector=mobilenet_v3_fpn",
@@ -191,7 +211,7 @@ def test_eval_none_with_trained_detector_on_kitti_tiny(trained_detector, tmp_pat
 
 
 def test_eval_checkpoint_and_anchor_records(trained_hyperprior, tmp_path, kitti_tiny_root):
-    from vcm.evaluate import evaluate
+    from vcm.cli.eval import evaluate
 
     tmp, _, _ = trained_hyperprior
     ckpt = tmp / "run" / "checkpoints" / "last.ckpt"

@@ -30,7 +30,7 @@ def scratch_zoo(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory, kitti_tiny_root):
-    from vcm.train import train
+    from vcm.cli.train import train
 
     tmp = tmp_path_factory.mktemp("tiny")
     cfg = compose_config("train", FAST_TRAIN + ["data=kitti_tiny", "model=hyperprior", "quality=2", "model.codec.N=8",
@@ -129,7 +129,7 @@ def test_every_shipped_codec_codes_a_real_frame_by_name(name, kitti_tiny_root, t
 @pytest.mark.parametrize("name", SHIPPED_CODECS)
 def test_init_from_every_shipped_codec_starts_from_its_weights(name, tmp_path):
     from vcm.evaluation.runners import load_codec_checkpoint
-    from vcm.train import build_model, init_codec_from
+    from vcm.cli.train import build_model, init_codec_from
 
     e = zoo.entry(name)
     for model_name in ("hyperprior", "roi_hyperprior"):

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vcm.anchors.base import (
     FeatureAnchor,
@@ -50,6 +49,7 @@ from vcm.anchors.hevc import X265_PRESETS, X265_TUNES, x265_options
 from vcm.anchors.pyav_io import PIX_FMTS, decode_picture, encode_picture
 from vcm.anchors.vtm import VtmTools
 from vcm.anchors.yuv import PAD_MULTIPLE, padded_size
+from vcm.detectors.features import p6_from_p5
 from vcm.errors import BitstreamError
 
 #: Levels every feature anchor transmits; p6 is rebuilt from p5.
@@ -320,7 +320,7 @@ class FrameFeatureAnchor(FeatureAnchor):
         for (k, q), (lo, hi) in zip(_untile_np(frame, layout).items(), header.bounds):
             out[k] = torch.from_numpy(dequantize(q, lo, hi, header.bit_depth))
         last = next(reversed(out))
-        out[f"p{header.first_level + len(out)}"] = F.max_pool2d(out[last], kernel_size=1, stride=2)
+        out[f"p{header.first_level + len(out)}"] = p6_from_p5(out[last])
         return out
 
     @abc.abstractmethod

@@ -119,7 +119,7 @@ def compress_main(argv: list[str] | None = None) -> int:
         print(f"vcm-compress: error: {e}", file=sys.stderr)
         return 2
     h, w = image.shape[1:]
-    print(f"{a.output}: {len(data)} bytes, {h}x{w}, bpp_real={8 * len(data) / (h * w):.4f}, encode {dt:.3f}s")
+    print(f"{a.output}: {len(data)} bytes, {w}x{h} (W x H), bpp_real={8 * len(data) / (h * w):.4f}, encode {dt:.3f}s")
     return 0
 
 
@@ -143,7 +143,7 @@ def decompress_main(argv: list[str] | None = None) -> int:
     except VcmError as e:
         print(f"vcm-decompress: error: {a.input}: {e}", file=sys.stderr)
         return 2
-    print(f"{a.output}: {image.shape[2]}x{image.shape[1]}, decode {dt:.3f}s")
+    print(f"{a.output}: {image.shape[2]}x{image.shape[1]} (W x H), decode {dt:.3f}s")
     return 0
 
 

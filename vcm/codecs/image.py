@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
+from compressai.zoo.image import cfgs as ZOO_CFGS
 from torch import Tensor
 
 from vcm.codecs.base import FineScaleTable
@@ -26,28 +27,10 @@ __all__ = [
     "mean_scale",
 ]
 
-# compressai.zoo.image.cfgs["bmshj2018-factorized"] (same for "bmshj2018-hyperprior"): quality -> (N, M)
-_BMSHJ2018_CHANNELS: dict[int, tuple[int, int]] = {
-    1: (128, 192),
-    2: (128, 192),
-    3: (128, 192),
-    4: (128, 192),
-    5: (128, 192),
-    6: (192, 320),
-    7: (192, 320),
-    8: (192, 320),
-}
-# compressai.zoo.image.cfgs["mbt2018-mean"]: the wider model starts one quality earlier
-_MBT2018_MEAN_CHANNELS: dict[int, tuple[int, int]] = {
-    1: (128, 192),
-    2: (128, 192),
-    3: (128, 192),
-    4: (128, 192),
-    5: (192, 320),
-    6: (192, 320),
-    7: (192, 320),
-    8: (192, 320),
-}
+# CompressAI's zoo: quality -> (N, M) of each model (mbt2018-mean's wider model starts one quality earlier).
+_BMSHJ2018_FACTORIZED_CHANNELS: dict[int, tuple[int, int]] = ZOO_CFGS["bmshj2018-factorized"]
+_BMSHJ2018_HYPERPRIOR_CHANNELS: dict[int, tuple[int, int]] = ZOO_CFGS["bmshj2018-hyperprior"]
+_MBT2018_MEAN_CHANNELS: dict[int, tuple[int, int]] = ZOO_CFGS["mbt2018-mean"]
 
 
 class _ImageCodecMixin:
@@ -125,7 +108,7 @@ class FactorizedImageCodec(_ImageCodecMixin, FactorizedPrior):
 
     codec_name = "factorized"
     min_div = 16
-    quality_channels = _BMSHJ2018_CHANNELS
+    quality_channels = _BMSHJ2018_FACTORIZED_CHANNELS
 
 
 class HyperpriorImageCodec(FineScaleTable, _ImageCodecMixin, ScaleHyperprior):
@@ -136,7 +119,7 @@ class HyperpriorImageCodec(FineScaleTable, _ImageCodecMixin, ScaleHyperprior):
 
     codec_name = "hyperprior"
     min_div = 64
-    quality_channels = _BMSHJ2018_CHANNELS
+    quality_channels = _BMSHJ2018_HYPERPRIOR_CHANNELS
 
 
 class MeanScaleImageCodec(FineScaleTable, _ImageCodecMixin, MeanScaleHyperprior):

@@ -6,6 +6,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 #: FPN levels in order; level ``p{k}`` has stride ``2**k`` on the detector-transformed, batch-padded image.
@@ -77,3 +78,15 @@ def frame_scale_factors(detector, targets: list[dict] | None) -> list[float] | N
         raise ValueError("a batch mixes crops (targets with 'frame_size') and whole frames")
     return [float(detector.resize_factor(*(int(v) for v in t["frame_size"]))) for t in targets]
 
+
+def p6_from_p5(p5: Tensor) -> Tensor:
+    """The FPN's P6 from its P5, as torchvision's ``LastLevelMaxPool`` computes it (every codec and
+    anchor codes P2..P5 and rebuilds P6 this way).
+
+    Args:
+        p5: [B, C, h, w].
+
+    Returns:
+        [B, C, ceil(h / 2), ceil(w / 2)].
+    """
+    return F.max_pool2d(p5, kernel_size=1, stride=2, padding=0)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vcm.detectors.features import p6_from_p5
 from vcm.evaluation.runners import _to_float_batch
 
 
@@ -115,7 +116,7 @@ def evaluate_image(runner, image: torch.Tensor, target: dict | None, detector=No
         t2 = time.perf_counter()
         rec = OrderedDict((k, v.to(_dev(detector))) for k, v in rec.items())
         if "p6" not in rec:
-            rec["p6"] = F.max_pool2d(rec["p5"], kernel_size=1, stride=2)
+            rec["p6"] = p6_from_p5(rec["p5"])
         m.update(bits=8 * len(data), bpp_real=8.0 * len(data) / (h * w), enc_s=t1 - t0, dec_s=t2 - t1)
         if estimate and hasattr(runner, "estimated_bits"):
             m["bpp_estimated"] = runner.estimated_bits(levels) / (h * w)

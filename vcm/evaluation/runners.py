@@ -226,7 +226,8 @@ def runner_from_checkpoint(ckpt: str | Path, device: str = "cpu"):
     model, meta = load_codec_checkpoint(ckpt)
     model.to(device)
     params = {k: meta[k] for k in ("quality", "lmbda", "alpha", "det_weight") if meta.get(k) is not None}
-    params["variant"] = meta.get("variant") or meta.get("codec_name")
+    if meta.get("variant"):  # the same curve as the record vcm-train wrote for this checkpoint
+        params["variant"] = meta["variant"]
     cls = LearnedFeatureRunner if meta.get("kind") == "feature" else LearnedImageRunner
     runner = cls(model, name=meta.get("codec_name"), params=params)
     runner.meta = meta

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vcm.detectors.features import p6_from_p5
+
 __all__ = ["FEATURE_LEVELS", "FeatureRateDistortionLoss"]
 
 #: Levels a feature codec reconstructs (P6 rebuilt from P5).
@@ -85,7 +87,7 @@ class FeatureRateDistortionLoss(nn.Module):
         if "p6" not in target:
             if "p5" not in target:
                 raise ValueError(f"target levels {list(levels)} lack 'p5'; expected p2..p5")
-            target["p6"] = F.max_pool2d(target["p5"], kernel_size=1, stride=2)
+            target["p6"] = p6_from_p5(target["p5"])
 
         out: dict[str, Tensor] = {}
         feature_mse = None

@@ -10,7 +10,7 @@
   ``bd_quality``, ``bd_table``).
 * :mod:`vcm.rd.plot`, :mod:`vcm.rd.report`, :mod:`vcm.rd.wandb_log`: RD plots, Markdown/HTML
   reports, W&B logging.
-* :mod:`vcm.rd.cli`: the ``vcm-rd`` command.
+* :mod:`vcm.cli.rd`: the ``vcm-rd`` command.
 
 Submodules are imported on use, so writing a record does not import pandas or matplotlib.
 """

@@ -111,13 +111,18 @@ def _prepare(
         return NotComputable(f"{name} curve has {r.size} point(s){extra}, at least {min_points} needed")
     if np.any(np.diff(q) <= 0):
         dup = sorted(set(q[1:][np.diff(q) <= 0].tolist()))
-        return NotComputable(f"{name} curve has repeated quality value(s) {dup}")
+        return NotComputable(f"{name} curve has repeated quality value(s) {_rounded(dup)}")
     if np.any(np.diff(r) <= 0):
         return NotComputable(
-            f"{name} curve is not monotonic (rate does not increase with quality: rates {r.tolist()} "
-            f"at qualities {q.tolist()}); use monotonic='pareto' to keep its Pareto front"
+            f"{name} curve is not monotonic (rate does not increase with quality: rates {_rounded(r)} "
+            f"at qualities {_rounded(q)}); use --pareto (vcm-rd) or monotonic='pareto' to keep its Pareto front"
         )
     return _Curve(r, q)
+
+
+def _rounded(values) -> list[float]:
+    """Values to 4 significant digits, for messages."""
+    return [float(f"{float(v):.4g}") for v in np.asarray(values).ravel()]
 
 
 def _pareto_front(r: np.ndarray, q: np.ndarray) -> np.ndarray:

@@ -57,10 +57,17 @@ def _bd_section(
     return header, rows, [[None] * len(header) for _ in rows]
 
 
+def _scaled(value, scale: float):
+    return value * scale if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
 def _provenance(df: pd.DataFrame, out_dir: Path, rate: str, metrics: list[str]) -> _Table:
     params = param_columns(df)
     shown_metrics = [m for m in [rate, *metrics] if m in df.columns]
-    header = ["curve", "params", *shown_metrics, "git commit", "detector hash", "dataset", "split", "images", "record"]
+    # one unit per metric: the column says what the plots' axes say ("mAP@0.5 [%]") and holds that unit
+    display = {m: metric_display(m, pd.to_numeric(df[m], errors="coerce")) for m in shown_metrics}
+    header = ["curve", "params", *[display[m][0] for m in shown_metrics], "git commit", "detector hash", "dataset",
+              "split", "images", "record"]
     rows, links = [], []
     order = df.sort_values(["curve", rate] if rate in df.columns else ["curve"], kind="stable")
     for _, r in order.iterrows():
@@ -74,7 +81,7 @@ def _provenance(df: pd.DataFrame, out_dir: Path, rate: str, metrics: list[str]) 
         rec = r.get("record_path")
         rec_rel = _rel(rec, out_dir) if isinstance(rec, str) else None
         rows.append([
-            str(r["curve"]), p, *[_fmt(r[m]) for m in shown_metrics], commit, det,
+            str(r["curve"]), p, *[_fmt(_scaled(r[m], display[m][1])) for m in shown_metrics], commit, det,
             str(r["dataset"]), known_value(r["split"]) or "?", known_value(r["num_images"]) or "?", rec_rel or "",
         ])
         links.append([None] * (len(header) - 1) + [rec_rel])

@@ -197,6 +197,9 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     params = sorted(c for c in df.columns if c.startswith(PARAM_PREFIX))
     metrics = sorted(c for c in df.columns if c not in _FIXED and c not in params)
     df = df[LEADING_COLUMNS + params + metrics + TRAILING_COLUMNS]
+    # which parameters hold only integers (pandas stores a column some records lack as float: 3.0)
+    df.attrs["integer_params"] = [c for c in params if (v := [r[c] for r in rows if r.get(c) is not None])
+                                  and all(isinstance(x, int) and not isinstance(x, bool) for x in v)]
     sort_cols = ["curve"] + (["bpp_real"] if "bpp_real" in df.columns else []) + ["params_json"]
     return df.sort_values(sort_cols, kind="stable", na_position="last").reset_index(drop=True)
 
@@ -213,7 +216,11 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a results table to CSV atomically."""
-    return atomic_write_text(path, df.to_csv(index=False))
+    out = df.copy()
+    for c in df.attrs.get("integer_params", []):  # integer parameters stay integers in the file
+        if c in out.columns:
+            out[c] = out[c].astype("Int64")
+    return atomic_write_text(path, out.to_csv(index=False))
 
 
 def load_table(path: str | os.PathLike) -> pd.DataFrame:

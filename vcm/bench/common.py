@@ -1,0 +1,159 @@
+"""Settings, goals and helpers shared by the benchmarks (frames, small codecs, timing statistics)."""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = ROOT / ".." / "shared" / "data"
+DEFAULT_OUT = Path("outputs") / "bench" / "bench.json"
+FRAME = "000001"  # a 1242x375 frame (KITTI's usual size; a few kitti_tiny frames are 1224x370 or 1238x374)
+SECTIONS = ("codec", "bpp", "train", "anchors")
+GOALS = {"codec": 1.05, "bpp": 0.01, "train": 1.10}
+LMBDA_Q3 = 0.0067  # CompressAI's MSE lambda of quality 3 (conf/model/hyperprior.yaml)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one benchmark run measures; ``--quick`` shrinks every size so a test runs in seconds.
+
+    Attributes:
+        repeats: timed rounds of sections 1 and 4 (after one warm-up round).
+        frame_crop: (H, W) top-left crop of the benchmark frame, or None for the whole 1242x375 frame.
+        codec_nm: (N, M) of the section-1/4 learned codecs, or None for quality 3's channel numbers.
+        bpp_nm: (N, M) of the hyperprior trained in section 2, or None for quality 3's.
+        train_steps, train_batch, train_crop, train_lr: section 2's short training.
+        bpp_frames: frames measured in section 2 (None: all).
+        step_nm, step_batch, step_crop: architecture and fixed batch of section 3.
+        step_warmup: steps excluded at the start of each of the first two timed runs (1 in the others).
+        step_steps: timed steps per loop, split over two runs (A-B-B-A).
+        anchors: include HEVC / AV1 (slow) in section 4.
+        fine_table_levels: also measure section 2 with a scale table of this many entries (None: skip).
+    """
+
+    repeats: int = 5
+    frame_crop: tuple[int, int] | None = None
+    codec_nm: tuple[int, int] | None = None
+    bpp_nm: tuple[int, int] | None = (64, 96)
+    train_steps: int = 300
+    train_batch: int = 8
+    train_crop: int = 128
+    train_lr: float = 1e-3
+    bpp_frames: int | None = None
+    step_nm: tuple[int, int] | None = None
+    step_batch: int = 8
+    step_crop: int = 256
+    step_warmup: int = 2
+    step_steps: int = 8
+    anchors: bool = True
+    fine_table_levels: int | None = 64
+
+
+FULL = Settings()
+QUICK = Settings(
+    repeats=1,
+    frame_crop=(120, 250),
+    codec_nm=(16, 16),
+    bpp_nm=(16, 16),
+    train_steps=2,
+    train_batch=2,
+    train_crop=64,
+    bpp_frames=3,
+    step_nm=(16, 16),
+    step_batch=2,
+    step_crop=64,
+    step_warmup=1,
+    step_steps=2,
+)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _ratio(num: list[float], den: list[float]) -> float:
+    """``median(num) / median(den)``: the ratio every section reports."""
+    return _median(num) / _median(den)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _environment() -> dict[str, Any]:
+    import compressai
+    import lightning
+
+    from vcm.rd.record import current_git_commit
+
+    return {
+        "torch": torch.__version__,
+        "compressai": compressai.__version__,
+        "lightning": lightning.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "git_commit": current_git_commit(),
+        "device": "cpu",
+    }
+
+
+def _kitti_images(data_root: Path) -> list[tuple[str, torch.Tensor]]:
+    """All kitti_tiny frames as (frame id, uint8 [3,H,W]), sorted by id."""
+    from vcm.data.kitti import index_kitti, load_image
+
+    root = Path(data_root) / "kitti_tiny"
+    if not (root / "training" / "image_2").is_dir():
+        raise FileNotFoundError(
+            f"kitti_tiny not found under {Path(data_root).resolve()}; expected {root}/training/image_2 "
+            "(pass --data <folder holding kitti_tiny>)"
+        )
+    return [(f.frame_id, load_image(f.image)) for f in index_kitti(root)]
+
+
+def _train_frame_ids(frame_ids: list[str]) -> list[str]:
+    """The training split of kitti_tiny as conf/data/kitti_tiny.yaml makes it (seed 0, 0.75/0.125/0.125)."""
+    from vcm.data.splits import split_groups
+
+    return split_groups(frame_ids, (0.75, 0.125, 0.125), seed=0)["train"]
+
+
+def _hyperprior(nm: tuple[int, int] | None, seed: int = 0):
+    from vcm.codecs.image import hyperprior
+
+    torch.manual_seed(seed)
+    return hyperprior(3) if nm is None else hyperprior(N=nm[0], M=nm[1])
+
+
+def _factorized(nm: tuple[int, int] | None, seed: int = 0):
+    from vcm.codecs.image import factorized
+
+    torch.manual_seed(seed)
+    return factorized(3) if nm is None else factorized(N=nm[0], M=nm[1])
+
+
+def _describe(model, weights: str) -> dict[str, Any]:
+    return {
+        "codec": model.codec_name,
+        "quality": model.quality,
+        "N": int(model.N),
+        "M": int(model.M),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "weights": weights,
+    }

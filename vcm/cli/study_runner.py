@@ -1,0 +1,157 @@
+"""Orchestration of RD studies: train points, evaluate them and the anchors, report.
+
+Every step is a ``vcm-train`` / ``vcm-eval`` command run in its own process (printed before it
+runs, so any point can be reproduced by hand). Each point writes its results record as soon as it
+finishes; a failing point is recorded and the study goes on, and the study exits non-zero at the
+end naming every failed point ("fail loudly for what is configured but broken").
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vcm.utils.io import atomic_write_json
+
+# Each step runs this interpreter on the entry point's module (the same code whether or not the
+# console scripts were reinstalled); printed commands name the console script's module.
+TRAIN = [sys.executable, "-m", "vcm.cli.train"]
+EVAL = [sys.executable, "-m", "vcm.cli.eval"]
+
+
+@dataclass
+class Study:
+    """A named study writing everything under ``out``.
+
+    Layout: ``out/runs/<point>/`` (Hydra run dirs, checkpoints), ``out/results/*.json`` (records),
+    ``out/report/`` (CSV, plots, BD tables), ``out/study.json`` (steps, timings, failures).
+    """
+
+    name: str
+    out: Path
+    dry_run: bool = False
+    steps: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.out = Path(self.out).resolve()
+        (self.out / "runs").mkdir(parents=True, exist_ok=True)
+        (self.out / "results").mkdir(parents=True, exist_ok=True)
+        self.t0 = time.time()
+
+    @property
+    def results(self) -> Path:
+        return self.out / "results"
+
+    def run_dir(self, point: str) -> Path:
+        return self.out / "runs" / point
+
+    def _save(self) -> None:
+        atomic_write_json(self.out / "study.json", {"name": self.name, "steps": self.steps, "failures": self.failures,
+                                                    "elapsed_s": time.time() - self.t0})
+
+    def run(self, point: str, argv: list[str], timeout: float | None = None) -> bool:
+        """Run one command; returns success. Output goes to ``runs/<point>.log``."""
+        log = self.out / "runs" / f"{point}.log"
+        cmd = " ".join(shlex.quote(a) for a in argv)
+        print(f"\n[{self.name}] {point}: {cmd}", flush=True)
+        if self.dry_run:
+            self.steps.append({"point": point, "cmd": cmd, "status": "dry-run"})
+            return True
+        t = time.time()
+        with open(log, "w") as f:
+            try:
+                rc = subprocess.run(argv, check=False, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            except subprocess.TimeoutExpired:
+                rc = -9
+        dt = time.time() - t
+        ok = rc == 0
+        self.steps.append({"point": point, "cmd": cmd, "status": "ok" if ok else f"failed (exit {rc})", "seconds": round(dt, 1), "log": str(log)})
+        if not ok:
+            tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+            self.failures.append({"point": point, "exit": rc, "log": str(log), "tail": tail})
+            print(f"[{self.name}] {point} FAILED (exit {rc}) after {dt:.0f}s; last lines of {log}:", flush=True)
+            for line in tail:
+                print("    " + line, flush=True)
+        else:
+            print(f"[{self.name}] {point} done in {dt:.0f}s", flush=True)
+        self._save()
+        return ok
+
+    def train(self, point: str, overrides: list[str], timeout: float | None = None) -> Path | None:
+        """``vcm-train`` one point (no test pass: points are evaluated by :meth:`evaluate`)."""
+        run = self.run_dir(point)
+        ckpt = run / "checkpoints" / "last.ckpt"
+        done = run / "TRAINED"
+        if done.is_file() and ckpt.is_file() and not self.dry_run:
+            print(f"[{self.name}] {point}: trained already ({ckpt}), kept", flush=True)
+            self.steps.append({"point": point, "status": "kept (trained)"})
+            return ckpt
+        ok = self.run(point, [*TRAIN, *overrides, f"hydra.run.dir={run}",
+                              f"paths.results_dir={self.out / 'train-records'}", "test_after_fit=false"], timeout)
+        if ok and ckpt.is_file():
+            done.write_text("ok\n")
+        return ckpt if ok and (ckpt.is_file() or self.dry_run) else None
+
+    def best_checkpoint(self, point: str) -> Path | None:
+        best = sorted((self.run_dir(point) / "checkpoints").glob("best-*.ckpt"))
+        return best[-1] if best else None
+
+    def done(self, point: str) -> bool:
+        """True when ``point``'s results record exists (a re-run of a study continues after it)."""
+        return (self.results / f"{point}.json").is_file()
+
+    def evaluate(self, point: str, overrides: list[str], timeout: float | None = None) -> bool:
+        if self.done(point) and not self.dry_run:
+            print(f"[{self.name}] {point}: record exists, skipped", flush=True)
+            self.steps.append({"point": point, "status": "kept (record exists)"})
+            return True
+        return self.run(point, [*EVAL, *overrides, f"hydra.run.dir={self.run_dir(point)}",
+                                f"paths.results_dir={self.results}", f"run_name={point}"], timeout)
+
+    def report(self, anchors: str | list[str], metrics: list[str], bd: list[tuple[str, str]]) -> None:
+        """Collect records into a CSV, write plots, BD tables and the Markdown/HTML report.
+
+        Args:
+            anchors: anchor codec(s) of the report's BD tables.
+            metrics: metrics plotted and tabulated in the report.
+            bd: ``(anchor, metric)`` pairs also printed and written as ``bd_<metric>_vs_<anchor>.csv``.
+        """
+        from vcm.cli.rd import main as rd
+
+        anchors = [anchors] if isinstance(anchors, str) else list(anchors)
+        rep = self.out / "report"
+        if self.dry_run:
+            return
+        steps = [("collect", ["collect", str(self.results), "--out", str(rep / "rd.csv")]),
+                 ("report", ["report", str(self.results), "--out", str(rep), "--anchor", *anchors, "--metrics", *metrics])]
+        steps += [(f"bd_{m}_vs_{a}", ["bd", "--anchor", a, "--metric", m, str(self.results), "--out", str(rep / f"bd_{m}_vs_{a}.csv")])
+                  for a, m in bd]
+        for name, argv in steps:
+            if name.startswith("bd_"):
+                m, a = name[3:].split("_vs_")
+                print(f"\nBD-rate vs {a} on {m}:", flush=True)
+            rc = rd(argv)
+            if rc:
+                self.failures.append({"point": f"vcm-rd {name}", "exit": rc, "log": "-", "tail": []})
+
+    def finish(self) -> int:
+        self._save()
+        mins = (time.time() - self.t0) / 60
+        print(f"\n[{self.name}] finished in {mins:.1f} min; outputs under {self.out}")
+        if (self.out / "report").exists():
+            print(f"[{self.name}] report: {self.out / 'report' / 'report.md'} (and report.html, rd_*.png, rd.csv)")
+        if self.failures:
+            print(f"[{self.name}] {len(self.failures)} point(s) FAILED:")
+            for f in self.failures:
+                print(f"    {f['point']} (exit {f['exit']}): see {f['log']}")
+            return 1
+        return 0
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -110,8 +110,8 @@ def test_vcm_eval_jpeg_on_a_folder(folder, tmp_path, split):
 
 
 def test_vcm_eval_refuses_a_detector_without_labels(folder, tmp_path):
-    from vcm.errors import ConfigError
     from vcm.cli.eval import evaluate
+    from vcm.errors import ConfigError
 
     cfg = compose_config("eval", ["data=images", f"data.root={folder}", "codec=jpeg", "detector=resnet18_fpn"], tmp_path)
     with pytest.raises(ConfigError, match=r"my_images has no labels .*detection cannot be measured"):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from vcm.cli.rd import main
 from vcm.errors import DataError
 from vcm.rd.bd import bd_table
-from vcm.cli.rd import main
 from vcm.rd.published import read_compressai_json, read_curves, read_curves_csv
 from vcm.rd.record import make_record, write_record
 from vcm.rd.table import add_curves, collect

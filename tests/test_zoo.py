@@ -128,8 +128,8 @@ def test_every_shipped_codec_codes_a_real_frame_by_name(name, kitti_tiny_root, t
 
 @pytest.mark.parametrize("name", SHIPPED_CODECS)
 def test_init_from_every_shipped_codec_starts_from_its_weights(name, tmp_path):
-    from vcm.evaluation.runners import load_codec_checkpoint
     from vcm.cli.train import build_model, init_codec_from
+    from vcm.evaluation.runners import load_codec_checkpoint
 
     e = zoo.entry(name)
     for model_name in ("hyperprior", "roi_hyperprior"):

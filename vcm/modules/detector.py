@@ -124,7 +124,9 @@ class DetectorModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         images, targets = batch
         imgs = [im.to(self.device).float() / 255.0 for im in images]
-        preds = self.detector(imgs)
+        # Measured in fp32 whatever the training precision (the shipped detector runs in fp32).
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            preds = self.detector(imgs)
         for p, t in zip(preds, targets):
             self._acc.add({"num_detections": float(len(p["boxes"]))}, {k: v.cpu() for k, v in p.items()}, t)
 

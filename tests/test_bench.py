@@ -26,7 +26,8 @@ def _times(values: list, where: str, n: int) -> list[float]:
 @pytest.fixture(scope="module")
 def quick_result(shared_data: Path, tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    assert main(["--quick", "--out", str(out), "--data", str(shared_data)]) == 0
+    # the precision section has its own tests (test_bench_precision.py)
+    assert main(["--quick", "--only", "codec,bpp,train,anchors", "--out", str(out), "--data", str(shared_data)]) == 0
     return json.loads(out.read_text()), out
 
 

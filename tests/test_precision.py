@@ -145,3 +145,27 @@ def test_bf16_checkpoint_codes_bit_exactly_across_processes_and_as_fp32(bf16_hyp
     session = CodecSession(str(bf16_hyperprior))
     assert all(p.dtype == torch.float32 for p in session.runner.model.parameters())
     assert session.compress(load_image(frame)) == outs[0]
+
+
+def test_detector_step_keeps_lightning_bf16_autocast_on_cpu():
+    """``trainer.precision=bf16-mixed`` wraps the step in autocast; the module's own (CUDA-only) amp
+    switch must not turn it off on the CPU."""
+    from lightning import LightningModule
+
+    from vcm.modules.detector import DetectorModule
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, images, targets):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return {"loss_probe": torch.ones((), requires_grad=True)}
+
+    module = DetectorModule.__new__(DetectorModule)  # no Faster R-CNN to build: the probe stands in
+    LightningModule.__init__(module)
+    module.detector, module.amp, module.nonfinite = Probe(), True, "raise"
+    batch = ([torch.zeros(3, 8, 8, dtype=torch.uint8)], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        module.training_step(batch, 0)
+    module.training_step(batch, 0)
+    assert seen == [True, False]

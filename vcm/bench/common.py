@@ -14,8 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT / ".." / "shared" / "data"
 DEFAULT_OUT = Path("outputs") / "bench" / "bench.json"
 FRAME = "000001"  # a 1242x375 frame (KITTI's usual size; a few kitti_tiny frames are 1224x370 or 1238x374)
-SECTIONS = ("codec", "bpp", "train", "anchors")
-GOALS = {"codec": 1.05, "bpp": 0.01, "train": 1.10}
+SECTIONS = ("codec", "bpp", "train", "anchors", "precision")
+# Upper bounds, except AT_LEAST's keys, which are lower bounds.
+GOALS = {"codec": 1.05, "bpp": 0.01, "train": 1.10, "precision": 0.50, "precision_lightning": 1.05, "loader": 3.0}
+AT_LEAST = frozenset({"loader"})
 LMBDA_Q3 = 0.0067  # CompressAI's MSE lambda of quality 3 (conf/model/hyperprior.yaml)
 
 
@@ -35,6 +37,14 @@ class Settings:
         step_steps: timed steps per loop, split over two runs (A-B-B-A).
         anchors: include HEVC / AV1 (slow) in section 4.
         fine_table_levels: also measure section 2 with a scale table of this many entries (None: skip).
+        prec_nm, prec_batch, prec_crop: section 5's hyperprior (None: quality 3) and its batch of
+            kitti_mini training crops (also the loader's batch size and crop).
+        prec_steps, prec_warmup: section 5's timed steps per loop (A-B-B-A) and warm-up steps.
+        det_frames, det_size: the detector's batch of full kitti_mini frames and its (min_size,
+            max_size) resize (None: conf/detector/mobilenet_v2_fpn.yaml's, KITTI frames at 1:1).
+        det_overrides: further ``detector.*`` overrides (fewer proposals in quick runs).
+        lmsfc_nm, lmsfc_batch, lmsfc_crop: L-MSFC's (N, M) (None: quality 1's) and its batch of crops.
+        loader_batches: timed loader batches per loader run (A-B-B-A against training steps).
     """
 
     repeats: int = 5
@@ -53,6 +63,18 @@ class Settings:
     step_steps: int = 8
     anchors: bool = True
     fine_table_levels: int | None = 64
+    prec_nm: tuple[int, int] | None = None
+    prec_batch: int = 8
+    prec_crop: int = 256
+    prec_steps: int = 6
+    prec_warmup: int = 2
+    det_frames: int = 2
+    det_size: tuple[int, int] | None = None
+    det_overrides: tuple[str, ...] = ()
+    lmsfc_nm: tuple[int, int] | None = None
+    lmsfc_batch: int = 2
+    lmsfc_crop: int = 256
+    loader_batches: int = 16
 
 
 FULL = Settings()
@@ -70,6 +92,18 @@ QUICK = Settings(
     step_crop=64,
     step_warmup=1,
     step_steps=2,
+    prec_nm=(16, 16),
+    prec_batch=2,
+    prec_crop=64,
+    prec_steps=2,
+    prec_warmup=1,
+    det_frames=1,
+    det_size=(96, 320),
+    det_overrides=("+detector.rpn_pre_nms_top_n_train=200", "+detector.rpn_post_nms_top_n_train=100",
+                   "+detector.box_batch_size_per_image=64"),
+    lmsfc_nm=(32, 32),
+    lmsfc_crop=64,
+    loader_batches=4,
 )
 
 

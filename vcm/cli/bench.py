@@ -1,9 +1,11 @@
 """Speed and overhead benchmarks of vcm, measured side by side in one run on this machine.
 
-    python -m vcm.cli.bench                      # what ``make bench`` runs (about 5-8 min on 2 CPU cores)
-    python -m vcm.cli.bench --quick --out /tmp/b/bench.json   # tiny settings, a few seconds
+    python -m vcm.cli.bench                      # what ``make bench`` runs (about 10-15 min on 2 CPU cores)
+    python -m vcm.cli.bench --quick --out /tmp/b/bench.json   # tiny settings, well under a minute
+    python -m vcm.cli.bench --only precision     # one section
+    python -m vcm.cli.bench parity               # ``make bench-parity``: bf16-mixed vs fp32 training, 2 x 2,000 steps
 
-Four measurements, each a ratio against the same work done without vcm (or a table):
+Five measurements, each a ratio against the same work done without vcm (or a table, or another setting):
 
 1. ``codec``: encode / decode time of a 1242x375 KITTI frame through vcm's path
    (:class:`~vcm.evaluation.runners.LearnedImageRunner` -> container pack / unpack, what
@@ -25,6 +27,17 @@ Four measurements, each a ratio against the same work done without vcm (or a tab
    excluded; the two loops run in A-B-B-A order. Goal: ratio <= 1.10.
 4. ``anchors``: encode / decode frames per second of every image anchor and of the learned codecs
    (their real coding path), on the same frame.
+5. ``precision`` (:mod:`vcm.bench.precision`): the fast training settings, ``trainer.precision=bf16-mixed``
+   with ``model.channels_last=true``, against fp32, on kitti_mini training data through a real Trainer: the
+   training step of the hyperprior (quality 3, batch 8 x 256 x 256; goal: ratio <= 0.50), of the detector
+   (mobilenet_v2_fpn, 2 full frames) and of L-MSFC (quality 1, on the frozen detector's features of 2
+   256-px crops), the last two reported; the fast step through Lightning against a plain PyTorch loop
+   with the same settings (goal <= 1.05); the training loader's batches/s (cached frames, the configured
+   workers) against fast training steps/s (goal >= 3: the loader is never the bottleneck).
+
+``parity`` (:mod:`vcm.bench.parity`) is a separate command: the same hyperprior trained twice, bf16-mixed +
+channels-last and fp32, then coded with real bitstreams on the kitti_mini validation frames (goals: PSNR
+within 0.1 dB, bpp within 2 %). ``python -m vcm.cli.bench parity --help`` lists its options.
 
 Ratios are ``median(time_vcm) / median(time_direct)`` of the raw wall-clock times stored in the JSON;
 the same ratio of process CPU times is reported beside it, because other jobs on a shared machine
@@ -54,6 +67,7 @@ from vcm.bench.anchors import bench_anchors
 from vcm.bench.bpp import bench_bpp, train_short
 from vcm.bench.codec import bench_codec
 from vcm.bench.common import (
+    AT_LEAST,
     DEFAULT_DATA,
     DEFAULT_OUT,
     FRAME,
@@ -68,6 +82,7 @@ from vcm.bench.common import (
     _kitti_images,
     _train_frame_ids,
 )
+from vcm.bench.precision import bench_precision
 from vcm.bench.report import _print_summary, render_markdown, summary_rows
 from vcm.bench.train_step import bench_train_step
 from vcm.utils.io import atomic_write_json, atomic_write_text
@@ -81,7 +96,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help=f"training steps before the real-vs-estimated bpp measurement (default {FULL.train_steps})")
     p.add_argument("--quick", action="store_true", help="tiny settings (seconds): for tests, not for numbers")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON to write; the Markdown goes to the same path with .md (default {DEFAULT_OUT})")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding kitti_tiny (default ../shared/data)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help="folder holding kitti_tiny (and kitti_mini, for the precision section) (default ../shared/data)")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections to run, of {','.join(SECTIONS)}")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (default 1: on a machine shared with other jobs, several threads "
@@ -116,24 +132,25 @@ def run(a: argparse.Namespace, command: str) -> dict[str, Any]:
         "environment": _environment(),
     }
     t_start = time.perf_counter()
-    frames = _kitti_images(a.data)
-    by_name = dict(frames)
-    if FRAME not in by_name:
-        raise FileNotFoundError(f"kitti_tiny frame {FRAME} not found under {a.data}")
-    image = by_name[FRAME]
-    if tuple(image.shape[-2:]) != (375, 1242):
-        raise ValueError(f"kitti_tiny frame {FRAME} is {tuple(image.shape[-2:])}, expected (375, 1242)")
-    if s.frame_crop is not None:
-        image = image[:, : s.frame_crop[0], : s.frame_crop[1]].contiguous()
-    frame = {"name": FRAME, "height": int(image.shape[1]), "width": int(image.shape[2]),
-             "cropped": s.frame_crop is not None}
+    if {"codec", "bpp", "anchors"} & set(a.only):
+        frames = _kitti_images(a.data)
+        by_name = dict(frames)
+        if FRAME not in by_name:
+            raise FileNotFoundError(f"kitti_tiny frame {FRAME} not found under {a.data}")
+        image = by_name[FRAME]
+        if tuple(image.shape[-2:]) != (375, 1242):
+            raise ValueError(f"kitti_tiny frame {FRAME} is {tuple(image.shape[-2:])}, expected (375, 1242)")
+        if s.frame_crop is not None:
+            image = image[:, : s.frame_crop[0], : s.frame_crop[1]].contiguous()
+        frame = {"name": FRAME, "height": int(image.shape[1]), "width": int(image.shape[2]),
+                 "cropped": s.frame_crop is not None}
 
     learned_rows: list[dict] = []
     if "codec" in a.only or "anchors" in a.only:
         hp = _hyperprior(s.codec_nm).eval()
         hp.update(force=True)  # once: both paths share these tables
     if "codec" in a.only:
-        _say(f"1/4 codec path: vcm vs CompressAI direct ({s.repeats} rounds after a warm-up)")
+        _say(f"1/5 codec path: vcm vs CompressAI direct ({s.repeats} rounds after a warm-up)")
         t0 = time.perf_counter()
         c = bench_codec(hp, image, s.repeats)
         c.update(model=_describe(hp, "random init (seed 0), untrained: y quantises to almost all zeros, so entropy "
@@ -145,7 +162,7 @@ def run(a: argparse.Namespace, command: str) -> dict[str, Any]:
                              "bytes": c["bitstream_bytes"], "bpp": 8 * c["bitstream_bytes"] / (frame["height"] * frame["width"]),
                              "note": "random weights; vcm path, times of check 1"})
     if "bpp" in a.only:
-        _say(f"2/4 real vs estimated bpp: training {s.train_steps} steps")
+        _say(f"2/5 real vs estimated bpp: training {s.train_steps} steps")
         t0 = time.perf_counter()
         model = _hyperprior(s.bpp_nm)
         train_ids = set(_train_frame_ids([n for n, _ in frames]))
@@ -159,13 +176,13 @@ def run(a: argparse.Namespace, command: str) -> dict[str, Any]:
                  goal=GOALS["bpp"], seconds=time.perf_counter() - t0)
         result["bpp"] = b
     if "train" in a.only:
-        _say("3/4 training step: Lightning vs plain loop")
+        _say("3/5 training step: Lightning vs plain loop")
         t0 = time.perf_counter()
         tr = bench_train_step(s)
         tr.update(goal=GOALS["train"], seconds=time.perf_counter() - t0)
         result["train"] = tr
     if "anchors" in a.only:
-        _say("4/4 anchor throughput")
+        _say("4/5 anchor throughput")
         from vcm.evaluation.runners import LearnedImageRunner
 
         t0 = time.perf_counter()
@@ -178,6 +195,13 @@ def run(a: argparse.Namespace, command: str) -> dict[str, Any]:
         an = bench_anchors(image, s.repeats, learned_rows, slow_anchors=s.anchors)
         an.update(frame=frame, repeats=s.repeats, seconds=time.perf_counter() - t0)
         result["anchors"] = an
+    if "precision" in a.only:
+        _say("5/5 fast training settings: bf16-mixed + channels-last vs fp32, Lightning vs plain, loader vs step")
+        t0 = time.perf_counter()
+        pr = bench_precision(s, a.data, say=_say)
+        pr.update(goals={k: {"value": GOALS[k], "at_least": k in AT_LEAST} for k in ("precision", "precision_lightning", "loader")},
+                  seconds=time.perf_counter() - t0)
+        result["precision"] = pr
     result["summary"] = summary_rows(result)
     result["environment"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     result["seconds"] = time.perf_counter() - t_start
@@ -190,6 +214,11 @@ def _say(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m vcm.cli.bench``; returns the exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["parity"]:
+        from vcm.bench.parity import main as parity_main
+
+        return parity_main(args[1:])
     a = _parse(argv)
     threads = torch.get_num_threads()
     if a.threads:

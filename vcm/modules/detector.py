@@ -7,6 +7,7 @@ linear warm-up then cosine decay, flips and colour jitter (from the data config)
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from functools import partial
@@ -100,8 +101,10 @@ class DetectorModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         imgs, tg = self._prepare(batch)
-        use_amp = self.amp and self.device.type == "cuda"
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        # Own autocast on CUDA only; elsewhere no context at all: an ``enabled=False`` autocast would
+        # switch off the one of ``trainer.precision=bf16-mixed`` (Lightning's plugin wraps this step).
+        amp = self.amp and self.device.type == "cuda"
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
             losses = self.detector(imgs, tg)
         loss = sum(losses.values())
         if not torch.isfinite(loss):

@@ -169,3 +169,20 @@ def test_detector_step_keeps_lightning_bf16_autocast_on_cpu():
         module.training_step(batch, 0)
     module.training_step(batch, 0)
     assert seen == [True, False]
+
+
+def test_detector_validation_is_fp32_under_bf16_autocast(kitti_tiny_root):
+    """The detector module's validation measures in fp32 even inside Lightning's bf16 autocast
+    (bf16 detections cannot even be read by the metrics)."""
+    from vcm.data.kitti import load_image
+    from vcm.modules.detector import DetectorModule
+
+    module = DetectorModule({"backbone": "mobilenet_v2_fpn", "min_size": 128, "max_size": 416}, ["Car", "Pedestrian", "Cyclist"])
+    module.eval()  # as Lightning sets it for validation
+    module.on_validation_epoch_start()
+    image = load_image(kitti_tiny_root / "training" / "image_2" / "000001.png")
+    target = {"boxes": torch.tensor([[10.0, 10.0, 60.0, 40.0]]), "labels": torch.tensor([1]), "name": "000001"}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        module.validation_step(([image], [target]), 0)
+    preds = module._acc.preds[0]
+    assert preds["boxes"].dtype == torch.float32 and preds["scores"].dtype == torch.float32

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--epochs", type=int, default=10, help="detector training epochs (early stopping on val Car AP)")
     ap.add_argument("--steps", type=int, default=5000, help="steps of the base hyperprior run")
-    ap.add_argument("--finetune-steps", type=int, default=1200, help="steps of each fine-tuned rate point")
+    ap.add_argument("--finetune-steps", type=int, default=1000, help="steps of each fine-tuned rate point")
     ap.add_argument("--no-detector", action="store_true", help="evaluate the codecs without the zoo detector")
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args(argv)

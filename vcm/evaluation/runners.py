@@ -180,6 +180,10 @@ class LearnedFeatureRunner(_LearnedRunner):
         return out["levels_hat"]
 
 
+#: State-dict entries of CompressAI's entropy models that ``update()`` computes from the weights.
+CODER_TABLE_SUFFIXES = ("_quantized_cdf", "_offset", "_cdf_length")
+
+
 def load_codec_checkpoint(ckpt: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a codec from a vcm training checkpoint (its config is stored inside).
 
@@ -208,6 +212,10 @@ def load_codec_checkpoint(ckpt: str | Path, map_location: str = "cpu") -> tuple[
     codec_cfg = OmegaConf.create(meta["codec"])
     model = hydra.utils.instantiate(codec_cfg)
     sd = {k[len("codec."):]: v for k, v in state["state_dict"].items() if k.startswith("codec.")}
+    # Zoo files leave out the range coder's tables (update() rebuilds them from the weights): the
+    # model's own, still empty, buffers stand in for them.
+    own = model.state_dict()
+    sd.update({k: v for k, v in own.items() if k not in sd and k.endswith(CODER_TABLE_SUFFIXES)})
     # Entropy-model CDF tables are sized by update(); let CompressAI resize its buffers first.
     try:
         model.load_state_dict(sd)

@@ -30,8 +30,10 @@ from vcm.zoo import ZooEntry, ZooError, _read_registry, sha256_file
 _RECORD_KEYS = ("dataset", "split", "num_images", "git_commit")
 
 
-def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().to("cpu")).contiguous()
+def _half(state: dict[str, torch.Tensor], keep_fp32: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Floating-point tensors in float16 (those ending with ``keep_fp32`` as they are), on the CPU."""
+    return {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() and not k.endswith(keep_fp32)
+                else v.detach().to("cpu")).contiguous()
             for k, v in state.items()}
 
 
@@ -46,7 +48,8 @@ def _write_registry(found: dict[str, ZooEntry]) -> None:
     atomic_write_text(zoo.REGISTRY, json.dumps({"format": "vcm.zoo", "version": 1, "models": models}, indent=1) + "\n")
 
 
-def add(ckpt: str | Path, name: str, minutes: float | None = None, notes: str | None = None) -> ZooEntry:
+def add(ckpt: str | Path, name: str, minutes: float | None = None, notes: str | None = None,
+        git_commit: str | None = None) -> ZooEntry:
     """Add (or replace) zoo model ``name`` from a vcm-train checkpoint.
 
     Args:
@@ -54,6 +57,7 @@ def add(ckpt: str | Path, name: str, minutes: float | None = None, notes: str | 
         name: the zoo name (letters, digits, ``-`` and ``_``).
         minutes: wall-clock training minutes (recorded).
         notes: free text recorded with the training details (e.g. the base run it fine-tunes).
+        git_commit: the commit of the code that trained it, when the checkpoint does not record one.
 
     Returns:
         The new entry (metrics empty until :func:`set_metrics`).
@@ -78,16 +82,23 @@ def add(ckpt: str | Path, name: str, minutes: float | None = None, notes: str | 
         torch.save({"format": "vcm.detector", "version": 1, "config": config, "state_dict": _half(weights)}, buffer)
         architecture, quality, lmbda, entry_kind = str(config.get("backbone")), None, None, "detector"
     elif kind in ("image", "feature"):
-        codec_state = {k: v for k, v in state["state_dict"].items() if k.startswith("codec.")}
+        from vcm.evaluation.runners import CODER_TABLE_SUFFIXES
+
+        # The range coder's tables are left out: update() rebuilds them from the weights at load.
+        codec_state = {k: v for k, v in state["state_dict"].items()
+                       if k.startswith("codec.") and not k.endswith(CODER_TABLE_SUFFIXES)}
         meta["zoo_name"] = name
-        torch.save({"vcm": meta, "state_dict": _half(codec_state)}, buffer)
+        if git_commit:
+            meta["git_commit"] = git_commit
+        torch.save({"vcm": meta, "state_dict": _half(codec_state, keep_fp32=("scale_table",))}, buffer)
         architecture, quality, lmbda = str(meta.get("codec_name")), meta.get("quality"), meta.get("lmbda")
         entry_kind = f"{kind}_codec"
     else:
         raise ConfigError(f"{ckpt} is not a vcm codec or detector checkpoint (its 'vcm' metadata has kind={kind!r})")
     path = zoo.WEIGHTS_DIR / f"{name}.pt"
     atomic_write_bytes(path, buffer.getvalue())
-    training = {"steps": int(state.get("global_step", 0)), "minutes": minutes, "git_commit": meta.get("git_commit"),
+    training = {"steps": int(state.get("global_step", 0)), "minutes": minutes,
+                "git_commit": git_commit or meta.get("git_commit"),
                 "init_from": meta.get("init_from"), "config": _run_config(ckpt)}
     if notes:
         training["notes"] = notes
@@ -123,13 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     a_add.add_argument("--name", required=True)
     a_add.add_argument("--minutes", type=float)
     a_add.add_argument("--notes")
+    a_add.add_argument("--git-commit", help="commit of the training code, when the checkpoint records none")
     a_met = sub.add_parser("metrics", help="attach a vcm-eval record's metrics to a zoo entry")
     a_met.add_argument("name")
     a_met.add_argument("record")
     a = p.parse_args(argv)
     try:
         if a.command == "add":
-            e = add(a.ckpt, a.name, minutes=a.minutes, notes=a.notes)
+            e = add(a.ckpt, a.name, minutes=a.minutes, notes=a.notes, git_commit=a.git_commit)
         else:
             e = set_metrics(a.name, a.record)
     except (ConfigError, OSError) as err:

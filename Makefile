@@ -15,7 +15,7 @@ DETECTOR_CKPT ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo bench bench-roi bench-features paper-mini paper detector zoo lint clean
+.PHONY: help install test test-all demo bench bench-roi bench-features paper-mini paper detector zoo golden lint clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ detector: $(STAMP) ## Train the real-KITTI detector on kitti_mini and ship it in
 
 zoo: $(STAMP) ## Re-train the zoo hyperpriors (4 rate points) on kitti_mini, ship them, measure them against JPEG/WebP/HEVC
 	$(BIN)/python -m vcm.cli.zoo codecs $(ARGS)
+
+golden: $(STAMP) ## Write the golden bitstreams of codecs and zoo models that have none yet (tests/golden/)
+	$(BIN)/python -m tests.golden.make
 
 lint: $(STAMP) ## Ruff
 	$(BIN)/ruff check vcm tests

@@ -342,7 +342,7 @@ def test_bad_training_config_fails_before_writing_anything(case, overrides, exc,
 
 @pytest.mark.parametrize("case,overrides,exc,pattern", [
     ("unknown_detector_backbone", ["codec=none", "detector=resnet18_fpn", "detector.backbone=resnet7"], InstantiationException,
-     r"unknown detector backbone 'resnet7'; valid: resnet50_fpn_v2, resnet18_fpn, mobilenet_v3_fpn"),
+     r"unknown detector backbone 'resnet7'; valid: resnet50_fpn_v2, resnet18_fpn, .*mobilenet_v3_fpn"),
     ("split_train", ["codec=jpeg", "split=train"], ConfigError, r"split=train would evaluate random training crops"),
     ("unknown_split", ["codec=jpeg", "split=holdout"], ConfigError, r"split='holdout'; expected one of train, val, test, all"),
     ("jpeg_quality", ["codec=jpeg", "codec.quality=500"], InstantiationException, r"quality must be in 1..100, got 500"),

@@ -109,8 +109,12 @@ def test_feature_shapes_at_odd_sizes(detector):
         assert tuple(level.shape) == (2, 256, *shapes[name]), name
         assert level.dtype == torch.float32
     anchors = detector.model.rpn.anchor_generator
-    assert anchors.sizes == ((32,), (64,), (128,), (256,), (512,))  # one anchor size per level p2..p6
-    assert anchors.num_anchors_per_location() == [3] * 5
+    if detector.backbone_name == "mobilenet_v2_fpn":  # the KITTI detector: two smaller sizes per level
+        assert anchors.sizes == ((16, 24), (32, 48), (64, 96), (128, 192), (256, 384))
+        assert anchors.num_anchors_per_location() == [6] * 5
+    else:  # torchvision's: one size per level p2..p6
+        assert anchors.sizes == ((32,), (64,), (128,), (256,), (512,))
+        assert anchors.num_anchors_per_location() == [3] * 5
 
 
 def test_resnet50_fpn_v2_is_torchvisions_architecture():

@@ -58,15 +58,16 @@ def test_golden_file_decodes_to_the_recorded_pixels(name: str):
         f"{rec['file']} decodes to other values than when it was written (with {rec['versions']})")
 
 
+def _real_frame_crop(request):
+    request.getfixturevalue("shared_data")  # skips without ../shared (these cases carry needs_shared)
+    image = make.kitti_input()
+    assert make.decoded_sha256(image) == MANIFEST["inputs"]["kitti"]["sha256"], "the KITTI frame in ../shared changed"
+    return image
+
+
 @pytest.fixture
 def golden_input(request):
-    name = request.param
-    if name == "kitti":
-        request.getfixturevalue("shared_data")
-        image = make.kitti_input()
-        assert make.decoded_sha256(image) == MANIFEST["inputs"]["kitti"]["sha256"], "the KITTI frame in ../shared changed"
-        return image
-    return make.input_of(name)
+    return _real_frame_crop(request) if request.param == "kitti" else make.input_of(request.param)
 
 
 def _reencode_params():

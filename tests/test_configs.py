@@ -260,12 +260,27 @@ def test_every_experiment_has_a_training_module(option):
     _check_targets(cfg)
 
 
-@pytest.mark.parametrize("option,point", _sweep_params("experiment", "train"))
+def _experiment_points():
+    """Every sweep point of every experiment (one point, the file as it is, for those without a sweep)."""
+    out = []
+    for option in config_options("experiment"):
+        cfg = compose([f"experiment={option}"], hydra=True)
+        points = _sweep_points(cfg) if cfg.hydra.sweeper.params else [[]]
+        for point in points:
+            out.append(pytest.param(option, point, id=f"{option}-{'-'.join(point) or 'as-is'}"))
+    return out
+
+
+@pytest.mark.parametrize("option,point", _experiment_points())
 def test_every_experiment_sweep_point_is_built(option, point, tmp_path, cache):
-    cfg = compose([f"experiment={option}"] + point + SYNTH + TINY_TRAIN + TINY_WIDTHS, tmp_path, cache)
+    is_detector = compose([f"experiment={option}"]).model._target_.endswith("DetectorModule")
+    cfg = compose([f"experiment={option}"] + point + SYNTH + TINY_TRAIN + ([] if is_detector else TINY_WIDTHS),
+                  tmp_path, cache)
     _, model = _build_training(cfg)
-    quality = int(dict(p.split("=") for p in point)["quality"])
-    assert cfg.lmbda == pytest.approx(cfg.model.lambdas[f"q{quality}"]) and model.loss_fn.lmbda == pytest.approx(cfg.lmbda)
+    quality = dict(p.split("=") for p in point).get("quality")
+    if quality is not None:
+        assert cfg.lmbda == pytest.approx(cfg.model.lambdas[f"q{quality}"])
+        assert model.loss_fn.lmbda == pytest.approx(cfg.lmbda)
 
 
 # ------------------------------------------------------------------------------ trainer, logger, callbacks

@@ -15,7 +15,7 @@ DETECTOR_CKPT ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all demo bench bench-parity bench-roi bench-features paper-mini paper detector zoo lint clean
+.PHONY: help install test test-slow test-all demo bench bench-parity bench-roi bench-features paper-mini paper detector zoo golden lint clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -29,8 +29,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install vcm editable with dev extras (does nothing when up to date)
 
-test: $(STAMP) ## Run the fast test suite (what CI runs)
-	$(BIN)/python -m pytest -m "not slow" -q
+test: $(STAMP) ## Run the fast tests and the slow ones CI must guard (what CI runs; ~7 min on 2 busy cores)
+	$(BIN)/python -m pytest -m "not slow or guard" -q
+
+test-slow: $(STAMP) ## Run only the slow tests
+	$(BIN)/python -m pytest -m "slow" -q
 
 test-all: $(STAMP) ## Run every test, slow ones included
 	$(BIN)/python -m pytest -q
@@ -61,6 +64,9 @@ detector: $(STAMP) ## Train the real-KITTI detector on kitti_mini and ship it in
 
 zoo: $(STAMP) ## Re-train the zoo hyperpriors (4 rate points) on kitti_mini, ship them, measure them against JPEG/WebP/HEVC
 	$(BIN)/python -m vcm.cli.zoo codecs $(ARGS)
+
+golden: $(STAMP) ## Write the golden bitstreams of codecs and zoo models that have none yet (tests/golden/)
+	$(BIN)/python -m tests.golden.make
 
 lint: $(STAMP) ## Ruff
 	$(BIN)/ruff check vcm tests

@@ -15,6 +15,34 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 
 
+# What names the real data of ../shared: a test (or one of its fixtures, or its parameters) that
+# mentions one of these needs it, and gets the needs_shared marker (so `-m "not needs_shared"` runs
+# exactly what works without ../shared).
+_SHARED_WORDS = ("shared_data", "kitti_tiny", "kitti_mini", "coco_tiny", "data=coco")
+
+
+def _needs_shared(item) -> bool:
+    import inspect
+
+    funcs = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info else ()):
+        funcs += [d.func for d in defs if d.baseid != ""]
+    text = repr(getattr(getattr(item, "callspec", None), "params", ""))
+    for f in funcs:
+        try:
+            text += inspect.getsource(f)
+        except (OSError, TypeError):
+            continue
+    return any(w in text for w in _SHARED_WORDS)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if not item.get_closest_marker("needs_shared") and _needs_shared(item):
+            item.add_marker(pytest.mark.needs_shared)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path of ../shared/data; skips the test when it is absent (e.g. on GitHub's runners)."""
@@ -27,37 +55,6 @@ def shared_data() -> Path:
 def kitti_tiny_root(shared_data: Path) -> Path:
     """Root of the 24 real KITTI frames (the folder that holds ``training/``)."""
     return shared_data / "kitti_tiny"
-
-
-CONF = ROOT / "conf"
-
-
-def compose_config(name: str, overrides: list[str], tmp_path: Path):
-    """Compose ``conf/<name>.yaml`` with overrides; run/results/cache folders under ``tmp_path``."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-
-    import vcm.utils.config  # noqa: F401  (resolvers)
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(name, overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.paths.results_dir = str(tmp_path / "results")
-        cfg.paths.cache_dir = str(tmp_path / "cache")
-    return cfg
-
-
-# Small, fast settings shared by the training tests (CPU, a few steps, one evaluation frame).
-FAST_TRAIN = [
-    "trainer=debug",
-    "logger=csv",
-    "data.batch_size=2",
-    "data.crop_size=[64,64]",
-    "data.max_eval_images=1",
-    "data.num_workers=0",
-]
-FAST_DETECTOR = ["detector.min_size=128", "detector.max_size=416", "+detector.rpn_post_nms_top_n_test=100"]
 
 
 @pytest.fixture(scope="session")

@@ -18,15 +18,19 @@ import lightning as L
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 TESTS = Path(__file__).resolve().parent
+SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 
-# 8 synthetic frames of 128x320 (6 train, 1 val, 1 test), a 16-channel codec, 64x64 crops.
+# Tiny-training presets (one idea: a training run of a few steps on CPU). TINY_TRAIN: the trainer and
+# the data loading; TINY_CODEC: a 16-channel codec at quality 1; SYNTH: 8 synthetic frames of 128x320
+# (6 train, 1 val, 1 test); TINY = all three. TINY_DETECTOR: a detector that runs fast at small sizes.
 SYNTH = ["data=synthetic", "data.synthetic_num=8", "data.synthetic_size=[128,320]", "data.num_workers=0"]
-TINY_REST = [
-    "data.crop_size=[64,64]", "data.batch_size=2", "data.max_eval_images=1",
-    "quality=1", "model.codec.N=16", "model.codec.M=16",
+TINY_TRAIN = [
     "trainer=debug", "trainer.enable_progress_bar=false", "logger=csv",
+    "data.batch_size=2", "data.crop_size=[64,64]", "data.max_eval_images=1", "data.num_workers=0",
 ]
-TINY = SYNTH + TINY_REST
+TINY_CODEC = ["quality=1", "model.codec.N=16", "model.codec.M=16"]
+TINY = SYNTH + TINY_TRAIN + TINY_CODEC
+TINY_DETECTOR = ["detector.min_size=128", "detector.max_size=416", "+detector.rpn_post_nms_top_n_test=100"]
 
 
 def synthetic_cache(base: Path) -> Path:
@@ -38,21 +42,38 @@ def synthetic_cache(base: Path) -> Path:
     return cache
 
 
-def compose(overrides: list[str], tmp: Path, cache: Path | None = None, name: str = "train"):
-    """``conf/<name>.yaml`` with overrides; run, results and cache folders under ``tmp``."""
+def compose(overrides: list[str], tmp: Path | None = None, cache: Path | None = None, name: str = "train",
+            hydra: bool = False):
+    """``conf/<name>.yaml`` with overrides; run, results and cache folders under ``tmp`` (when given).
+
+    ``hydra=True`` keeps the ``hydra`` node (sweeper params, launcher) in the result.
+    """
     from hydra import compose as _compose
     from hydra import initialize_config_dir
     from omegaconf import open_dict
 
     import vcm.utils.config  # noqa: F401  (resolvers)
 
+    real = [o for o in overrides if o in ("data=kitti_tiny", "data=kitti_mini", "data=coco")]
+    if real and not (SHARED_DATA / real[0].split("=")[1].replace("coco", "coco_tiny")).is_dir():
+        import pytest
+
+        pytest.skip(f"{real[0]} needs the real data in {SHARED_DATA} (../shared/data beside the project)")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = _compose(name, overrides=overrides)
+        cfg = _compose(name, overrides=overrides, return_hydra_config=hydra)
     with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp / "run")
-        cfg.paths.results_dir = str(tmp / "results")
-        cfg.paths.cache_dir = str(cache or tmp / "cache")
+        if tmp is not None:
+            cfg.paths.output_dir = str(tmp / "run")
+            cfg.paths.results_dir = str(tmp / "results")
+            cfg.paths.cache_dir = str(cache or tmp / "cache")
+        elif hydra:
+            cfg.paths.output_dir = "/tmp/vcm-compose"  # hydra.run.dir interpolates it
     return cfg
+
+
+def config_options(group: str) -> list[str]:
+    """The options of config group ``conf/<group>/`` (files starting with ``_`` are internal)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def subprocess_env() -> dict[str, str]:
@@ -117,15 +138,47 @@ def tiny_lmsfc():
     return model
 
 
-def tiny_levels():
-    """P2..P5 of a 64x96 "image" (strides 4..32), large enough that y has many non-zero symbols."""
+def fpn_sizes(h: int, w: int, names: tuple[str, ...] = ("p2", "p3", "p4", "p5", "p6")) -> dict[str, tuple[int, int]]:
+    """(h, w) of each FPN level of an h x w image: level pk at stride 2^k, rounded up, at least 1."""
+    return {n: (max(1, -(-h // 2 ** int(n[1:]))), max(1, -(-w // 2 ** int(n[1:])))) for n in names}
+
+
+def fpn_levels(sizes, batch: int = 1, seed: int = 0, channels: int = 256, scale: float = 1.0, smooth: bool = False):
+    """FPN-like feature levels from a fixed seed (the one generator of the tests).
+
+    Args:
+        sizes: name -> (h, w) (e.g. :func:`fpn_sizes`), or a list of (h, w) for p2, p3, ...
+        batch, channels: leading dimensions [batch, channels, h, w].
+        seed: of the torch.Generator the levels are drawn from, in level order.
+        scale: factor on the N(0, 1) values (e.g. 4 for many non-zero latent symbols).
+        smooth: spatially smooth levels of a different range per level (bilinear upsampling of a
+            1/3-size draw, times k-1, plus 0.1 k for level pk), closer to real features.
+
+    Returns:
+        OrderedDict name -> float32 tensor.
+    """
     from collections import OrderedDict
 
     import torch
+    import torch.nn.functional as F
 
-    g = torch.Generator().manual_seed(1)
-    return OrderedDict((k, 4.0 * torch.randn(1, 8, 16 // s, 24 // s, generator=g))
-                       for k, s in (("p2", 1), ("p3", 2), ("p4", 4), ("p5", 8)))
+    if not isinstance(sizes, dict):
+        sizes = {f"p{2 + i}": tuple(hw) for i, hw in enumerate(sizes)}
+    g = torch.Generator().manual_seed(seed)
+    out = OrderedDict()
+    for name, (h, w) in sizes.items():
+        if smooth:
+            k = int(name[1:])
+            coarse = torch.randn(batch, channels, max(1, h // 3), max(1, w // 3), generator=g)
+            out[name] = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False) * (k - 1) + 0.1 * k
+        else:
+            out[name] = scale * torch.randn(batch, channels, h, w, generator=g)
+    return out
+
+
+def tiny_levels():
+    """P2..P5 of a 64x96 "image" (strides 4..32), 8 channels, large enough that y has many non-zero symbols."""
+    return fpn_levels(fpn_sizes(64, 96, ("p2", "p3", "p4", "p5")), channels=8, seed=1, scale=4.0)
 
 
 def main(argv: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""Classical image anchors: real round trips on a KITTI frame, rate ordering, colour, headers, errors, VTM plumbing."""
+"""Classical image anchors: real round trips on a synthetic KITTI-size frame (one real KITTI frame test), rate ordering, colour, headers, errors, VTM plumbing."""
 from __future__ import annotations
 
 import os
@@ -40,7 +40,17 @@ def luma_psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def frame(shared_data: Path) -> np.ndarray:
+def frame(tmp_path_factory) -> np.ndarray:
+    """A synthetic KITTI-size road scene, uint8 RGB [375,1242,3] (runs without ../shared)."""
+    from vcm.data.synthetic import generate
+
+    tree = Path(generate(tmp_path_factory.mktemp("anchors") / "tree", num=1, seed=0))
+    with Image.open(tree / "training" / "image_2" / "000000.png") as im:
+        return np.asarray(im.convert("RGB")).copy()
+
+
+@pytest.fixture(scope="module")
+def real_frame(shared_data: Path) -> np.ndarray:
     """A real KITTI frame, uint8 RGB [H,W,3] (370 x 1224 for 000000)."""
     with Image.open(shared_data / "kitti_tiny" / "training" / "image_2" / "000000.png") as im:
         return np.asarray(im.convert("RGB")).copy()
@@ -93,9 +103,9 @@ def test_colour_round_trip_10bit_within_one_code(code: int):
     assert np.abs(back.astype(int) - x).max() <= 1
 
 
-def test_colour_round_trip_real_frame_444(frame: np.ndarray):
-    y, cb, cr = color.rgb_to_ycbcr(frame, 10, "444")
-    assert np.abs(color.ycbcr_to_rgb(y, cb, cr, 10).astype(int) - frame).max() <= 1
+def test_colour_round_trip_real_frame_444(real_frame: np.ndarray):
+    y, cb, cr = color.rgb_to_ycbcr(real_frame, 10, "444")
+    assert np.abs(color.ycbcr_to_rgb(y, cb, cr, 10).astype(int) - real_frame).max() <= 1
 
 
 def test_420_round_trip_on_smooth_colour():

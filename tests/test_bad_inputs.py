@@ -20,7 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, TINY_REST, compose, run_cli, snapshot, synthetic_cache
+from helpers import (
+    TINY,
+    TINY_CODEC,
+    TINY_TRAIN,
+    compose,
+    run_cli,
+    snapshot,
+    synthetic_cache,
+)
 from hydra.errors import InstantiationException, MissingConfigException
 
 from vcm.errors import BitstreamError, ConfigError, DataError
@@ -113,13 +121,14 @@ def test_bad_data_fails_clearly_and_loses_nothing(case, damage, exc, pattern, na
     assert snapshot(results) == before  # no partial record; the earlier one untouched
 
 
+@pytest.mark.slow
 def test_bad_training_image_fails_through_the_loader_workers(tree, tmp_path):
     """The same clear error from a training batch loaded in a worker process."""
     from vcm.cli.train import train
 
     for frame in ("000000", "000002", "000003", "000004", "000005", "000006"):  # every training frame
         _img(tree, frame).write_bytes(b"not an image")
-    cfg = compose(TINY_REST + ["data=kitti", f"data.root={tree}", "data.num_workers=1", "data.crop_size=null",
+    cfg = compose(TINY_TRAIN + TINY_CODEC + ["data=kitti", f"data.root={tree}", "data.num_workers=1", "data.crop_size=null",
                      "data.split_fractions=[0.75,0.125,0.125]", "model=factorized"], tmp_path)
     with pytest.raises(DataError, match=r"(?s)in DataLoader worker process 0.*cannot read image .*training/image_2/0000\d\d\.png"):
         train(cfg)
@@ -145,11 +154,12 @@ def test_frames_without_objects_evaluate(tree, results, tmp_path):
     assert np.isfinite(rec["metrics"]["bg_psnr"])
 
 
+@pytest.mark.slow
 def test_frames_without_objects_train_with_the_roi_loss(tree, tmp_path):
     from vcm.cli.train import train
 
     _empty_labels(tree)
-    cfg = compose(TINY_REST + ["data=kitti", f"data.root={tree}", "data.num_workers=0", "model=hyperprior",
+    cfg = compose(TINY_TRAIN + TINY_CODEC + ["data=kitti", f"data.root={tree}", "data.num_workers=0", "model=hyperprior",
                               "loss=roi_rd", "trainer.max_steps=3"], tmp_path)
     metrics, _ = train(cfg)
     assert np.isfinite(metrics["val/loss"]) and np.isfinite(metrics["test/bpp_real"])
@@ -240,6 +250,7 @@ def test_bitstream_of_another_model_is_refused(decoder, pattern, codecs, tmp_pat
     assert re.search(pattern, capsys.readouterr().err) and not dst.exists()
 
 
+@pytest.mark.slow
 def test_vcm_decompress_command_exits_2_with_a_message(codecs, tmp_path):
     """The installed command, in its own process: exit status 2, the reason on stderr, no output."""
     src = tmp_path / "noise.vcm"

@@ -31,6 +31,7 @@ def quick_result(shared_data: Path, tmp_path_factory) -> tuple[dict, Path]:
     return json.loads(out.read_text()), out
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_section(quick_result):
     result, out = quick_result
     assert {"codec", "bpp", "train", "anchors", "summary", "environment", "settings"} <= set(result)
@@ -51,6 +52,7 @@ def test_quick_run_writes_every_section(quick_result):
     ]
 
 
+@pytest.mark.slow
 def test_codec_ratios_are_medians_of_raw_times(quick_result):
     result, _ = quick_result
     c = result["codec"]
@@ -70,6 +72,7 @@ def test_codec_ratios_are_medians_of_raw_times(quick_result):
     assert (c["frame"]["height"], c["frame"]["width"]) == tuple(result["settings"]["frame_crop"])
 
 
+@pytest.mark.slow
 def test_bpp_overheads_follow_from_per_image_bits(quick_result):
     result, _ = quick_result
     b = result["bpp"]
@@ -98,6 +101,7 @@ def test_bpp_overheads_follow_from_per_image_bits(quick_result):
     _positive_finite(b["training"]["last20_mean"]["loss"], "training loss")
 
 
+@pytest.mark.slow
 def test_training_step_ratio_is_lightning_over_plain(quick_result):
     result, _ = quick_result
     t = result["train"]
@@ -112,6 +116,7 @@ def test_training_step_ratio_is_lightning_over_plain(quick_result):
     assert t["batch"] == [result["settings"]["step_batch"], 3, result["settings"]["step_crop"], result["settings"]["step_crop"]]
 
 
+@pytest.mark.slow
 def test_anchor_throughput_table(quick_result):
     result, _ = quick_result
     a = result["anchors"]
@@ -130,12 +135,14 @@ def test_anchor_throughput_table(quick_result):
     assert hp["raw_enc_s"] == result["codec"]["raw"]["vcm_enc_s"]
 
 
+@pytest.mark.slow
 def test_missing_data_is_a_clear_error(tmp_path, capsys):
     assert main(["--quick", "--only", "codec", "--out", str(tmp_path / "b.json"), "--data", str(tmp_path)]) == 2
     assert "kitti_tiny not found" in capsys.readouterr().err
     assert not (tmp_path / "b.json").exists()
 
 
+@pytest.mark.slow
 def test_unknown_section_is_rejected(tmp_path):
     with pytest.raises(SystemExit):
         main(["--only", "codec,nope", "--out", str(tmp_path / "b.json")])

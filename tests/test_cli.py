@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 
+import pytest
 from helpers import console_scripts
 
 
@@ -18,11 +19,11 @@ def test_every_console_script_imports():
 def test_every_anchor_config_has_its_own_curve(tmp_path):
     """hevc444 records never join the 4:2:0 hevc curve: each conf/codec anchor has its own codec name."""
     import hydra
-    from conftest import compose_config
+    from helpers import compose
 
     names = {}
     for option in ("jpeg", "webp", "hevc", "hevc444", "av1", "vtm", "feature_hevc", "feature_vtm"):
-        cfg = compose_config("eval", [f"codec={option}"], tmp_path / option)
+        cfg = compose([f"codec={option}"], tmp_path / option, name="eval")
         names[option] = hydra.utils.instantiate(cfg.codec).name
     assert len(set(names.values())) == len(names), names
     assert names["hevc444"] == "hevc444" and names["hevc"] == "hevc"
@@ -32,6 +33,8 @@ def _runs(log_dir):
     return sorted(p for p in log_dir.glob("*/runs/*")) if log_dir.exists() else []
 
 
+@pytest.mark.slow
+@pytest.mark.guard
 def test_user_mistakes_end_in_one_line_without_traceback_or_run_folder(tmp_path):
     from helpers import run_cli
 
@@ -45,7 +48,7 @@ def test_user_mistakes_end_in_one_line_without_traceback_or_run_folder(tmp_path)
         ("vcm-train", ["data=kitti", f"data.root={tmp_path / 'nowhere'}", "trainer=cpu"], "does not exist"),
     ]
     for tool, args, expected in cases:
-        r = run_cli(tool, [*args, f"paths.log_dir={logs}"], timeout=120)
+        r = run_cli(tool, [*args, f"paths.log_dir={logs}"], timeout=300)
         assert r.returncode == 2, r.stdout + r.stderr
         assert "Traceback" not in r.stderr and "HYDRA_FULL_ERROR" not in r.stderr, r.stderr
         errors = [line for line in r.stderr.splitlines() if line.startswith(f"{tool}: error: ")]
@@ -53,31 +56,34 @@ def test_user_mistakes_end_in_one_line_without_traceback_or_run_folder(tmp_path)
         assert _runs(logs) == [], f"{tool} {args} left {_runs(logs)}"
 
 
+@pytest.mark.slow
 def test_full_traceback_with_hydra_full_error(tmp_path, monkeypatch):
     import helpers
 
     env = helpers.subprocess_env()
     monkeypatch.setattr(helpers, "subprocess_env", lambda: {**env, "HYDRA_FULL_ERROR": "1"})
-    r = helpers.run_cli("vcm-eval", ["codec=checkpoint", f"paths.log_dir={tmp_path / 'logs'}"], timeout=120)
+    r = helpers.run_cli("vcm-eval", ["codec=checkpoint", f"paths.log_dir={tmp_path / 'logs'}"], timeout=300)
     assert r.returncode != 0 and "Traceback" in r.stderr and "codec.ckpt" in r.stderr
 
 
+@pytest.mark.slow
 def test_model_choices_list_no_internal_config(tmp_path):
     from helpers import run_cli
 
-    r = run_cli("vcm-train", ["model=hyperpriorr", f"paths.log_dir={tmp_path / 'logs'}"], timeout=120)
+    r = run_cli("vcm-train", ["model=hyperpriorr", f"paths.log_dir={tmp_path / 'logs'}"], timeout=300)
     assert r.returncode != 0
     listing = r.stdout + r.stderr
     assert "hyperprior" in listing and "roi_hyperprior" in listing
     assert "_codec" not in listing and "model_base" not in listing and "lambdas" not in listing
 
 
+@pytest.mark.slow
 def test_no_deprecation_warning_on_a_command(tmp_path):
     from helpers import run_cli
 
     r = run_cli("vcm-eval", ["codec=jpeg", "codec.quality=50", "data=synthetic", "data.synthetic_num=4",
                              "data.synthetic_size=[64,128]", "max_images=1", f"paths.log_dir={tmp_path / 'logs'}",
-                             f"paths.results_dir={tmp_path / 'results'}", f"paths.cache_dir={tmp_path / 'cache'}"], timeout=120)
+                             f"paths.results_dir={tmp_path / 'results'}", f"paths.cache_dir={tmp_path / 'cache'}"], timeout=300)
     assert r.returncode == 0, r.stderr
     assert "Warning" not in r.stdout + r.stderr, r.stdout + r.stderr
     assert r.stdout.strip().splitlines()[-1].startswith("jpeg, mean of 1 image: bpp_real ")

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from compressai.layers import AttentionBlock
+from helpers import fpn_levels
 
 from vcm.codecs.lmsfc import (
     LMSFC,
@@ -55,21 +56,9 @@ FACTORIES = {"lmsfc": lmsfc, "ta_msf": ta_msf, "lmsfc_light": partial(lmsfc, lig
 VARIANTS = [(a, e) for a in FACTORIES for e in ("context", "hyperprior")]
 
 
-def make_levels(sizes, batch: int = 1, seed: int = 0) -> OrderedDict:
-    g = torch.Generator().manual_seed(seed)
-    return OrderedDict(
-        (name, torch.randn(batch, 256, h, w, generator=g)) for name, (h, w) in zip(LEVELS, sizes)
-    )
-
-
 def tiny(arch: str, entropy_model: str) -> LMSFC:
     torch.manual_seed(0)
     return FACTORIES[arch](N=32, M=48, entropy_model=entropy_model)
-
-
-def test_fpn_sizes_of_the_test_cases():
-    assert KITTI_SIZES == [[96, 312], [48, 156], [24, 78], [12, 39]]
-    assert CROP_SIZES == [[32, 40], [16, 20], [8, 10], [4, 5]]
 
 
 @pytest.mark.parametrize(
@@ -109,7 +98,7 @@ def test_pad_reflects_and_falls_back_to_replicate():
 def test_levels_are_padded_consistently_at_the_bottom_right(case):
     sizes = SIZE_CASES[case]
     model = tiny("lmsfc", "hyperprior")
-    levels = make_levels(sizes)
+    levels = fpn_levels(sizes)
     padded = model._pad(list(levels.values()), sizes)
     h2, w2 = _padded_p2_size(sizes)
     for name, t, (h, w), s in zip(LEVELS, padded, sizes, (1, 2, 4, 8)):
@@ -122,7 +111,7 @@ def test_levels_are_padded_consistently_at_the_bottom_right(case):
 def test_forward_shapes_and_exact_crop(arch, entropy_model, case):
     sizes = SIZE_CASES[case]
     model = tiny(arch, entropy_model).eval()
-    levels = make_levels(sizes, batch=2 if case == "odd" else 1)
+    levels = fpn_levels(sizes, batch=2 if case == "odd" else 1)
     with torch.no_grad():
         out = model(levels)
     hat = out["levels_hat"]
@@ -139,7 +128,7 @@ def test_forward_shapes_and_exact_crop(arch, entropy_model, case):
 
 def test_p6_in_the_input_is_ignored():
     model = tiny("lmsfc", "hyperprior").eval()
-    levels = make_levels(CROP_SIZES)
+    levels = fpn_levels(CROP_SIZES)
     with_p6 = OrderedDict(levels, p6=torch.randn(1, 256, 2, 3))
     with torch.no_grad():
         a = model(levels)["levels_hat"]
@@ -154,7 +143,7 @@ def test_compress_decompress_round_trip(arch, entropy_model, case):
     sizes = SIZE_CASES[case]
     model = tiny(arch, entropy_model).eval()
     model.update(force=True)
-    levels = make_levels(sizes, batch=2, seed=1)
+    levels = fpn_levels(sizes, batch=2, seed=1)
 
     enc = model.compress(levels)
     assert set(enc) == {"strings", "shape", "sizes"}
@@ -195,7 +184,7 @@ def test_eval_forward_reconstructs_what_the_decoder_does(arch, entropy_model):
     the decoding order), so val/loss and bpp_estimated describe the bitstream's reconstruction."""
     model = tiny(arch, entropy_model).eval()
     model.update(force=True)
-    levels = make_levels(ODD_SIZES, batch=2, seed=5)
+    levels = fpn_levels(ODD_SIZES, batch=2, seed=5)
     enc = model.compress(levels)
     dec = model.decompress(enc["strings"], enc["shape"], enc["sizes"])["levels_hat"]
     with torch.no_grad():
@@ -208,7 +197,7 @@ def test_eval_forward_reconstructs_what_the_decoder_does(arch, entropy_model):
 def test_each_image_decodes_on_its_own(entropy_model):
     model = tiny("lmsfc", entropy_model).eval()
     model.update(force=True)
-    levels = make_levels(ODD_SIZES, batch=2, seed=2)
+    levels = fpn_levels(ODD_SIZES, batch=2, seed=2)
     enc = model.compress(levels)
     both = model.decompress(enc["strings"], enc["shape"], enc["sizes"])["levels_hat"]
     y_strings, z_strings = enc["strings"]
@@ -221,7 +210,7 @@ def test_each_image_decodes_on_its_own(entropy_model):
 def test_a_loaded_state_dict_decodes_the_bitstream(entropy_model):
     model = tiny("lmsfc", entropy_model).eval()
     model.update(force=True)
-    levels = make_levels(ODD_SIZES, seed=4)
+    levels = fpn_levels(ODD_SIZES, seed=4)
     enc = model.compress(levels)
     expected = model.decompress(enc["strings"], enc["shape"], enc["sizes"])["levels_hat"]
     torch.manual_seed(123)
@@ -235,7 +224,7 @@ def test_a_loaded_state_dict_decodes_the_bitstream(entropy_model):
 def test_kitti_sizes_round_trip_context_model():
     model = tiny("ta_msf", "context").eval()
     model.update(force=True)
-    levels = make_levels(KITTI_SIZES, seed=3)
+    levels = fpn_levels(KITTI_SIZES, seed=3)
     enc = model.compress(levels)
     dec = model.decompress(enc["strings"], enc["shape"], enc["sizes"])["levels_hat"]
     _, _, y_hat, sizes = model._encode(levels)
@@ -249,7 +238,7 @@ def test_kitti_sizes_round_trip_context_model():
 def test_decompress_rejects_sizes_that_do_not_match_the_shape():
     model = tiny("lmsfc", "hyperprior").eval()
     model.update(force=True)
-    enc = model.compress(make_levels(ODD_SIZES))
+    enc = model.compress(fpn_levels(ODD_SIZES))
     with pytest.raises(BitstreamError, match="does not match"):
         model.decompress(enc["strings"], enc["shape"], KITTI_SIZES)
     with pytest.raises(BitstreamError, match="four positive"):
@@ -261,7 +250,7 @@ def test_decompress_rejects_sizes_that_do_not_match_the_shape():
 def test_context_model_codes_on_cpu_only():
     model = tiny("lmsfc", "context").to("meta")
     with pytest.raises(RuntimeError, match="CPU only"):
-        model.compress(make_levels(ODD_SIZES))
+        model.compress(fpn_levels(ODD_SIZES))
     with pytest.raises(RuntimeError, match="CPU only"):
         model.decompress([[b""], [b""]], (1, 1), ODD_SIZES)
 
@@ -269,7 +258,7 @@ def test_context_model_codes_on_cpu_only():
 @pytest.mark.parametrize("arch, entropy_model", VARIANTS)
 def test_every_parameter_gets_a_gradient(arch, entropy_model):
     model = tiny(arch, entropy_model).train()
-    levels = make_levels(ODD_SIZES, batch=2)
+    levels = fpn_levels(ODD_SIZES, batch=2)
     out = model(levels)
     loss = FeatureRateDistortionLoss(lmbda=0.1)(out, levels, num_pixels=100 * 132)["loss"]
     loss.backward()
@@ -286,7 +275,7 @@ def test_every_parameter_gets_a_gradient(arch, entropy_model):
 
 def test_bpp_is_normalised_by_the_original_image():
     model = tiny("lmsfc", "hyperprior").eval()
-    levels = make_levels(CROP_SIZES)
+    levels = fpn_levels(CROP_SIZES)
     with torch.no_grad():
         out = model(levels)
     crit = FeatureRateDistortionLoss(lmbda=0.0)
@@ -359,7 +348,7 @@ def test_ta_msf_has_attention_in_every_fusion_stage():
 def test_default_sizes_shapes():
     torch.manual_seed(0)
     model = lmsfc(1).eval()
-    levels = make_levels(CROP_SIZES)
+    levels = fpn_levels(CROP_SIZES)
     with torch.no_grad():
         out = model(levels)
     for name, (h, w) in zip(LEVELS, CROP_SIZES):
@@ -381,7 +370,7 @@ def test_invalid_entropy_model_lists_the_valid_ones():
 
 def test_bad_levels_are_rejected():
     model = tiny("lmsfc", "hyperprior")
-    levels = make_levels(ODD_SIZES)
+    levels = fpn_levels(ODD_SIZES)
     with pytest.raises(ValueError, match=r"missing FPN levels \['p4'\]"):
         model({k: v for k, v in levels.items() if k != "p4"})
     with pytest.raises(ValueError, match="'p3' has shape"):

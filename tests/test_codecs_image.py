@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from compressai.zoo.image import cfgs as compressai_cfgs
+from helpers import fpn_levels, fpn_sizes
 
 from vcm.codecs.base import (
     count_bits,
@@ -46,15 +47,6 @@ EXPECTED_LIKELIHOODS = {
 }
 
 
-def random_levels(batch: int, h: int, w: int, seed: int = 0) -> OrderedDict:
-    """FPN-like levels p2..p6 for an image of h x w (any size works for the codec)."""
-    g = torch.Generator().manual_seed(seed)
-    return OrderedDict(
-        (k, torch.randn(batch, 256, max(1, -(-h // s)), max(1, -(-w // s)), generator=g))
-        for k, s in (("p2", 4), ("p3", 8), ("p4", 16), ("p5", 32), ("p6", 64))
-    )
-
-
 def make(name: str):
     torch.manual_seed(0)
     return CODECS[name]()
@@ -76,7 +68,7 @@ def outputs_under_two_feature_seeds(model, x: torch.Tensor) -> list[dict]:
     for seed in (0, 1):
         torch.manual_seed(5)
         with torch.no_grad():
-            outs.append(model(x, random_levels(x.shape[0], x.shape[-2], x.shape[-1], seed=seed)))
+            outs.append(model(x, fpn_levels(fpn_sizes(x.shape[-2], x.shape[-1]), x.shape[0], seed=seed)))
     return outs
 
 
@@ -86,7 +78,7 @@ def latent(model, x: torch.Tensor, cond) -> torch.Tensor:
 
 
 def cond_for(model, x: torch.Tensor):
-    return random_levels(x.shape[0], x.shape[-2], x.shape[-1]) if model.needs_features else None
+    return fpn_levels(fpn_sizes(x.shape[-2], x.shape[-1]), x.shape[0]) if model.needs_features else None
 
 
 @pytest.mark.parametrize("name", sorted(CODECS))
@@ -228,7 +220,7 @@ def test_roi_two_sizes_same_weights():
     for h, w in ((64, 128), (128, 192)):
         x = torch.rand(1, 3, h, w)
         with torch.no_grad():
-            out = model(x, random_levels(1, h, w))
+            out = model(x, fpn_levels(fpn_sizes(h, w), 1))
         assert out["x_hat"].shape == x.shape
         assert out["likelihoods"]["w"].shape == (1, 32, h // 64, w // 64)
 
@@ -238,14 +230,14 @@ def test_roi_feature_checks():
     x = torch.rand(1, 3, 64, 64)
     with pytest.raises(ValueError, match="needs detector features"):
         model(x)
-    levels = random_levels(1, 64, 64)
+    levels = fpn_levels(fpn_sizes(64, 64), 1)
     del levels["p4"]
     with pytest.raises(ValueError, match="p4"):
         model(x, levels)
     with pytest.raises(ValueError, match="B=1, 256"):
         model(x, {k: torch.zeros(2, 256, 4, 4) for k in ("p3", "p4", "p5")})
     with pytest.raises(ValueError, match="multiple of 64"):
-        model(torch.rand(1, 3, 60, 64), random_levels(1, 60, 64))
+        model(torch.rand(1, 3, 60, 64), fpn_levels(fpn_sizes(60, 64), 1))
     # zero-features ablation: no cond needed, same parameters
     zero = make("roi_hyperprior_zero_features")
     assert zero(x)["x_hat"].shape == x.shape
@@ -258,7 +250,7 @@ def test_roi_features_are_standardised_per_image_and_level():
     # what the encoder sees does not depend on the detector's activation scale or offset, per image
     model = with_trained_projections(make("roi_hyperprior").eval())
     x = torch.rand(2, 3, 64, 128)
-    levels = random_levels(2, 64, 128)
+    levels = fpn_levels(fpn_sizes(64, 128), 2)
     scaled = {k: v * torch.tensor([40.0, 0.1]).view(2, 1, 1, 1) + 3.0 for k, v in levels.items()}
     with torch.no_grad():
         ya, yb = latent(model, x, levels), latent(model, x, scaled)
@@ -284,7 +276,7 @@ def test_roi_projections_start_at_zero():
     outs = outputs_under_two_feature_seeds(model, x)
     assert torch.equal(outs[0]["x_hat"], outs[1]["x_hat"])
     # ... but the projections learn: their weights get a gradient from the features
-    out = model(x, random_levels(1, 64, 128))
+    out = model(x, fpn_levels(fpn_sizes(64, 128), 1))
     (out["x_hat"].square().mean() + sum(-lk.log2().sum() for lk in out["likelihoods"].values())).backward()
     for name in ("proj_p3", "proj_p4", "proj_p5", "proj_obj"):
         assert getattr(model, name).weight.grad.abs().sum() > 0, name
@@ -302,7 +294,7 @@ def test_roi_rate_includes_w_and_decoder_needs_no_detector():
     model = make("roi_hyperprior").eval()
     model.update(force=True)
     x = torch.rand(1, 3, 64, 128)
-    cond = random_levels(1, 64, 128)
+    cond = fpn_levels(fpn_sizes(64, 128), 1)
     out = model(x, cond)
     assert set(out["likelihoods"]) == {"y", "z", "w"}
     assert count_bits(out["likelihoods"]) > count_bits({k: out["likelihoods"][k] for k in ("y", "z")})
@@ -331,7 +323,7 @@ class FakeDetectorFeatures:
 def test_roi_detector_geometry():
     model = with_trained_projections(make("roi_hyperprior").eval())
     x = torch.rand(1, 3, 128, 192)
-    levels = random_levels(1, 128, 192)
+    levels = fpn_levels(fpn_sizes(128, 192), 1)
     with torch.no_grad():
         plain = latent(model, x, levels)
         # Detector saw the image at its own size: the aligned resampling equals plain bilinear resizing.
@@ -344,7 +336,7 @@ def test_roi_detector_geometry():
         # ...whereas resizing the whole padded map (no geometry known) would shift and pollute it
         assert not torch.allclose(latent(model, x, padded), plain, atol=1e-3)
         # A detector that saw the image at twice its size: same field of view, so the same result.
-        big = random_levels(1, 256, 384)
+        big = fpn_levels(fpn_sizes(256, 384), 1)
         scaled = latent(model, x, FakeDetectorFeatures(big, [(256, 384)], [(128, 192)]))
         torch.testing.assert_close(scaled, latent(model, x, big), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="2 images"):
@@ -395,7 +387,7 @@ def test_roi_hyperprior_warm_starts_from_a_hyperprior():
     assert report["unused"] == []
     x = torch.rand(1, 3, 64, 128)
     with torch.no_grad():
-        y = latent(roi, x, random_levels(1, 64, 128))
+        y = latent(roi, x, fpn_levels(fpn_sizes(64, 128), 1))
         torch.testing.assert_close(y, src.g_a(x))
         torch.testing.assert_close(roi.g_s(y), src.g_s(y))
         torch.testing.assert_close(roi.h_a(y.abs()), src.h_a(y.abs()))
@@ -455,7 +447,7 @@ def test_roi_from_boxes_conditions_the_encoder_and_round_trips():
     with pytest.raises(ValueError, match="box_condition"):
         model(x)
     with pytest.raises(ValueError, match=r"B=1, 1, h, w"):
-        model(x, random_levels(1, 128, 192))  # detector features for a codec trained on ROI maps
+        model(x, fpn_levels(fpn_sizes(128, 192), 1))  # detector features for a codec trained on ROI maps
     with pytest.raises(ValueError, match="1 channel per level"):
         RoiHyperprior(N=8, M=8, roi_source="boxes", feature_channels=256)
     with pytest.raises(ValueError, match="roi_source='gt'"):

@@ -9,7 +9,7 @@ import urllib.error
 import pytest
 import torch
 from compressai.zoo import image_models
-from conftest import compose_config
+from helpers import compose
 
 from vcm.codecs.base import pad_image
 from vcm.codecs.compressai_zoo import (
@@ -72,8 +72,8 @@ def test_eval_config_matches_compressai_coding(kitti_tiny_root, tmp_path):
     net = _compressai_model("bmshj2018-hyperprior")
     weights = tmp_path / "bmshj2018-hyperprior-1.pth"
     torch.save(net.state_dict(), weights)
-    cfg = compose_config("eval", ["codec=compressai", "codec.arch=bmshj2018-hyperprior", "codec.quality=1",
-                                  f"codec.weights={weights}"], tmp_path)
+    cfg = compose(["codec=compressai", "codec.arch=bmshj2018-hyperprior", "codec.quality=1",
+                                  f"codec.weights={weights}"], tmp_path, name="eval")
     runner = build_runner(cfg.codec)
     assert runner.name == "bmshj2018-hyperprior" and runner.params == {"quality": 1, "metric": "mse"}
     image = _frame(kitti_tiny_root, 150, 270)  # not multiples of 64: padded as vcm pads
@@ -146,7 +146,7 @@ def test_init_from_compressai_loads_weights_into_vcm_hyperprior(torch_home, tmp_
     cached = hub_cache_path(weights_url("bmshj2018-hyperprior", 1, "mse"))
     cached.parent.mkdir(parents=True)
     torch.save(net.state_dict(), cached)
-    model = build_model(compose_config("train", ["model=hyperprior", "quality=1"], tmp_path), None)
+    model = build_model(compose(["model=hyperprior", "quality=1"], tmp_path, name="train"), None)
     report = init_codec_from(model, "compressai:bmshj2018-hyperprior/1")
     assert not report["skipped"] and not report["unused"] and model.vcm_meta["init_from"] == "compressai:bmshj2018-hyperprior/1"
     codec = model.codec.eval()
@@ -172,7 +172,7 @@ def test_init_from_compressai_loads_weights_into_vcm_hyperprior(torch_home, tmp_
 def test_init_from_compressai_offline_and_bad_spec(torch_home, tmp_path):
     from vcm.cli.train import build_model, init_codec_from
 
-    model = build_model(compose_config("train", ["model=hyperprior", "quality=1"], tmp_path), None)
+    model = build_model(compose(["model=hyperprior", "quality=1"], tmp_path, name="train"), None)
     with pytest.raises(ConfigError, match=r"init_from=compressai:bmshj2018-hyperprior/4: .* put https://.*"
                                           r"bmshj2018-hyperprior-4-de1b779c.pth.tar at .*or pass init_from=compressai:<file>"):
         init_codec_from(model, "compressai:bmshj2018-hyperprior/4")
@@ -193,8 +193,8 @@ def test_vcm_eval_record_is_compressai_coding(kitti_tiny_root, tmp_path):
     image = _frame(kitti_tiny_root, 120, 200)
     (tmp_path / "frames").mkdir()
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / "frames" / "crop.png")
-    cfg = compose_config("eval", ["data=images", f"data.root={tmp_path / 'frames'}", "codec=compressai",
-                                  "codec.quality=1", f"codec.weights={weights}"], tmp_path)
+    cfg = compose(["data=images", f"data.root={tmp_path / 'frames'}", "codec=compressai",
+                                  "codec.quality=1", f"codec.weights={weights}"], tmp_path, name="eval")
     _, record = evaluate(cfg)
     assert record["codec"] == "bmshj2018-hyperprior" and record["params"] == {"quality": 1, "metric": "mse"}
     (p,) = record["per_image"]

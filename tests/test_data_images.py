@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from helpers import compose
 from PIL import Image
 
 from vcm.data.datamodule import DetectionDataModule
@@ -99,7 +99,7 @@ def test_training_split_and_crops(folder):
 def test_vcm_eval_jpeg_on_a_folder(folder, tmp_path, split):
     from vcm.cli.eval import evaluate
 
-    cfg = compose_config("eval", ["data=images", f"data.root={folder}", "codec=jpeg", f"split={split}"], tmp_path)
+    cfg = compose(["data=images", f"data.root={folder}", "codec=jpeg", f"split={split}"], tmp_path, name="eval")
     _, record = evaluate(cfg)
     assert record["dataset"] == "my_images" and record["num_images"] == 4 and record["detector"] is None
     assert {"bpp_real", "psnr", "ms_ssim"} <= set(record["metrics"])
@@ -113,6 +113,6 @@ def test_vcm_eval_refuses_a_detector_without_labels(folder, tmp_path):
     from vcm.cli.eval import evaluate
     from vcm.errors import ConfigError
 
-    cfg = compose_config("eval", ["data=images", f"data.root={folder}", "codec=jpeg", "detector=resnet18_fpn"], tmp_path)
+    cfg = compose(["data=images", f"data.root={folder}", "codec=jpeg", "detector=resnet18_fpn"], tmp_path, name="eval")
     with pytest.raises(ConfigError, match=r"my_images has no labels .*detection cannot be measured"):
         evaluate(cfg)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import fpn_levels, fpn_sizes
 from PIL import Image
 
 from vcm.anchors import FeatureHevcAnchor, FeatureVtmAnchor, HevcAnchor
@@ -28,24 +29,13 @@ from vcm.errors import BitstreamError, CodecUnavailableError
 HEADER_BYTES = 67  # 4 prefix + 3 fields + 4 levels x 14 + 4 payload length
 
 
-def smooth_levels(h: int = 24, w: int = 40, c: int = 256, seed: int = 0, batch: int = 1) -> OrderedDict[str, torch.Tensor]:
-    """FPN-like levels p2..p6: spatially smooth, different ranges per level, p_k at 1/2^(k-2) of p2."""
-    g = torch.Generator().manual_seed(seed)
-    out = OrderedDict()
-    for k in range(2, 7):
-        hk, wk = max(1, -(-h // 2 ** (k - 2))), max(1, -(-w // 2 ** (k - 2)))
-        coarse = torch.randn(batch, c, max(1, hk // 3), max(1, wk // 3), generator=g)
-        out[f"p{k}"] = F.interpolate(coarse, size=(hk, wk), mode="bilinear", align_corners=False) * (k - 1) + 0.1 * k
-    return out
-
-
 def half_step(x: torch.Tensor, bit_depth: int = 10) -> float:
     return float(x.max() - x.min()) / (2**bit_depth - 1) / 2
 
 
 @pytest.fixture(scope="module")
 def levels() -> OrderedDict[str, torch.Tensor]:
-    return smooth_levels(24, 40)
+    return fpn_levels(fpn_sizes(4 * 24, 4 * 40), smooth=True)
 
 
 # --------------------------------------------------------------------------------------------- tiling
@@ -66,7 +56,7 @@ def test_layout_for_fpn_levels():
 
 @pytest.mark.parametrize("c,h,w", [(256, 24, 40), (10, 7, 5), (3, 1, 1)])
 def test_tile_untile_exact(c: int, h: int, w: int):
-    lv = smooth_levels(h, w, c, seed=1)
+    lv = fpn_levels(fpn_sizes(4 * h, 4 * w), channels=c, seed=1, smooth=True)
     lv.pop("p6")
     frame, layout = tile_levels(lv)
     assert frame.dtype == np.float32 and frame.shape == (layout.height, layout.width)

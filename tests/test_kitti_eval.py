@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from helpers import compose
 
 from vcm.cli.kitti_eval import main
 from vcm.data.kitti import format_result_line, parse_label_file
@@ -200,7 +200,7 @@ def test_vcm_eval_detections_score_the_same_with_vcm_kitti_eval(split, kitti_tin
 
     oracle = _OracleDetector(kitti_tiny_root)
     monkeypatch.setattr(vcm.cli.eval, "build_detector", lambda cfg, runner, device: oracle)
-    cfg = compose_config("eval", ["codec=none", "data=kitti_tiny", f"split={split}", "save_detections=true"], tmp_path)
+    cfg = compose(["codec=none", "data=kitti_tiny", f"split={split}", "save_detections=true"], tmp_path, name="eval")
     _, record = evaluate(cfg)
     metrics = record["metrics"]
     det_dir = tmp_path / "run" / "detections"
@@ -236,6 +236,6 @@ def test_vcm_eval_detections_score_the_same_with_vcm_kitti_eval(split, kitti_tin
 def test_save_detections_needs_a_detector(tmp_path):
     from vcm.cli.eval import evaluate
 
-    cfg = compose_config("eval", ["codec=none", "data=kitti_tiny", "save_detections=true", "max_images=1"], tmp_path)
+    cfg = compose(["codec=none", "data=kitti_tiny", "save_detections=true", "max_images=1"], tmp_path, name="eval")
     with pytest.raises(ConfigError, match="save_detections=true needs a detector"):
         evaluate(cfg)

@@ -94,6 +94,57 @@ def test_roi_mask_from_boxes_rule():
     assert not roi_mask_from_boxes(torch.zeros(0, 4), 3, 5).any()
 
 
+def _ms_ssim_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """MS-SSIM written from Wang, Simoncelli & Bovik (2003) in numpy/scipy, independently of vcm:
+    11-tap Gaussian (sigma 1.5), K1=0.01, K2=0.03, L=255, 5 scales with the paper's exponents,
+    2x2 average downsampling; per colour channel, then the mean over channels (negative terms
+    clipped to 0, as pytorch_msssim and CompressAI's evaluation do)."""
+    from scipy.ndimage import correlate1d
+
+    weights = np.array([0.0448, 0.2856, 0.3001, 0.2363, 0.1333])
+    t = np.arange(11) - 5
+    g = np.exp(-(t**2) / (2 * 1.5**2))
+    g /= g.sum()
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def blur(a):  # "valid" separable filtering
+        a = correlate1d(correlate1d(a, g, axis=0, mode="constant"), g, axis=1, mode="constant")
+        return a[5:-5, 5:-5]
+
+    def down(a):  # 2x2 mean; an odd side is padded with zeros (count_include_pad), as avg_pool2d(padding=1) does
+        ph, pw = a.shape[0] % 2, a.shape[1] % 2
+        a = np.pad(a, ((ph, ph), (pw, pw)))
+        h2, w2 = (a.shape[0] - 2) // 2 + 1, (a.shape[1] - 2) // 2 + 1
+        return a[: 2 * h2, : 2 * w2].reshape(h2, 2, w2, 2).mean(axis=(1, 3))
+
+    out = []
+    for ch in range(x.shape[0]):
+        a, b = x[ch].astype(np.float64), y[ch].astype(np.float64)
+        terms = []
+        for level in range(5):
+            mu_a, mu_b = blur(a), blur(b)
+            var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+            cs = (2 * cov + c2) / (var_a + var_b + c2)
+            ssim = ((2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)) * cs
+            terms.append(max(float(cs.mean()), 0.0) if level < 4 else max(float(ssim.mean()), 0.0))
+            a, b = down(a), down(b)
+        out.append(float(np.prod(np.array(terms) ** weights)))
+    return float(np.mean(out))
+
+
+def test_ms_ssim_matches_the_papers_definition():
+    """Against an independent implementation, on a smooth image and two distortions of it."""
+    yy, xx = np.mgrid[0:180, 0:200]
+    base = np.stack([128 + 60 * np.sin(xx / 9.0) * np.cos(yy / 13.0), 100 + 0.5 * xx, 90 + 0.6 * yy])
+    x = np.clip(base, 0, 255).round().astype(np.uint8)
+    noisy = np.clip(base + np.random.default_rng(0).normal(0, 12, base.shape), 0, 255).round().astype(np.uint8)
+    darker = np.clip(base * 0.85, 0, 255).round().astype(np.uint8)
+    for y in (noisy, darker):
+        ref = _ms_ssim_reference(x, y)
+        assert 0.3 < ref < 0.999
+        assert float(ms_ssim(torch.from_numpy(x), torch.from_numpy(y))) == pytest.approx(ref, abs=2e-4)
+
+
 def test_ms_ssim_identical_and_small_images():
     x = rand_image(MS_SSIM_MIN_SIZE, 170)
     assert float(ms_ssim(x, x)) == pytest.approx(1.0, abs=1e-6)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from conftest import FAST_DETECTOR, FAST_TRAIN, compose_config
-from helpers import run_cli
+from helpers import TINY_DETECTOR, TINY_TRAIN, compose, run_cli
 from lightning.pytorch.callbacks import Callback
 
 from vcm.codecs.precision import (
@@ -91,7 +90,7 @@ class GradientProbe(Callback):
 def _train_bf16(overrides, tmp_path):
     from vcm.cli.train import train
 
-    cfg = compose_config("train", FAST_TRAIN + BF16 + overrides, tmp_path)
+    cfg = compose(TINY_TRAIN + BF16 + overrides, tmp_path, name="train")
     probe = GradientProbe()
     metrics, objects = train(cfg, extra_callbacks=[probe])
     return metrics, objects, probe
@@ -102,13 +101,13 @@ CODEC_CONFIGS = {
     "factorized": ["model=factorized"] + IMAGE,
     "hyperprior": ["model=hyperprior"] + IMAGE,
     "mean_scale": ["model=mean_scale"] + IMAGE,
-    "roi_hyperprior": ["model=roi_hyperprior", "data.object_crop_prob=1.0"] + IMAGE + FAST_DETECTOR,
+    "roi_hyperprior": ["model=roi_hyperprior", "data.object_crop_prob=1.0"] + IMAGE + TINY_DETECTOR,
     "roi_hyperprior_boxes": ["model=roi_hyperprior", "model.codec.roi_source=boxes", "detector=none",
                              "data.object_crop_prob=1.0"] + IMAGE,
     "lmsfc": ["data=kitti_tiny", "model=lmsfc", "quality=1", "model.codec.N=32", "model.codec.M=32",
-              "model.warmup_epochs=0"] + FAST_DETECTOR,
+              "model.warmup_epochs=0"] + TINY_DETECTOR,
     "ta_msf": ["data=kitti_tiny", "model=ta_msf", "quality=1", "model.codec.N=32", "model.codec.M=32",
-               "model.warmup_epochs=0"] + FAST_DETECTOR,
+               "model.warmup_epochs=0"] + TINY_DETECTOR,
 }
 
 

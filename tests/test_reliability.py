@@ -56,6 +56,8 @@ def _state(ckpt: Path) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- resume
+@pytest.mark.slow
+@pytest.mark.guard
 def test_sigkilled_run_resumes_to_bit_identical_weights_and_metrics(tmp_path, cache):
     """Run A: 9 steps (3 epochs of 3 batches). Run B: killed with SIGKILL in epoch 1 after the
     checkpoint of step 4, then ``ckpt_path=last`` with the same run dir. B ends where A ends, bit for bit."""
@@ -166,6 +168,7 @@ def test_training_sampler_is_a_function_of_seed_epoch_and_position():
 
 
 # --------------------------------------------------------------------------------------------- determinism
+@pytest.mark.slow
 def test_same_seed_same_config_same_weights_and_metrics(tmp_path, cache):
     from vcm.cli.train import train
 
@@ -192,6 +195,8 @@ def hyperprior_ckpt(tmp_path_factory, cache) -> Path:
     return tmp / "run" / "checkpoints" / "last.ckpt"
 
 
+@pytest.mark.slow
+@pytest.mark.guard
 def test_bitstream_decodes_to_identical_pixels_in_other_processes(tmp_path, hyperprior_ckpt, cache):
     from vcm.cli.bitstream import CodecSession
     from vcm.data.kitti import load_image
@@ -214,6 +219,8 @@ def test_bitstream_decodes_to_identical_pixels_in_other_processes(tmp_path, hype
     assert not np.array_equal(d1, np.asarray(Image.open(frame).convert("RGB")))  # lossy: a real decode
 
 
+@pytest.mark.slow
+@pytest.mark.guard
 def test_lmsfc_context_model_bitstream_decodes_bit_identically_in_other_processes(tmp_path):
     """The autoregressive context model recomputes the Gaussian parameters from decoded symbols; any
     float difference between encoder and decoder would derail the rANS decoder. Encoded here (one
@@ -259,6 +266,7 @@ def test_lmsfc_context_model_bitstream_decodes_bit_identically_in_other_processe
 
 
 # --------------------------------------------------------------------------------------------- sweeps
+@pytest.mark.slow
 def test_failing_sweep_point_is_recorded_and_the_other_points_complete(tmp_path, cache):
     sweep = tmp_path / "sweep"
     r = run_cli("vcm-train", ["-m"] + TINY + ["model=factorized", "trainer.max_steps=2", "lmbda=0.01,-1,0.02",
@@ -280,6 +288,7 @@ def test_failing_sweep_point_is_recorded_and_the_other_points_complete(tmp_path,
     assert [f["job_num"] for f in summary["failed"]] == [1]
 
 
+@pytest.mark.slow
 def test_failing_eval_sweep_point_is_recorded(tmp_path, cache):
     sweep = tmp_path / "sweep"
     r = run_cli("vcm-eval", ["-m", "data=synthetic", "data.synthetic_num=8", "data.synthetic_size=[128,320]",
@@ -342,6 +351,7 @@ def nan_at_step_1(monkeypatch):
     return state
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_the_run_naming_the_step(tmp_path, cache, nan_at_step_1):
     from vcm.cli.train import train
     from vcm.modules.base import NonFiniteLossError
@@ -352,6 +362,7 @@ def test_nonfinite_loss_stops_the_run_naming_the_step(tmp_path, cache, nan_at_st
     assert nan_at_step_1["done"] and snapshot(results) == {}
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_skip_mode_skips_only_that_batch(tmp_path, cache, nan_at_step_1):
     from vcm.cli.train import train
 
@@ -365,6 +376,7 @@ def test_nonfinite_loss_skip_mode_skips_only_that_batch(tmp_path, cache, nan_at_
 
 
 # --------------------------------------------------------------------------------------------- DDP
+@pytest.mark.slow
 def test_ddp_cpu_two_processes_count_every_validation_image_once(tmp_path, cache):
     """trainer=ddp_cpu (2 gloo processes) from vcm-train: 3 validation and 3 test frames, so one
     process gets two and the other one (a padding sampler would evaluate one frame twice)."""

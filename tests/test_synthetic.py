@@ -317,6 +317,7 @@ def test_cli_rejects_bad_num(tmp_path, capsys, value):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_cli_generates_skips_and_reports_conflicts(tmp_path):
     out = tmp_path / "cli"
     cmd = [sys.executable, "-m", "vcm.cli.synthetic", "--out", str(out), "--num", "2", "--seed", "4",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_DETECTOR, FAST_TRAIN, compose_config
+from helpers import TINY_DETECTOR, TINY_TRAIN, compose
 from PIL import Image
 
 from vcm.rd.record import read_record
@@ -17,10 +18,25 @@ from vcm.rd.record import read_record
 SMALL_IMAGE_CODEC = ["model.codec.N=32", "model.codec.M=48"]
 
 
+def _check_metric_values(metrics: dict, keys) -> None:
+    """Each key is there with a value in its range: NaN or a negative rate fails."""
+    for k in keys:
+        assert k in metrics, k
+        v = metrics[k]
+        assert isinstance(v, float) and math.isfinite(v), (k, v)
+        name = k.split("/", 1)[1]
+        if name.startswith(("bpp", "mse", "psnr", "roi_psnr", "bg_psnr")):
+            assert v > 0, (k, v)  # a run that codes nothing, or decodes exactly, is broken at this size
+        if name.startswith(("map", "kitti_ap")):
+            assert 0.0 <= v <= 1.0 + 1e-9, (k, v)
+        if name.startswith(("psnr", "roi_psnr", "bg_psnr")):
+            assert 5.0 < v < 60.0, (k, v)
+
+
 def _train(overrides, tmp_path):
     from vcm.cli.train import train
 
-    cfg = compose_config("train", FAST_TRAIN + overrides, tmp_path)
+    cfg = compose(TINY_TRAIN + overrides, tmp_path, name="train")
     return train(cfg)
 
 
@@ -44,6 +60,7 @@ def trained_hyperprior(tmp_path_factory, kitti_tiny_root):
     return tmp, metrics, objects
 
 
+@pytest.mark.slow
 def test_spine_on_kitti_tiny(trained_hyperprior):
     tmp, metrics, _ = trained_hyperprior
     for k in ("val/bpp_real", "val/bpp_estimated", "val/psnr", "val/ms_ssim", "val/enc_s", "val/dec_s", "test/bpp_real"):
@@ -57,6 +74,7 @@ def test_spine_on_kitti_tiny(trained_hyperprior):
     assert ck["vcm"]["codec_name"] == "hyperprior" and all(k.startswith("codec.") for k in ck["state_dict"])
 
 
+@pytest.mark.slow
 def test_a_checkpoint_evaluated_by_vcm_eval_joins_its_training_curve(trained_hyperprior, tmp_path, capsys):
     from vcm.cli.eval import evaluate
     from vcm.rd.table import curve_label
@@ -64,14 +82,15 @@ def test_a_checkpoint_evaluated_by_vcm_eval_joins_its_training_curve(trained_hyp
     tmp, metrics, _ = trained_hyperprior
     trained = read_record(metrics["record_path"])
     ckpt = tmp / "run" / "checkpoints" / "last.ckpt"
-    _, rec = evaluate(compose_config("eval", ["codec=checkpoint", f"codec.ckpt={ckpt}", "data=kitti_tiny", "max_images=1"],
-                                     tmp_path / "e"))
+    _, rec = evaluate(compose(["codec=checkpoint", f"codec.ckpt={ckpt}", "data=kitti_tiny", "max_images=1"], tmp_path / "e", name="eval"))
     assert curve_label(rec["codec"], rec["params"]) == curve_label(trained["codec"], trained["params"]) == "hyperprior"
     # vcm-eval ends with one line of means
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("hyperprior, mean of 1 image: bpp_real ") and " psnr " in last and "dB" in last
 
 
+@pytest.mark.slow
+@pytest.mark.guard
 def test_spine_on_synthetic(tmp_path):
     # also: a scheduler stepped per training batch (milestone at step 3 of 4)
     sched = ["~model.scheduler", "model.scheduler_interval=step", "model.optimizer.lr=1.0e-3",
@@ -87,15 +106,15 @@ def test_spine_on_synthetic(tmp_path):
     assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4])  # the rate each step used
 
 
+@pytest.mark.slow
 def test_roi_hyperprior_trains_with_frozen_detector(tmp_path, kitti_tiny_root, trained_hyperprior):
     from vcm.detectors import FrozenDetector
 
     # fine-tuned from the trained hyperprior of the same size (init_from)
     init = trained_hyperprior[0] / "run" / "checkpoints" / "last.ckpt"
     metrics, objects = _train(["data=kitti_tiny", "model=roi_hyperprior", "model.codec.N=32", "model.codec.M=48",
-                               "loss.alpha=0.9", f"init_from={init}"] + FAST_DETECTOR, tmp_path)
-    for k in ("val/roi_psnr", "val/bg_psnr", "val/bpp_real", "val/map_50", "val/kitti_ap_car_moderate"):
-        assert k in metrics, k
+                               "loss.alpha=0.9", f"init_from={init}"] + TINY_DETECTOR, tmp_path)
+    _check_metric_values(metrics, ("val/roi_psnr", "val/bg_psnr", "val/bpp_real", "val/map_50", "val/kitti_ap_car_moderate"))
     det = objects["model"].detector
     # The detector after a training run is bitwise the detector that was configured.
     fresh = FrozenDetector.from_config(["Car", "Pedestrian", "Cyclist"], backbone="resnet18_fpn", min_size=128, max_size=416,
@@ -112,6 +131,7 @@ def test_roi_hyperprior_trains_with_frozen_detector(tmp_path, kitti_tiny_root, t
     assert ck["vcm"]["init_from"] == str(init.resolve())
 
 
+@pytest.mark.slow
 def test_roi_hyperprior_from_boxes_trains_evaluates_and_codes_without_a_detector(tmp_path, kitti_tiny_root,
                                                                                  trained_hyperprior, capsys):
     from vcm.cli.bitstream import CodecSession, compress_main, decompress_main
@@ -125,8 +145,7 @@ def test_roi_hyperprior_from_boxes_trains_evaluates_and_codes_without_a_detector
     ck = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert ck["vcm"]["codec"]["roi_source"] == "boxes" and not ck["vcm"].get("detector")
     # vcm-eval codes each frame conditioned on its own ground-truth ROI map; no detector anywhere
-    _, rec = evaluate(compose_config("eval", ["codec=checkpoint", f"codec.ckpt={ckpt}", "data=kitti_tiny", "max_images=2"],
-                                     tmp_path / "e"))
+    _, rec = evaluate(compose(["codec=checkpoint", f"codec.ckpt={ckpt}", "data=kitti_tiny", "max_images=2"], tmp_path / "e", name="eval"))
     assert rec["detector"] is None and rec["num_images"] == 2 and np.isfinite(rec["metrics"]["roi_psnr"])
     # vcm-compress takes the ROI boxes from a KITTI label file; the decoder takes none
     root = kitti_tiny_root / "training"
@@ -165,12 +184,13 @@ def test_roi_hyperprior_from_boxes_trains_evaluates_and_codes_without_a_detector
     assert "nope.txt" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["lmsfc", "ta_msf"])
 def test_feature_codecs_train_with_split_inference(tmp_path, kitti_tiny_root, model):
     metrics, _objects = _train(["data=kitti_tiny", f"model={model}", "quality=1", "model.codec.N=32", "model.codec.M=32",
-                               "model.warmup_epochs=0"] + FAST_DETECTOR, tmp_path)
-    for k in ("val/bpp_real", "val/bpp_estimated", "val/mse_p2", "val/mse_p6", "val/map_50", "val/kitti_ap_car_moderate"):
-        assert k in metrics, k
+                               "model.warmup_epochs=0"] + TINY_DETECTOR, tmp_path)
+    _check_metric_values(metrics, ("val/bpp_real", "val/bpp_estimated", "val/mse_p2", "val/mse_p6", "val/map_50",
+                                   "val/kitti_ap_car_moderate"))
     if model == "ta_msf":
         assert "train/det_loss_epoch" in metrics and metrics["train/det_weight_epoch"] == pytest.approx(0.1 * 0.0125 / 30)
     _check_run_dir(tmp_path, metrics)
@@ -180,22 +200,24 @@ def test_feature_codecs_train_with_split_inference(tmp_path, kitti_tiny_root, mo
 def trained_detector(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("detector")
     metrics, _objects = _train(["model=detector", "data=synthetic", "data.synthetic_num=8", "data.synthetic_size=[160,480]",
-                               "data.crop_size=null", "detector=mobilenet_v3_fpn", "model.warmup_steps=2"] + FAST_DETECTOR, tmp)
+                               "data.crop_size=null", "detector=mobilenet_v3_fpn", "model.warmup_steps=2"] + TINY_DETECTOR, tmp)
     return tmp, metrics
 
 
+@pytest.mark.slow
 def test_detector_training_writes_best_checkpoint(trained_detector):
     _tmp, metrics = trained_detector
     assert "val/map_50" in metrics and "val/kitti_ap_car_moderate" in metrics
     assert Path(metrics["best_checkpoint"]).is_file()
 
 
+@pytest.mark.slow
 def test_eval_none_with_trained_detector_on_kitti_tiny(trained_detector, tmp_path, kitti_tiny_root):
     from vcm.cli.eval import evaluate
 
     _, metrics = trained_detector
-    cfg = compose_config("eval", ["codec=none", "data=kitti_tiny", "detector=mobilenet_v3_fpn",
-                                  f"detector.checkpoint={metrics['best_checkpoint']}", "max_images=2"] + FAST_DETECTOR, tmp_path)
+    cfg = compose(["codec=none", "data=kitti_tiny", "detector=mobilenet_v3_fpn",
+                                  f"detector.checkpoint={metrics['best_checkpoint']}", "max_images=2"] + TINY_DETECTOR, tmp_path, name="eval")
     path, _rec = evaluate(cfg)
     on_disk = read_record(path)
     assert on_disk["codec"] == "none" and on_disk["num_images"] == 2
@@ -210,19 +232,21 @@ def test_eval_none_with_trained_detector_on_kitti_tiny(trained_detector, tmp_pat
             assert f"kitti_ap_{c}_{d}" in m
 
 
+@pytest.mark.slow
 def test_eval_checkpoint_and_anchor_records(trained_hyperprior, tmp_path, kitti_tiny_root):
     from vcm.cli.eval import evaluate
 
     tmp, _, _ = trained_hyperprior
     ckpt = tmp / "run" / "checkpoints" / "last.ckpt"
-    cfg = compose_config("eval", ["codec=checkpoint", f"codec.ckpt={ckpt}", "data=kitti_tiny", "max_images=1"], tmp_path)
+    cfg = compose(["codec=checkpoint", f"codec.ckpt={ckpt}", "data=kitti_tiny", "max_images=1"], tmp_path, name="eval")
     _, rec = evaluate(cfg)
     assert rec["codec"] == "hyperprior" and rec["metrics"]["bpp_real"] > 0 and "bpp_estimated" in rec["metrics"]
-    cfg = compose_config("eval", ["codec=jpeg", "codec.quality=50", "data=kitti_tiny", "max_images=1"], tmp_path)
+    cfg = compose(["codec=jpeg", "codec.quality=50", "data=kitti_tiny", "max_images=1"], tmp_path, name="eval")
     _, rec = evaluate(cfg)
     assert rec["codec"] == "jpeg" and rec["params"]["quality"] == 50 and rec["metrics"]["psnr"] > 20
 
 
+@pytest.mark.slow
 def test_compress_decompress_cli_round_trip(trained_hyperprior, tmp_path, kitti_tiny_root):
     from vcm.cli.bitstream import compress_main, decompress_main
 
@@ -248,6 +272,7 @@ def test_compress_decompress_cli_round_trip(trained_hyperprior, tmp_path, kitti_
     assert not (tmp_path / "c.png").exists()
 
 
+@pytest.mark.slow
 def test_wandb_offline_logger_writes_run_files(tmp_path, kitti_tiny_root, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)

@@ -8,8 +8,7 @@ import json
 import hydra
 import pytest
 import torch
-from conftest import FAST_TRAIN, compose_config
-from helpers import run_cli
+from helpers import TINY_TRAIN, compose, run_cli
 
 from vcm import zoo
 from vcm.zoo import publish
@@ -33,8 +32,8 @@ def tiny_checkpoint(tmp_path_factory, kitti_tiny_root):
     from vcm.cli.train import train
 
     tmp = tmp_path_factory.mktemp("tiny")
-    cfg = compose_config("train", FAST_TRAIN + ["data=kitti_tiny", "model=hyperprior", "quality=2", "model.codec.N=8",
-                                                "model.codec.M=8", "trainer.max_steps=2"], tmp)
+    cfg = compose(TINY_TRAIN + ["data=kitti_tiny", "model=hyperprior", "quality=2", "model.codec.N=8",
+                                                "model.codec.M=8", "trainer.max_steps=2"], tmp, name="train")
     train(cfg)
     return tmp / "run" / "checkpoints" / "last.ckpt"
 
@@ -48,6 +47,7 @@ def test_registry_is_valid_and_every_shipped_file_matches_its_hash():
         assert e.metrics.get("split") == "test" and e.metrics.get("dataset") == "kitti_mini", name
 
 
+@pytest.mark.slow
 def test_publish_then_load_by_name_and_refuse_a_modified_file(scratch_zoo, tiny_checkpoint, kitti_tiny_root, tmp_path):
     from vcm.evaluation.runners import (
         load_codec_checkpoint,
@@ -101,6 +101,7 @@ def test_registry_errors_name_the_file(scratch_zoo):
         zoo.entries()
 
 
+@pytest.mark.slow
 def test_metrics_must_come_from_the_zoo_model(scratch_zoo, tiny_checkpoint, tmp_path):
     publish.add(tiny_checkpoint, "tiny-q2")
     record = {"dataset": "kitti_mini", "split": "test", "num_images": 10, "git_commit": None,
@@ -113,6 +114,7 @@ def test_metrics_must_come_from_the_zoo_model(scratch_zoo, tiny_checkpoint, tmp_
     assert publish.set_metrics("tiny-q2", tmp_path / "r.json").metrics["psnr"] == 30.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED_CODECS)
 def test_every_shipped_codec_codes_a_real_frame_by_name(name, kitti_tiny_root):
     from vcm.data.kitti import load_image
@@ -145,6 +147,7 @@ def test_vcm_compress_and_decompress_by_model_name(kitti_tiny_root, tmp_path):
     assert Image.open(png).size == (w, h)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED_CODECS)
 def test_init_from_every_shipped_codec_starts_from_its_weights(name, tmp_path):
     from vcm.cli.train import build_model, init_codec_from
@@ -152,9 +155,8 @@ def test_init_from_every_shipped_codec_starts_from_its_weights(name, tmp_path):
 
     e = zoo.entry(name)
     for model_name in ("hyperprior", "roi_hyperprior"):
-        cfg = compose_config("train", ["data=kitti_tiny", f"model={model_name}", f"quality={e.quality}", "detector=none",
-                                       "model.codec.roi_source=boxes" if model_name == "roi_hyperprior" else "variant=null"],
-                             tmp_path)
+        cfg = compose(["data=kitti_tiny", f"model={model_name}", f"quality={e.quality}", "detector=none",
+                                       "model.codec.roi_source=boxes" if model_name == "roi_hyperprior" else "variant=null"], tmp_path, name="train")
         model = build_model(cfg, hydra.utils.instantiate(cfg.data))
         report = init_codec_from(model, f"zoo:{name}")
         source, _ = load_codec_checkpoint(f"zoo:{name}")
@@ -168,6 +170,7 @@ def test_init_from_every_shipped_codec_starts_from_its_weights(name, tmp_path):
         assert model.vcm_meta["init_from"] == f"zoo:{name}"
 
 
+@pytest.mark.slow
 def test_unknown_model_name_is_one_line_error(tmp_path, kitti_tiny_root):
     frame = kitti_tiny_root / "training" / "image_2" / "000002.png"
     r = run_cli("vcm-compress", ["--model", "no-such-model", str(frame), str(tmp_path / "x.vcm")])
@@ -181,7 +184,7 @@ def test_shipped_detector_loads_by_config_name(name, kitti_tiny_root):
 
     from vcm.data.kitti import load_image
 
-    cfg = compose_config("eval", [f"detector={name}", "data=kitti_mini"], kitti_tiny_root)
+    cfg = compose([f"detector={name}", "data=kitti_mini"], kitti_tiny_root, name="eval")
     det = instantiate(cfg.detector)
     image = load_image(kitti_tiny_root / "training" / "image_2" / "000001.png")
     with torch.no_grad():

@@ -26,6 +26,15 @@ shape ``(6, 20)`` takes 3. Lists decode as tuples.
 For a scale hyperprior on a 375x1242 KITTI frame (codec name "hyperprior", 2 groups of 1 string) the
 overhead over the strings is 4 + 1 + 11 + 8 + 4 + 3 + 1 + (1 + 2 + 2 + 1..2) + 4 = 42..43 bytes,
 i.e. 0.0007 bpp.
+
+Compatibility rule: files written by an earlier vcm must keep decoding to the same pixels (the golden
+bitstreams of ``tests/golden/`` check it, for every codec family and every zoo codec). A deliberate
+change of this layout, or of how a codec turns latents into strings, bumps ``FORMAT_VERSION`` and,
+in the same change, either keeps a reader for the old version (``unpack`` dispatching on the version
+byte) or refuses it with a one-line ``BitstreamError`` that names the version and the last vcm
+release that reads it; never decode an old file with the new reader. The old goldens stay
+committed; new ones are added with ``python -m tests.golden.make``. Version 1 is the only version so
+far; a file with any other version byte is refused.
 """
 from __future__ import annotations
 

@@ -289,7 +289,7 @@ class CodecModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._end_eval("val")
-        if self.trainer.training:
+        if self._trainer is not None and self.trainer.training:  # validation hooks also run without a Trainer
             self._set_codec_layout(training=True)
         sch = getattr(self, "_scheduler", None)
         if isinstance(sch, torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -20,10 +20,14 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from vcm.anchors.base import FeatureAnchor, ImageAnchor
 from vcm.cli.hydra_app import run_command
+from vcm.codecs.base import Needs
+from vcm.detectors.identity import build_detector as build_detector_from_config
+from vcm.detectors.identity import require_trained_detector
 from vcm.errors import ConfigError
 from vcm.evaluation.pipeline import MetricAccumulator, evaluate_image, finite_or_none
-from vcm.evaluation.runners import AnchorFeatureRunner, AnchorImageRunner
+from vcm.evaluation.runners import AnchorFeatureRunner, AnchorImageRunner, Runner
 from vcm.utils.config import CONF_DIR, check_config, to_plain
 
 log = logging.getLogger("vcm.eval")
@@ -32,33 +36,28 @@ log = logging.getLogger("vcm.eval")
 def build_runner(codec_cfg: DictConfig, device: str = "cpu"):
     """Instantiate ``cfg.codec`` and wrap anchors in the runner interface."""
     obj = hydra.utils.instantiate(codec_cfg)
-    if hasattr(obj, "encode") and hasattr(obj, "decode") and not hasattr(obj, "weights_hash") and obj.kind != "none":
-        if obj.kind == "feature":
-            return AnchorFeatureRunner(obj)
+    if isinstance(obj, ImageAnchor):
         return AnchorImageRunner(obj)
+    if isinstance(obj, FeatureAnchor):
+        return AnchorFeatureRunner(obj)
+    if not isinstance(obj, Runner):
+        raise ConfigError(f"codec config {codec_cfg.get('_target_')} builds a {type(obj).__name__}, not an anchor or a runner")
     return obj
 
 
 def build_detector(cfg: DictConfig, runner, device: str):
     """The configured detector; for learned codecs trained against a detector, the stored one by
     default, and a clear error when a configured detector's weights differ from the codec's."""
-    from vcm.callbacks.frozen_detector import build_detector as _build
-
-    meta = getattr(runner, "meta", {}) or {}
-    stored = meta.get("detector") or {}
+    stored = runner.meta.get("detector") or {}
     det_cfg = cfg.get("detector")
     if det_cfg is None and stored.get("config"):
         log.info("using the detector the codec was trained with (from the checkpoint)")
         det_cfg = OmegaConf.create(stored["config"])
     if det_cfg is None:
         return None
-    det = _build(det_cfg).to(device)
-    needs_same = runner.kind == "feature" or getattr(getattr(runner, "model", None), "needs_detector", False)
-    if needs_same and stored.get("weights_hash") and stored["weights_hash"] != det.weights_hash():
-        raise ConfigError(
-            f"codec {runner.name} was trained with detector weights {stored['weights_hash']}, the configured detector "
-            f"has {det.weights_hash()}; set detector.checkpoint to the detector the codec was trained with"
-        )
+    det = build_detector_from_config(det_cfg).to(device)
+    if runner.needs is Needs.DETECTOR:
+        require_trained_detector(stored, det, f"codec {runner.name}")
     return det
 
 
@@ -101,8 +100,7 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
     detector = build_detector(cfg, runner, device)
     labelled = getattr(datamodule, "has_labels", True)
     if not labelled and detector is not None:
-        needs = runner.kind == "feature" or getattr(getattr(runner, "model", None), "needs_features", False)
-        if needs or cfg.get("detector") is not None or cfg.get("save_detections"):
+        if runner.needs is not Needs.NOTHING or cfg.get("detector") is not None or cfg.get("save_detections"):
             raise ConfigError(f"{datamodule.name} has no labels (data.source=images): detection cannot be measured on "
                               "it; evaluate an image codec that needs no detector, with detector=none")
         detector = None  # the detector stored with the codec: pixel metrics need none

@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from vcm.codecs.checkpoint import codec_state_dict, load_codec_state
 from vcm.codecs.precision import use_fp32_entropy_models
 from vcm.errors import ConfigError
 from vcm.evaluation.pipeline import MetricAccumulator
@@ -340,15 +341,11 @@ class CodecModule(L.LightningModule):
         checkpoint["vcm_skipped_batches"] = int(self.skipped_batches)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        from compressai.models.base import CompressionModel
-
-        # The entropy models' CDF tables are buffers that stay empty until update(); the codec's own
-        # load_state_dict resizes them (CompressAI's, or a codec's override such as roi_hyperprior's,
-        # whose second entropy bottleneck CompressAI's key remapping cannot handle), after which
-        # Lightning's strict load finds matching shapes.
-        sd = {k[len("codec."):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("codec.")}
-        if sd and isinstance(self.codec, CompressionModel):
-            self.codec.load_state_dict(sd)
+        # The entropy models' CDF tables stay empty until update(): load the codec's state (which
+        # resizes them) first, so that Lightning's strict load then finds matching shapes.
+        sd = codec_state_dict(checkpoint.get("state_dict", {}))
+        if sd:
+            load_codec_state(self.codec, sd)
         # configure_optimizers runs after this hook when resuming; it applies the state.
         if checkpoint.get("vcm_scheduler") is not None:
             self.__dict__["_pending_scheduler_state"] = checkpoint["vcm_scheduler"]

@@ -137,7 +137,7 @@ def render_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _print_summary(result: dict) -> None:
+def print_summary(result: dict) -> None:
     print("\n=== vcm benchmark ===")
     print(f"  {'check':<45} {'measured':>10} {'(CPU time)':>11}   goal")
     for r in result["summary"]:

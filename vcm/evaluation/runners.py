@@ -19,7 +19,7 @@ import logging
 from collections import OrderedDict
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ __all__ = [
     "LearnedImageRunner",
     "NoCodec",
     "Runner",
+    "RunnerBase",
     "compressai_runner",
     "load_codec_checkpoint",
     "runner_from_checkpoint",
@@ -86,8 +87,8 @@ class Runner(Protocol):
     def estimated_bits(self, x, *args, **kwargs) -> float | None: ...
 
 
-class ImageRunner:
-    """Base of the runners that code images (anchors and learned codecs)."""
+class RunnerBase:
+    """Defaults of the :class:`Runner` members for codecs without a model: CPU, no metadata, no estimate."""
 
     needs: Needs = Needs.NOTHING
     #: the checkpoint's vcm metadata (learned codecs; empty for the others)
@@ -99,52 +100,34 @@ class ImageRunner:
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def estimated_bits(self, image: torch.Tensor, cond=None) -> float | None:
+    def estimated_bits(self, x, cond=None) -> float | None:
         """The entropy model's estimate of the rate in bits (None: the codec has none)."""
         return None
 
 
-class FeatureRunner:
+class ImageRunner(RunnerBase):
+    """Base of the runners that code images (anchors and learned codecs)."""
+
+
+class FeatureRunner(RunnerBase):
     """Base of the runners that code the detector's P2..P5 (split inference)."""
 
     needs: Needs = Needs.DETECTOR
-    #: the checkpoint's vcm metadata (learned codecs; empty for the others)
-    meta: MappingProxyType = MappingProxyType({})
-    name: str
-    params: dict[str, Any]
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    def estimated_bits(self, levels) -> float | None:
-        """The entropy model's estimate of the rate in bits (None: the codec has none)."""
-        return None
 
 
-class NoCodec:
+class NoCodec(RunnerBase):
     """The uncompressed reference: 24 bits per pixel (raw 8-bit RGB), the image itself."""
 
     name = "none"
-    needs: ClassVar[Needs] = Needs.NOTHING
-    #: the checkpoint's vcm metadata (learned codecs; empty for the others)
-    meta: MappingProxyType = MappingProxyType({})
 
     def __init__(self):
         self.params: dict[str, Any] = {}
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
 
     def encode(self, image: torch.Tensor, cond=None) -> bytes:
         return image.contiguous().numpy().tobytes() if isinstance(image, torch.Tensor) else bytes(image)
 
     def decode(self, data: bytes, shape) -> torch.Tensor:
         return torch.from_numpy(np.frombuffer(data, dtype=np.uint8).reshape(shape).copy())
-
-    def estimated_bits(self, image: torch.Tensor, cond=None) -> float | None:
-        return None
 
 
 class AnchorImageRunner(ImageRunner):
@@ -229,7 +212,7 @@ class LearnedFeatureRunner(LearnedCodec, FeatureRunner):
     """A learned feature codec (L-MSFC / TA-MSF) with vcm's bitstream container."""
 
     @torch.no_grad()
-    def estimated_bits(self, levels) -> float:
+    def estimated_bits(self, levels, cond=None) -> float:
         out = self.model(OrderedDict((k, levels[k]) for k in self.model.levels))
         return float(count_bits(out["likelihoods"]))
 

@@ -11,6 +11,7 @@ Writes ONE results record (``results/<run>.json``, atomically) and prints its pa
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -28,6 +29,8 @@ from vcm.detectors.identity import require_trained_detector
 from vcm.errors import ConfigError
 from vcm.evaluation.pipeline import MetricAccumulator, evaluate_image, finite_or_none
 from vcm.evaluation.runners import AnchorFeatureRunner, AnchorImageRunner, Runner
+from vcm.metrics.kitti_folder import write_results_file
+from vcm.rd.record import make_record, write_record
 from vcm.utils.config import CONF_DIR, check_config, to_plain
 
 log = logging.getLogger("vcm.eval")
@@ -63,8 +66,6 @@ def build_detector(cfg: DictConfig, runner, device: str):
 
 def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
     """Evaluate ``cfg.codec`` on ``cfg.split`` of ``cfg.data``; returns (record path, record)."""
-    from vcm.rd.record import make_record, write_record
-
     check_config(cfg)
     torch.manual_seed(int(cfg.get("seed", 0)))
     device = str(cfg.get("device", "cpu"))
@@ -78,8 +79,6 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
         train_ds = datasets[0]
         # Evaluation never crops: use the training frames without their training transform.
         if hasattr(train_ds, "transform"):
-            import copy
-
             train_ds = copy.copy(train_ds)
             train_ds.transform = None
             datasets[0] = train_ds
@@ -113,8 +112,6 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
         m["name"] = target.get("name") if target else None
         acc.add(m, preds, target)
         if detections_dir is not None:
-            from vcm.metrics.kitti_folder import write_results_file
-
             frame = str(target.get("name") or f"{n:06d}")
             write_results_file(detections_dir / f"{frame}.txt", preds["boxes"], preds["scores"], preds["labels"],
                                datamodule.class_names)

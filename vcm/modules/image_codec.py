@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from vcm.codecs.base import pad_image
 from vcm.data.masks import target_masks
 from vcm.evaluation.pipeline import codec_condition
 from vcm.evaluation.runners import LearnedImageRunner
@@ -22,8 +23,6 @@ class ImageCodecModule(CodecModule):
     kind = "image"
 
     def compute_loss(self, batch) -> dict[str, torch.Tensor]:
-        from vcm.codecs.base import pad_image
-
         images, targets = batch
         if not torch.is_tensor(images):
             images = torch.stack(list(images)) if all(i.shape == images[0].shape for i in images) else None

@@ -196,7 +196,7 @@ def _precision_lines(p: dict) -> list[str]:
     return lines
 
 
-def _print_summary(result: dict) -> None:
+def print_summary(result: dict) -> None:
     print("\n=== vcm benchmark ===")
     print(f"  {'check':<62} {'measured':>10} {'(CPU time)':>11}   goal")
     for r in result["summary"]:

@@ -6,17 +6,12 @@ import logging
 import lightning as L
 import torch
 
+from vcm.detectors.identity import build_detector, detector_mismatch
 from vcm.errors import ConfigError
 
+__all__ = ["FrozenDetectorCallback", "build_detector"]
+
 log = logging.getLogger(__name__)
-
-
-def build_detector(detector_cfg):
-    """Instantiate a FrozenDetector from its Hydra config node."""
-    import hydra
-
-    det = hydra.utils.instantiate(detector_cfg, _convert_="object")
-    return det
 
 
 class FrozenDetectorCallback(L.Callback):
@@ -96,12 +91,8 @@ class FrozenDetectorCallback(L.Callback):
         checkpoint.setdefault("vcm", {})["detector"] = {"config": self.config, "weights_hash": self.weights_hash}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        stored = (checkpoint.get("vcm") or {}).get("detector") or {}
-        want = stored.get("weights_hash")
-        have = self.weights_hash or self.detector.weights_hash()
-        if want and want != have:
-            msg = (f"the checkpoint's codec was trained with detector weights {want}, but the configured detector "
-                   f"has weights {have}; configure the same detector (detector.checkpoint=...)")
+        msg = detector_mismatch((checkpoint.get("vcm") or {}).get("detector"), self.detector, "the checkpoint's codec")
+        if msg:
             if self.strict_hash:
                 raise ConfigError(msg)
             log.warning(msg)

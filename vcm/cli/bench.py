@@ -83,7 +83,7 @@ from vcm.bench.common import (
     _train_frame_ids,
 )
 from vcm.bench.precision import bench_precision
-from vcm.bench.report import _print_summary, render_markdown, summary_rows
+from vcm.bench.report import print_summary, render_markdown, summary_rows
 from vcm.bench.train_step import bench_train_step
 from vcm.utils.io import atomic_write_json, atomic_write_text
 
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     md = out.with_suffix(".md")
     atomic_write_json(out, result)
     atomic_write_text(md, render_markdown(result))
-    _print_summary(result)
+    print_summary(result)
     print(f"\nwrote {out} and {md} ({result['seconds']:.0f} s)")
     return 0
 

@@ -12,40 +12,41 @@ import argparse
 import sys
 from pathlib import Path
 
-from vcm.cli.study import PRESETS
-from vcm.cli.study_runner import Study
+from vcm.cli.study import detector_overrides, learned_codecs, train_detector
+from vcm.cli.study_runner import Study, load_study, point_name
+from vcm.utils.config import PROJECT_ROOT
+
+#: the benchmark's settings, conf/study/bench_features.yaml
+PRESET = "bench_features"
 
 
 def main(argv: list[str] | None = None) -> int:
+    cfg = load_study(PRESET)
     ap = argparse.ArgumentParser(prog="python -m vcm.cli.bench_features", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--steps", type=int, default=120, help="training steps per point (same for every codec)")
+    ap.add_argument("--steps", type=int, default=cfg["options"]["steps"],
+                    help="training steps per point (same for every codec)")
     ap.add_argument("--detector-ckpt")
     ap.add_argument("--with-hyperprior", action="store_true")
     ap.add_argument("--pretrain-steps", type=int, default=0,
                     help="first train one L-MSFC (RD loss, the middle lambda) for this many steps and fine-tune every "
                          "point of both codecs from it (init_from); 0 = every point from scratch")
-    ap.add_argument("--det-weight", type=float,
+    ap.add_argument("--det-weight", type=float, default=cfg["options"]["det_weight"],
                     help="TA-MSF's task-loss weight w, absolute as in the mini study (default 0.1)")
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args(argv)
     if a.steps < 1 or a.pretrain_steps < 0:
         ap.error(f"--steps {a.steps} / --pretrain-steps {a.pretrain_steps}: expected >= 1 / >= 0")
-    from vcm.utils.config import PROJECT_ROOT
-
-    st = Study("bench-features", a.out or PROJECT_ROOT / "outputs" / "bench-features", dry_run=a.dry_run)
-    mini = PRESETS["mini"]
+    st = Study("bench-features", a.out or PROJECT_ROOT / "outputs" / cfg["out"], dry_run=a.dry_run)
+    mini = load_study(cfg["from_study"])
     data = mini["data"]
-    det = [f"detector={mini['detector']['backbone']}", *mini["detector"]["overrides"]]
-    ckpt = a.detector_ckpt
+    det = detector_overrides(mini)
+    ckpt = a.detector_ckpt or mini["detector"].get("checkpoint")
     if ckpt is None:
-        if st.train("detector", ["model=detector", *data, *det, *mini["detector"]["train"]]):
-            ckpt = st.best_checkpoint("detector")
-        if ckpt is None and not a.dry_run:
+        ckpt = train_detector(st, mini, a.dry_run)
+        if ckpt is None:
             return st.finish() or 1
-        # a dry run prints where the detector's best checkpoint will be
-        ckpt = ckpt or str(st.run_dir("detector") / "checkpoints" / "best-EPOCH-STEP.ckpt")
     det_ckpt = [*det, f"detector.checkpoint={ckpt}"]
     ev = ["split=test", *data, *det_ckpt]
     # The paper-mini settings (lambdas for this detector's feature scale, cheaper task loss), with
@@ -53,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     def with_steps(ov: list[str], steps: int) -> list[str]:
         return [o for o in ov if not o.startswith("trainer.max_steps=")] + [f"trainer.max_steps={steps}"]
 
-    models = {name: with_steps(ov, a.steps) for name, ov, _ in mini["feature_codecs"]}
+    models = {name: with_steps(ov, a.steps) for name, ov, _, _ in learned_codecs(mini, ("feature_codecs",))}
     if a.det_weight is not None:
         models["ta_msf"] = [*models["ta_msf"], f"model.det_weight={a.det_weight}"]
-    points = mini["feature_codecs"][0][2]
+    points = mini["feature_codecs"]["points"]
     if a.pretrain_steps:
         # one shared starting point: L-MSFC trained longer at the middle lambda; TA-MSF takes every
         # weight but those of its two extra attention blocks in g_a (see vcm.codecs.base.warm_start)
@@ -67,15 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         models = {name: [*ov, f"init_from={base}"] for name, ov in models.items()}
     for name, ov in models.items():
         for rp in points:
-            point = f"{name}_{'_'.join(o.replace('=', '') for o in rp)}"
+            point = point_name(name, rp)
             c = st.train(point, [*data, *det_ckpt, *ov, *rp, "data.max_eval_images=1"])
             if c:
                 st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={c}", *ev])
     if a.with_hyperprior:
-        for q in (1, 3, 5):
+        for q in cfg["hyperprior"]["qualities"]:
             point = f"hyperprior_q{q}"
-            c = st.train(point, [*data, "model=hyperprior", "model.codec.N=64", "model.codec.M=96", "model.optimizer.lr=1.0e-3",
-                                 "data.crop_size=[128,128]", "data.batch_size=8", f"trainer.max_steps={a.steps}", f"quality={q}"])
+            c = st.train(point, [*data, *cfg["hyperprior"]["train"], f"trainer.max_steps={a.steps}", f"quality={q}"])
             if c:
                 st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={c}", *ev])
     if not a.dry_run:

@@ -18,21 +18,24 @@ import argparse
 import sys
 from pathlib import Path
 
-from vcm.cli.study_runner import Study
+from vcm.cli.study_runner import Study, load_study, overrides
+from vcm.utils.config import PROJECT_ROOT
 
-QUALITIES = (1, 4, 7)  # lambdas 0.0018, 0.013, 0.0932: a 52x range, so the rate rises with lambda even in short runs
+#: the benchmark's settings (data, budget, curves, default options), conf/study/bench_roi.yaml
+PRESET = "bench_roi"
 
 
 def main(argv: list[str] | None = None) -> int:
+    opts = load_study(PRESET, "options")
     ap = argparse.ArgumentParser(prog="python -m vcm.cli.bench_roi", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--steps", type=int, default=240, help="training steps per point (same for every codec)")
-    ap.add_argument("--alpha", type=float, default=0.9)
+    ap.add_argument("--steps", type=int, default=opts["steps"], help="training steps per point (same for every codec)")
+    ap.add_argument("--alpha", type=float, default=opts["alpha"])
     ap.add_argument("--detector-ckpt")
-    ap.add_argument("--object-crop-prob", type=float, default=0.0,
+    ap.add_argument("--object-crop-prob", type=float, default=opts["object_crop_prob"],
                     help="share of training crops placed around an object (data.object_crop_prob), for every codec")
-    ap.add_argument("--qualities", type=int, nargs="+", default=list(QUALITIES))
+    ap.add_argument("--qualities", type=int, nargs="+", default=list(opts["qualities"]))
     ap.add_argument("--boxes-curve", action="store_true",
                     help="also train roi_hyperprior with roi_source=boxes (its encoder is given the ground-truth ROI map "
                          "instead of detector features): what perfect localisation gives the same codec and budget")
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pretrain-steps", type=int, default=0,
                     help="first train one hyperprior (plain RD loss, quality --pretrain-quality) for this many steps "
                          "and fine-tune every point of every curve from it (init_from); 0 = every point from scratch")
-    ap.add_argument("--pretrain-quality", type=int, default=4)
+    ap.add_argument("--pretrain-quality", type=int, default=opts["pretrain_quality"])
     ap.add_argument("--init-from", help="fine-tune every point from this hyperprior checkpoint (N=64, M=96) instead")
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args(argv)
@@ -49,47 +52,32 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--steps {a.steps} / --pretrain-steps {a.pretrain_steps}: expected >= 1 / >= 0")
     if a.init_from and a.pretrain_steps:
         ap.error("--init-from and --pretrain-steps both choose the starting point; give one")
-    from vcm.utils.config import PROJECT_ROOT
 
-    st = Study("bench-roi", a.out or PROJECT_ROOT / "outputs" / "bench-roi", dry_run=a.dry_run)
-    # 12 training frames, 9 validation frames (the evaluation set), 3 test frames.
-    frames = ["data=kitti_tiny", "data.split_fractions=[0.5,0.375,0.125]"]
-    data = [*frames, "data.crop_size=[128,128]", "data.batch_size=8", "data.max_eval_images=1",
-            f"data.object_crop_prob={a.object_crop_prob}"]
-    det = ["detector=resnet18_fpn"] + ([f"detector.checkpoint={a.detector_ckpt}"] if a.detector_ckpt else [])
-    # Minutes per point on a CPU: small codecs, lr 1e-3 (CompressAI's 1e-4 is for 1M-step runs).
-    # The last sixth of the steps at lr 1e-4: the weights settle before they are evaluated.
-    def budget(steps: int) -> list[str]:
-        drop = steps - steps // 6
-        return ["model.codec.N=64", "model.codec.M=96", "model.optimizer.lr=1.0e-3", f"trainer.max_steps={steps}",
-                "trainer.check_val_every_n_epoch=1000", "~model.scheduler",
-                f"+model.scheduler={{_target_:torch.optim.lr_scheduler.MultiStepLR,_partial_:true,milestones:[{drop}],gamma:0.1}}",
-                "model.scheduler_interval=step"]
+    def preset(steps: int) -> dict:
+        # the last sixth of the steps at lr / 10 (the budget's ${drop})
+        return load_study(PRESET, steps=steps, drop=steps - steps // 6, alpha=a.alpha, object_crop_prob=a.object_crop_prob,
+                          detector_checkpoint=[f"detector.checkpoint={a.detector_ckpt}"] if a.detector_ckpt else [])
 
-    small = budget(a.steps)
+    cfg = preset(a.steps)
+    st = Study("bench-roi", a.out or PROJECT_ROOT / "outputs" / cfg["out"], dry_run=a.dry_run)
+    frames = overrides(cfg["frames"])
+    data = overrides(cfg["data"])
+    det = overrides(cfg["detector"])
+    small = overrides(cfg["budget"])
     # A shared starting point: one hyperprior trained longer, from which every point is fine-tuned
     # (a conditioned codec takes its weights where they fit; see vcm.codecs.base.warm_start).
     init = a.init_from
     if a.pretrain_steps:
-        base = st.train("base_hyperprior", [*data, "model=hyperprior", "loss=rd", *budget(a.pretrain_steps),
+        base = st.train("base_hyperprior", [*data, *overrides(cfg["pretrain"]), *overrides(preset(a.pretrain_steps)["budget"]),
                                             f"quality={a.pretrain_quality}"])
         if base is None and not a.dry_run:
             return st.finish() or 1
         init = str(base)
     if init:
         small.append(f"init_from={init}")
-    variants = {
-        "hyperprior": ["model=hyperprior", "loss=rd"],
-        "roi_hyperprior": ["model=roi_hyperprior", f"loss.alpha={a.alpha}", *det,
-                           "detector.min_size=128", "detector.max_size=128"],
-        # the ablation's encoder needs no detector: trained without one, evaluated with it (detection metrics)
-        "roi_zero_features": ["model=roi_hyperprior", f"loss.alpha={a.alpha}", "model.codec.zero_features=true",
-                              "variant=roi_zero_features", "detector=none"],
-    }
+    variants = {name: overrides(ov) for name, ov in cfg["curves"].items()}
     if a.boxes_curve or (a.only and "roi_boxes" in a.only):
-        # the encoder is given the ground-truth ROI map (the loss's ROI) instead of detector features
-        variants["roi_boxes"] = ["model=roi_hyperprior", f"loss.alpha={a.alpha}", "model.codec.roi_source=boxes",
-                                 "variant=roi_boxes", "detector=none"]
+        variants.update((name, overrides(ov)) for name, ov in cfg["boxes_curve"].items())
     for name, ov in variants.items():
         if a.only and name not in a.only:
             continue
@@ -104,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         found = print_points(st.results)
         curves = set(found["curve"]) if not found.empty else set()
         # BD tables against each anchor curve that this output folder holds (--only may leave one out)
-        for anchor, label, suffix in (("hyperprior", "hyperprior", ""),
-                                      ("roi_hyperprior/roi_zero_features", "the zero-features ablation", "_vs_zero_features")):
+        for anchor, bd in cfg["bd_anchors"].items():
+            label, suffix = bd["label"], bd["suffix"]
             if not any(c == anchor or c.startswith(f"{anchor}/") for c in curves):
                 print(f"\n(no {anchor} points here: no BD-rates against {label})", flush=True)
                 continue
-            for m in ("roi_psnr", "bg_psnr", "psnr"):
+            for m in cfg["bd_metrics"]:
                 print(f"\nBD-rate vs {label} on {m} (kitti_tiny validation frames, real bitstreams):", flush=True)
                 rd(["bd", "--anchor", anchor, "--metric", m, str(st.results), "--out", str(st.out / f"bd_{m}{suffix}.csv")])
     return st.finish()

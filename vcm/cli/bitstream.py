@@ -19,7 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vcm.codecs.base import Needs
+from vcm.data.kitti import ClassSpec, load_image, objects_to_target, parse_label_file
+from vcm.detectors.identity import trained_detector
 from vcm.errors import VcmError
+from vcm.evaluation.pipeline import codec_condition
+from vcm.evaluation.runners import ImageRunner, runner_from_checkpoint, to_float_batch
 from vcm.utils.io import atomic_write_bytes
 
 
@@ -27,34 +32,20 @@ class CodecSession:
     """A codec loaded once from a checkpoint, for compressing/decompressing many files."""
 
     def __init__(self, ckpt: str | Path, device: str = "cpu"):
-        from vcm.evaluation.runners import runner_from_checkpoint
-
         self.runner = runner_from_checkpoint(ckpt, device=device)
-        if self.runner.kind != "image":
-            raise VcmError(f"{ckpt} holds a {self.runner.kind} codec; vcm-compress codes images (use vcm-eval for feature codecs)")
+        if not isinstance(self.runner, ImageRunner):
+            raise VcmError(f"{ckpt} holds a feature codec; vcm-compress codes images (use vcm-eval for feature codecs)")
         self.detector = None
-        if getattr(self.runner.model, "needs_detector", False):
-            from omegaconf import OmegaConf
-
-            from vcm.callbacks.frozen_detector import build_detector
-
-            stored = (self.runner.meta.get("detector") or {})
-            if not stored.get("config"):
-                raise VcmError(f"{ckpt}: the codec needs detector features but the checkpoint names no detector")
-            self.detector = build_detector(OmegaConf.create(stored["config"])).to(device)
-            if stored.get("weights_hash") and stored["weights_hash"] != self.detector.weights_hash():
-                raise VcmError(f"{ckpt}: cannot rebuild the detector the codec was trained with "
-                               f"(weights {stored['weights_hash']}, rebuilt {self.detector.weights_hash()})")
+        if self.runner.needs is Needs.DETECTOR:
+            self.detector = trained_detector(self.runner.meta.get("detector"), device, codec=f"{ckpt}: the codec")
 
     @property
     def needs_boxes(self) -> bool:
         """Whether the encoder is conditioned on ROI boxes (roi_source=boxes): ``compress(target=...)``."""
-        return bool(getattr(self.runner.model, "needs_boxes", False))
+        return self.runner.needs is Needs.BOXES
 
     def target_from_labels(self, path: str | Path, height: int, width: int) -> dict:
         """The target (``boxes`` of the codec's classes, clipped to the image) of a KITTI label file."""
-        from vcm.data.kitti import ClassSpec, objects_to_target, parse_label_file
-
         names = (self.runner.meta or {}).get("class_names")
         if not names:
             raise VcmError("the checkpoint records no class names; cannot tell which labelled boxes are ROIs")
@@ -62,10 +53,8 @@ class CodecSession:
 
     def compress(self, image: torch.Tensor, target: dict | None = None) -> bytes:
         """uint8 [3,H,W] -> bitstream bytes (``target``: the image's ROI boxes, for roi_source=boxes)."""
-        from vcm.evaluation.pipeline import _to_float_batch, codec_condition
-
         try:
-            cond = codec_condition(self.runner.model, _to_float_batch(image), [target] if target is not None else None,
+            cond = codec_condition(self.runner, to_float_batch(image), [target] if target is not None else None,
                                    self.detector, name=self.runner.name)
         except ValueError as e:
             raise VcmError(str(e)) from e
@@ -102,8 +91,6 @@ def compress_main(argv: list[str] | None = None) -> int:
                                     "(needed by, and only used by, codecs trained with model.codec.roi_source=boxes)")
     a = p.parse_args(argv)
     try:
-        from vcm.data.kitti import load_image
-
         image = load_image(a.input)
         session = CodecSession(_codec_spec(a), a.device)
         target = None

@@ -11,6 +11,7 @@ Writes ONE results record (``results/<run>.json``, atomically) and prints its pa
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -20,10 +21,16 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from vcm.anchors.base import FeatureAnchor, ImageAnchor
 from vcm.cli.hydra_app import run_command
+from vcm.codecs.base import Needs
+from vcm.detectors.identity import build_detector as build_detector_from_config
+from vcm.detectors.identity import require_trained_detector
 from vcm.errors import ConfigError
 from vcm.evaluation.pipeline import MetricAccumulator, evaluate_image, finite_or_none
-from vcm.evaluation.runners import AnchorFeatureRunner, AnchorImageRunner
+from vcm.evaluation.runners import AnchorFeatureRunner, AnchorImageRunner, Runner
+from vcm.metrics.kitti_folder import write_results_file
+from vcm.rd.record import make_record, write_record
 from vcm.utils.config import CONF_DIR, check_config, to_plain
 
 log = logging.getLogger("vcm.eval")
@@ -32,40 +39,33 @@ log = logging.getLogger("vcm.eval")
 def build_runner(codec_cfg: DictConfig, device: str = "cpu"):
     """Instantiate ``cfg.codec`` and wrap anchors in the runner interface."""
     obj = hydra.utils.instantiate(codec_cfg)
-    if hasattr(obj, "encode") and hasattr(obj, "decode") and not hasattr(obj, "weights_hash") and obj.kind != "none":
-        if obj.kind == "feature":
-            return AnchorFeatureRunner(obj)
+    if isinstance(obj, ImageAnchor):
         return AnchorImageRunner(obj)
+    if isinstance(obj, FeatureAnchor):
+        return AnchorFeatureRunner(obj)
+    if not isinstance(obj, Runner):
+        raise ConfigError(f"codec config {codec_cfg.get('_target_')} builds a {type(obj).__name__}, not an anchor or a runner")
     return obj
 
 
 def build_detector(cfg: DictConfig, runner, device: str):
     """The configured detector; for learned codecs trained against a detector, the stored one by
     default, and a clear error when a configured detector's weights differ from the codec's."""
-    from vcm.callbacks.frozen_detector import build_detector as _build
-
-    meta = getattr(runner, "meta", {}) or {}
-    stored = meta.get("detector") or {}
+    stored = runner.meta.get("detector") or {}
     det_cfg = cfg.get("detector")
     if det_cfg is None and stored.get("config"):
         log.info("using the detector the codec was trained with (from the checkpoint)")
         det_cfg = OmegaConf.create(stored["config"])
     if det_cfg is None:
         return None
-    det = _build(det_cfg).to(device)
-    needs_same = runner.kind == "feature" or getattr(getattr(runner, "model", None), "needs_detector", False)
-    if needs_same and stored.get("weights_hash") and stored["weights_hash"] != det.weights_hash():
-        raise ConfigError(
-            f"codec {runner.name} was trained with detector weights {stored['weights_hash']}, the configured detector "
-            f"has {det.weights_hash()}; set detector.checkpoint to the detector the codec was trained with"
-        )
+    det = build_detector_from_config(det_cfg).to(device)
+    if runner.needs is Needs.DETECTOR:
+        require_trained_detector(stored, det, f"codec {runner.name}")
     return det
 
 
 def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
     """Evaluate ``cfg.codec`` on ``cfg.split`` of ``cfg.data``; returns (record path, record)."""
-    from vcm.rd.record import make_record, write_record
-
     check_config(cfg)
     torch.manual_seed(int(cfg.get("seed", 0)))
     device = str(cfg.get("device", "cpu"))
@@ -79,8 +79,6 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
         train_ds = datasets[0]
         # Evaluation never crops: use the training frames without their training transform.
         if hasattr(train_ds, "transform"):
-            import copy
-
             train_ds = copy.copy(train_ds)
             train_ds.transform = None
             datasets[0] = train_ds
@@ -101,8 +99,7 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
     detector = build_detector(cfg, runner, device)
     labelled = getattr(datamodule, "has_labels", True)
     if not labelled and detector is not None:
-        needs = runner.kind == "feature" or getattr(getattr(runner, "model", None), "needs_features", False)
-        if needs or cfg.get("detector") is not None or cfg.get("save_detections"):
+        if runner.needs is not Needs.NOTHING or cfg.get("detector") is not None or cfg.get("save_detections"):
             raise ConfigError(f"{datamodule.name} has no labels (data.source=images): detection cannot be measured on "
                               "it; evaluate an image codec that needs no detector, with detector=none")
         detector = None  # the detector stored with the codec: pixel metrics need none
@@ -115,8 +112,6 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
         m["name"] = target.get("name") if target else None
         acc.add(m, preds, target)
         if detections_dir is not None:
-            from vcm.metrics.kitti_folder import write_results_file
-
             frame = str(target.get("name") or f"{n:06d}")
             write_results_file(detections_dir / f"{frame}.txt", preds["boxes"], preds["scores"], preds["labels"],
                                datamodule.class_names)

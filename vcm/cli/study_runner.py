@@ -15,12 +15,53 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from vcm.errors import ConfigError
+from vcm.utils.config import CONF_DIR
 from vcm.utils.io import atomic_write_json
 
 # Each step runs this interpreter on the entry point's module (the same code whether or not the
 # console scripts were reinstalled); printed commands name the console script's module.
 TRAIN = [sys.executable, "-m", "vcm.cli.train"]
 EVAL = [sys.executable, "-m", "vcm.cli.eval"]
+
+
+STUDY_DIR = CONF_DIR / "study"
+
+
+def study_names() -> list[str]:
+    """The study presets, ``conf/study/<name>.yaml``."""
+    return sorted(p.stem for p in STUDY_DIR.glob("*.yaml"))
+
+
+def load_study(name: str, key: str | None = None, **values) -> dict:
+    """A study preset (``conf/study/<name>.yaml``) as a plain dict, with ``values`` set at its root
+    before its ``${...}`` interpolations are resolved; with ``key``, only that entry (resolved).
+
+    Raises:
+        ConfigError: no such preset (the message lists them).
+    """
+    path = STUDY_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no study preset {name!r} ({path}); expected one of {study_names()}")
+    cfg = OmegaConf.load(path)
+    for k, v in values.items():
+        cfg[k] = v
+    return OmegaConf.to_container(cfg if key is None else cfg[key], resolve=True)
+
+
+def overrides(items) -> list[str]:
+    """A preset's override list with the lists inside it (``${...}`` of a list) spliced in."""
+    out: list[str] = []
+    for item in items or []:
+        out.extend(overrides(item) if isinstance(item, list) else [str(item)])
+    return out
+
+
+def point_name(name: str, rate_point: list[str]) -> str:
+    """``hyperprior`` + ``["quality=3"]`` -> ``hyperprior_quality3``."""
+    return f"{name}_{'_'.join(o.replace('=', '') for o in rate_point)}"
 
 
 @dataclass

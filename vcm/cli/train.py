@@ -31,6 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vcm.cli.hydra_app import run_command
+from vcm.codecs.base import Needs
 from vcm.errors import ConfigError
 from vcm.utils.config import CONF_DIR, check_config, to_plain
 from vcm.utils.io import atomic_write_text
@@ -204,7 +205,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
             from vcm.callbacks.frozen_detector import FrozenDetectorCallback
 
             callbacks.append(FrozenDetectorCallback(cfg.detector, config=to_plain(cfg.detector)))
-        elif kind == "feature" or getattr(model.codec, "needs_detector", False):
+        elif model.codec.needs is Needs.DETECTOR:
             raise ConfigError(f"model={model.codec_name} needs a detector: add detector=resnet18_fpn (or another conf/detector entry)")
         model.vcm_meta.update({
             "kind": kind,

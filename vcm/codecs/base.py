@@ -1,4 +1,5 @@
-"""Helpers shared by every codec: padding to the model's multiple, weight identity, parameter split, rate.
+"""What every codec declares (:class:`Needs`, :class:`CodecContract`) and the helpers every codec
+shares: padding to the model's multiple, weight identity, parameter split, rate.
 
 Codecs subclass CompressAI's ``CompressionModel`` and only see inputs whose height and width are
 multiples of ``model.min_div``; :func:`pad_image` and :func:`crop_image` let any frame size (KITTI is
@@ -6,6 +7,7 @@ multiples of ``model.min_div``; :func:`pad_image` and :func:`crop_image` let any
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -13,9 +15,12 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from compressai.entropy_models import EntropyModel
+from compressai.models.base import get_scale_table
 from torch import Tensor, nn
 
 __all__ = [
+    "CodecContract",
+    "Needs",
     "count_bits",
     "crop_image",
     "is_updated",
@@ -24,6 +29,50 @@ __all__ = [
     "warm_start",
     "weights_hash",
 ]
+
+
+class Needs(str, enum.Enum):
+    """What a codec's encoder needs besides its input (training and evaluation give it that).
+
+    * ``NOTHING``: the image alone (image codecs, anchors, CompressAI's zoo, the ablations).
+    * ``DETECTOR``: the frozen detector: its features condition the encoder (roi_hyperprior) or
+      are what is coded (L-MSFC, TA-MSF, the feature anchor); a checkpoint is valid only with the
+      detector it was trained with (:mod:`vcm.detectors.identity`).
+    * ``BOXES``: the image's ROI boxes (roi_hyperprior with ``roi_source=boxes``).
+    """
+
+    NOTHING = "nothing"
+    DETECTOR = "detector"
+    BOXES = "boxes"
+
+
+class _FromNeeds:
+    """A flag derived from ``needs``, read on a codec or on its class (``HyperpriorImageCodec.needs_boxes``)."""
+
+    def __init__(self, needs_test):
+        self.needs_test = needs_test
+        self.__doc__ = needs_test.__doc__
+
+    def __get__(self, obj, cls) -> bool:
+        return self.needs_test((cls if obj is None else obj).needs)
+
+
+class CodecContract:
+    """The declaration every vcm codec makes (a mixin before CompressAI's ``CompressionModel``).
+
+    A codec sets ``needs`` (a class attribute, or a property when it depends on the codec's
+    settings); ``needs_detector``, ``needs_boxes`` and ``needs_features`` follow from it, so no
+    caller probes a codec for what it takes.
+    """
+
+    needs: Needs = Needs.NOTHING
+
+    #: Whether the codec needs the frozen detector (its features condition the encoder or are the input).
+    needs_detector = _FromNeeds(lambda needs: needs is Needs.DETECTOR)
+    #: Whether the encoder is given the image's ROI boxes.
+    needs_boxes = _FromNeeds(lambda needs: needs is Needs.BOXES)
+    #: Whether the codec needs anything besides the image (detector features or a boxes map).
+    needs_features = _FromNeeds(lambda needs: needs is not Needs.NOTHING)
 
 
 def pad_image(x: Tensor, min_div: int) -> tuple[Tensor, tuple[int, int, int, int]]:
@@ -202,14 +251,8 @@ class FineScaleTable:
 
     def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
         if scale_table is None:
-            scale_table = _get_scale_table(levels=self.scale_table_levels)
+            scale_table = get_scale_table(levels=self.scale_table_levels)
         return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
-
-
-def _get_scale_table(levels: int) -> Tensor:
-    from compressai.models.base import get_scale_table
-
-    return get_scale_table(levels=levels)
 
 
 def warm_start(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, list[str]]:

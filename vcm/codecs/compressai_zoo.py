@@ -27,6 +27,7 @@ import torch
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
+from vcm.codecs.base import CodecContract
 from vcm.errors import ConfigError
 
 __all__ = [
@@ -158,7 +159,7 @@ def curve_name(arch: str, metric: str = "mse") -> str:
     return arch if metric == "mse" else f"{arch}-{metric}"
 
 
-class CompressAIImageCodec(CompressionModel):
+class CompressAIImageCodec(CodecContract, CompressionModel):
     """Any CompressAI image model with vcm's codec declarations; coding is the model's own.
 
     Args:
@@ -167,8 +168,6 @@ class CompressAIImageCodec(CompressionModel):
         codec_name: the name written in bitstreams and results.
         min_div: the multiple inputs are padded to.
     """
-
-    needs_features = False
 
     def __init__(self, model: nn.Module, codec_name: str, min_div: int = MIN_DIV):
         super().__init__()

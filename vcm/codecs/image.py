@@ -1,7 +1,8 @@
 """Learned image codecs of CompressAI with vcm's common signature.
 
 The three classes are CompressAI's models, unchanged in architecture, with what every vcm codec
-declares: ``codec_name``, ``min_div`` (inputs must be multiples of it), ``needs_features`` and
+declares: ``codec_name``, ``min_div`` (inputs must be multiples of it), ``needs`` (nothing, see
+:class:`vcm.codecs.base.CodecContract`) and
 ``forward(x, cond=None)`` / ``compress(x, cond=None)`` so that one training and evaluation path serves
 the unconditioned codecs and the detector-conditioned :class:`~vcm.codecs.roi_hyperprior.RoiHyperprior`.
 
@@ -16,7 +17,7 @@ from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperpr
 from compressai.zoo.image import cfgs as ZOO_CFGS
 from torch import Tensor
 
-from vcm.codecs.base import FineScaleTable
+from vcm.codecs.base import CodecContract, FineScaleTable
 
 __all__ = [
     "FactorizedImageCodec",
@@ -33,12 +34,11 @@ _BMSHJ2018_HYPERPRIOR_CHANNELS: dict[int, tuple[int, int]] = ZOO_CFGS["bmshj2018
 _MBT2018_MEAN_CHANNELS: dict[int, tuple[int, int]] = ZOO_CFGS["mbt2018-mean"]
 
 
-class _ImageCodecMixin:
+class _ImageCodecMixin(CodecContract):
     """What vcm adds to a CompressAI image model: declared attributes and the ``cond`` argument."""
 
     codec_name: ClassVar[str]
     min_div: ClassVar[int]
-    needs_features: ClassVar[bool] = False
     quality_channels: ClassVar[dict[int, tuple[int, int]]]
     quality: int | None = None  # set by from_quality; None when built from N and M
 

@@ -27,9 +27,11 @@ from compressai.layers import MaskedConv2d, conv3x3, subpel_conv3x3
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
-from vcm.codecs.base import FineScaleTable
+from vcm.codecs.base import CodecContract, FineScaleTable, Needs
 from vcm.codecs.lmsfc_transforms import DRNet, DRNetLight, FENet
+from vcm.detectors.features import p6_from_p5
 from vcm.errors import BitstreamError, ConfigError
+from vcm.utils.config import lambda_table
 
 __all__ = [
     "ENTROPY_MODELS",
@@ -61,9 +63,9 @@ _Z_TO_Y = 4
 #: Kernel size of the masked context-prediction convolution.
 _CONTEXT_KERNEL = 5
 
-#: Rate-distortion trade-off per quality, for :class:`vcm.losses.feature.FeatureRateDistortionLoss`.
-#: q1..q5 are the paper's values; the paper's q6 (0.2) breaks the order, so vcm uses 0.5.
-LMSFC_LAMBDAS: dict[int, float] = {1: 0.0125, 2: 0.025, 3: 0.125, 4: 0.25, 5: 0.375, 6: 0.5}
+#: Rate-distortion trade-off per quality, for :class:`vcm.losses.feature.FeatureRateDistortionLoss`:
+#: the table of conf/model_base/lambdas_feature.yaml (written there once, for lmsfc and ta_msf).
+LMSFC_LAMBDAS: dict[int, float] = lambda_table("feature")
 
 #: Latent channels per quality (the source's training script: 128 for qualities 1-3, else 192).
 LMSFC_M: dict[int, int] = {1: 128, 2: 128, 3: 128, 4: 192, 5: 192, 6: 192}
@@ -128,7 +130,7 @@ def _pad_bottom_right(x: Tensor, height: int, width: int) -> Tensor:
     return x
 
 
-class LMSFC(FineScaleTable, CompressionModel):
+class LMSFC(CodecContract, FineScaleTable, CompressionModel):
     r"""L-MSFC feature codec (Kim et al., IEEE TCSVT 2024); TA-MSF with ``attention_every_stage``.
 
     With ``N = M`` (the default) and ``light=False`` this is the architecture of the source's code
@@ -185,6 +187,7 @@ class LMSFC(FineScaleTable, CompressionModel):
     """
 
     levels: tuple[str, ...] = LEVELS
+    needs = Needs.DETECTOR  # its input is the frozen detector's P2..P5
 
     def __init__(
         self,
@@ -292,8 +295,7 @@ class LMSFC(FineScaleTable, CompressionModel):
         out: OrderedDict[str, Tensor] = OrderedDict()
         for name, t, (h, w) in zip(LEVELS, padded, sizes):
             out[name] = t[..., : int(h), : int(w)]
-        # torchvision's FPN builds P6 ("pool") from P5 exactly this way.
-        out["p6"] = F.max_pool2d(out["p5"], kernel_size=1, stride=2)
+        out["p6"] = p6_from_p5(out["p5"])
         return out
 
     def _require_cpu(self, what: str) -> None:

@@ -13,7 +13,8 @@ from compressai.models import CompressionModel
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from vcm.codecs.base import FineScaleTable
+from vcm.codecs.base import CodecContract, FineScaleTable, Needs
+from vcm.data.masks import boxes_to_mask, cell_coverage
 
 __all__ = ["ROI_SOURCES", "RoiHyperprior", "RoiMap", "box_condition"]
 
@@ -48,13 +49,7 @@ def box_condition(boxes_list: Sequence[Tensor], height: int, width: int, device:
         height, width: size of the (unpadded) images.
         device: device of the maps (default: that of the boxes).
     """
-    from vcm.losses.image import boxes_to_mask
-
-    mask = boxes_to_mask(boxes_list, height, width, device=device).float()
-    levels = {}
-    for k, s in LEVEL_STRIDES.items():
-        pad_h, pad_w = -height % s, -width % s
-        levels[k] = F.avg_pool2d(F.pad(mask, (0, pad_w, 0, pad_h)), kernel_size=s, stride=s)
+    levels = cell_coverage(boxes_to_mask(boxes_list, height, width, device=device), LEVEL_STRIDES)
     sizes = tuple((int(height), int(width)) for _ in boxes_list)
     return RoiMap(levels, sizes, sizes)
 
@@ -90,7 +85,7 @@ def _hyper_synthesis(N: int, M: int) -> nn.Sequential:
     )
 
 
-class RoiHyperprior(FineScaleTable, CompressionModel):
+class RoiHyperprior(CodecContract, FineScaleTable, CompressionModel):
     r"""Scale hyperprior (Ballé et al. 2018, "Variational image compression with a scale hyperprior",
     ICLR) whose encoder is conditioned on a frozen detector's FPN features P3, P4, P5.
 
@@ -258,19 +253,12 @@ class RoiHyperprior(FineScaleTable, CompressionModel):
         return name
 
     @property
-    def needs_features(self) -> bool:
-        """Whether the encoder needs a condition (not for the zero-features ablation)."""
-        return not self.zero_features
-
-    @property
-    def needs_detector(self) -> bool:
-        """Whether that condition is the detector's features."""
-        return self.needs_features and self.roi_source == "detector"
-
-    @property
-    def needs_boxes(self) -> bool:
-        """Whether that condition is an ROI map of boxes (:func:`box_condition`)."""
-        return self.needs_features and self.roi_source == "boxes"
+    def needs(self) -> Needs:
+        """The detector's features (``roi_source=detector``), an ROI map of boxes (``boxes``,
+        :func:`box_condition`), or nothing (the zero-features ablation)."""
+        if self.zero_features:
+            return Needs.NOTHING
+        return Needs.BOXES if self.roi_source == "boxes" else Needs.DETECTOR
 
     @property
     def downsampling_factor(self) -> int:

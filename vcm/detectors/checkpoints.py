@@ -137,7 +137,7 @@ def _strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return state
 
 
-def _load_checkpoint(model: FasterRCNN, path: str | os.PathLike, backbone: str,
+def load_detector_checkpoint(model: FasterRCNN, path: str | os.PathLike, backbone: str,
                      class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Load a checkpoint into ``model`` after checking it is the same detector; returns its config."""
     state, config = load_detector_state(path)

@@ -64,8 +64,8 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from vcm.detectors.checkpoints import _load_checkpoint
-from vcm.detectors.weights import _fetch_state_dict, _read_backbone_file
+from vcm.detectors.checkpoints import load_detector_checkpoint
+from vcm.detectors.weights import fetch_state_dict, read_backbone_file
 from vcm.errors import ConfigError
 
 __all__ = [
@@ -246,14 +246,14 @@ def build_faster_rcnn(
         WeightsUnavailableError: pretrained weights requested, not cached and not downloadable.
         FileNotFoundError: ``checkpoint`` does not exist.
     """
-    model = _build(backbone, num_classes, weights, checkpoint is not None, min_size, max_size,
+    model = build_torchvision_detector(backbone, num_classes, weights, checkpoint is not None, min_size, max_size,
                    trainable_backbone_layers, backbone_weights=backbone_weights, **kwargs)
     if checkpoint is not None:
-        _load_checkpoint(model, checkpoint, backbone=backbone)
+        load_detector_checkpoint(model, checkpoint, backbone=backbone)
     return model
 
 
-def _build(backbone: str, num_classes: int, weights: str | None, have_checkpoint: bool, min_size: int,
+def build_torchvision_detector(backbone: str, num_classes: int, weights: str | None, have_checkpoint: bool, min_size: int,
            max_size: int, trainable_backbone_layers: int | None, backbone_weights: str | os.PathLike | None = None,
            **kwargs: Any) -> FasterRCNN:
     if backbone not in _BACKBONES:
@@ -285,9 +285,9 @@ def _build(backbone: str, num_classes: int, weights: str | None, have_checkpoint
     state = None
     if pretrained and not have_checkpoint:  # fetch before building: an offline failure costs nothing
         if backbone_weights is not None:
-            state = _read_backbone_file(backbone_weights, backbone)
+            state = read_backbone_file(backbone_weights, backbone)
         else:
-            state = _fetch_state_dict(tv_weights, f"{backbone} {weights} ({kind})")
+            state = fetch_state_dict(tv_weights, f"{backbone} {weights} ({kind})")
     model = builder(int(num_classes), pretrained, state if kind == "backbone" else None, tbl,
                     min_size=min_size, max_size=max_size, **kwargs)
     if kind == "detector" and state is not None:

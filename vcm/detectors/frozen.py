@@ -17,8 +17,8 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import boxes as box_ops
 
-from vcm.detectors.checkpoints import _load_checkpoint
-from vcm.detectors.faster_rcnn import _build
+from vcm.detectors.checkpoints import load_detector_checkpoint
+from vcm.detectors.faster_rcnn import build_torchvision_detector
 from vcm.detectors.features import LEVEL_NAMES, DetectorFeatures, p6_from_p5
 from vcm.errors import ConfigError
 
@@ -80,10 +80,10 @@ class FrozenDetector(nn.Module):
         with torch.random.fork_rng(devices=[]):
             if init_seed is not None:
                 torch.manual_seed(int(init_seed))
-            model = _build(backbone, len(class_names) + 1, weights, checkpoint is not None, min_size, max_size,
+            model = build_torchvision_detector(backbone, len(class_names) + 1, weights, checkpoint is not None, min_size, max_size,
                            kwargs.pop("trainable_backbone_layers", None), **kwargs)
         if checkpoint is not None:
-            _load_checkpoint(model, checkpoint, backbone=backbone, class_names=class_names)
+            load_detector_checkpoint(model, checkpoint, backbone=backbone, class_names=class_names)
         return cls(model, class_names, backbone)
 
     def train(self, mode: bool = True) -> FrozenDetector:

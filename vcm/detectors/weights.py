@@ -24,7 +24,7 @@ class WeightsUnavailableError(ConfigError, RuntimeError):
 
 
 # ------------------------------------------------------------------------------- pretrained weights
-def _read_backbone_file(path: str | os.PathLike, backbone: str) -> dict[str, Tensor]:
+def read_backbone_file(path: str | os.PathLike, backbone: str) -> dict[str, Tensor]:
     """An ImageNet backbone state dict from a local file (``detector.backbone_weights``)."""
     path = Path(path).expanduser()
     if not path.is_file():
@@ -45,7 +45,7 @@ def _weights_file(tv_weights: WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(tv_weights.url).path)
 
 
-def _fetch_state_dict(tv_weights: WeightsEnum, what: str) -> dict[str, Tensor]:
+def fetch_state_dict(tv_weights: WeightsEnum, what: str) -> dict[str, Tensor]:
     """The state dict of ``tv_weights`` from the hub cache, downloading it (bounded time) if absent."""
     path = _weights_file(tv_weights)
     if not path.is_file():

@@ -20,8 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vcm.detectors.features import p6_from_p5
-from vcm.evaluation.runners import _to_float_batch
+from vcm.codecs.base import Needs
+from vcm.codecs.roi_hyperprior import box_condition
+from vcm.data.masks import region_masks
+from vcm.detectors.features import DetectorFeatures, frame_scale_factors, p6_from_p5
+from vcm.evaluation.runners import FeatureRunner, ImageRunner, NoCodec, to_float_batch
+from vcm.metrics.coco import CocoMAP
+from vcm.metrics.image import masked_psnr, ms_ssim, psnr
+from vcm.metrics.kitti import KittiAP
 
 
 def _dev(module) -> torch.device:
@@ -33,19 +39,8 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def region_masks(target: dict, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """ROI mask (union of object boxes) and background mask (the rest minus DontCare), bool [H,W]."""
-    from vcm.metrics.image import roi_mask_from_boxes
-
-    roi = torch.as_tensor(roi_mask_from_boxes(target["boxes"], height, width))
-    ignore = torch.as_tensor(roi_mask_from_boxes(target["ignore_boxes"], height, width))
-    return roi, ~roi & ~ignore
-
-
 def image_quality(original: torch.Tensor, decoded: torch.Tensor, target: dict | None) -> dict[str, float]:
     """PSNR, MS-SSIM, ROI-PSNR and background PSNR of a decoded uint8 [3,H,W] image."""
-    from vcm.metrics.image import masked_psnr, ms_ssim, psnr
-
     out = {"psnr": float(psnr(original, decoded)), "ms_ssim": float(ms_ssim(original, decoded))}
     if target is not None:
         roi, bg = region_masks(target, original.shape[-2], original.shape[-1])
@@ -53,10 +48,6 @@ def image_quality(original: torch.Tensor, decoded: torch.Tensor, target: dict | 
         out["bg_psnr"] = float(masked_psnr(original, decoded, bg))
         out["roi_fraction"] = float(roi.float().mean())
     return out
-
-
-def _levels_of(features) -> OrderedDict:
-    return features.levels if hasattr(features, "levels") else features
 
 
 @torch.no_grad()
@@ -78,16 +69,15 @@ def evaluate_image(runner, image: torch.Tensor, target: dict | None, detector=No
     m: dict[str, Any] = {"name": target.get("name") if target else None, "height": h, "width": w}
     preds = None
     decoded = None
-    if runner.kind == "none":
+    if isinstance(runner, NoCodec):
         m.update(bpp_real=24.0, bits=24 * h * w, enc_s=0.0, dec_s=0.0)
         decoded = image
         if detector is not None:
-            preds = detector.detect(detector.features([_to_float_batch(image)[0].to(_dev(detector))]))[0]
-    elif runner.kind == "image":
-        model = getattr(runner, "model", None)
-        cond = codec_condition(model, _to_float_batch(image), [target] if target is not None else None, detector,
+            preds = detector.detect(detector.features([to_float_batch(image)[0].to(_dev(detector))]))[0]
+    elif isinstance(runner, ImageRunner):
+        cond = codec_condition(runner, to_float_batch(image), [target] if target is not None else None, detector,
                                name=runner.name)
-        dev = runner._device() if hasattr(runner, "_device") else torch.device("cpu")
+        dev = runner.device
         _sync(dev)
         t0 = time.perf_counter()
         data = runner.encode(image, cond=cond)
@@ -99,15 +89,16 @@ def evaluate_image(runner, image: torch.Tensor, target: dict | None, detector=No
         if tuple(decoded.shape) != tuple(image.shape):
             raise RuntimeError(f"codec {runner.name} decoded a {tuple(decoded.shape)} image for a {tuple(image.shape)} input")
         m.update(bits=8 * len(data), bpp_real=8.0 * len(data) / (h * w), enc_s=t1 - t0, dec_s=t2 - t1)
-        if estimate and hasattr(runner, "estimated_bits"):
-            m["bpp_estimated"] = runner.estimated_bits(image, cond=cond) / (h * w)
+        bits = runner.estimated_bits(image, cond=cond) if estimate else None
+        if bits is not None:
+            m["bpp_estimated"] = bits / (h * w)
         m.update(image_quality(image, decoded, target))
         if detector is not None:
-            preds = detector.detect(detector.features([_to_float_batch(decoded)[0].to(_dev(detector))]))[0]
-    elif runner.kind == "feature":
+            preds = detector.detect(detector.features([to_float_batch(decoded)[0].to(_dev(detector))]))[0]
+    elif isinstance(runner, FeatureRunner):
         if detector is None:
             raise ValueError(f"feature codec {runner.name} needs a detector (split inference)")
-        feats = detector.features([_to_float_batch(image)[0].to(_dev(detector))])
+        feats = detector.features([to_float_batch(image)[0].to(_dev(detector))])
         levels = OrderedDict((k, v) for k, v in feats.levels.items() if k != "p6")
         t0 = time.perf_counter()
         data = runner.encode(levels, orig_hw=(h, w))
@@ -118,48 +109,46 @@ def evaluate_image(runner, image: torch.Tensor, target: dict | None, detector=No
         if "p6" not in rec:
             rec["p6"] = p6_from_p5(rec["p5"])
         m.update(bits=8 * len(data), bpp_real=8.0 * len(data) / (h * w), enc_s=t1 - t0, dec_s=t2 - t1)
-        if estimate and hasattr(runner, "estimated_bits"):
-            m["bpp_estimated"] = runner.estimated_bits(levels) / (h * w)
+        bits = runner.estimated_bits(levels) if estimate else None
+        if bits is not None:
+            m["bpp_estimated"] = bits / (h * w)
         for k in ("p2", "p3", "p4", "p5", "p6"):
             m[f"mse_{k}"] = float(F.mse_loss(rec[k].float(), feats.levels[k].float()))
-        from vcm.detectors import DetectorFeatures
-
         preds = detector.detect(DetectorFeatures(rec, feats.image_sizes, feats.original_sizes))[0]
     else:
-        raise ValueError(f"unknown runner kind {runner.kind!r}")
+        raise TypeError(f"{type(runner).__name__} is not a runner (ImageRunner, FeatureRunner or NoCodec)")
     if preds is not None:
         preds = {k: v.detach().cpu() for k, v in preds.items()}
     return m, preds, decoded
 
 
-def codec_condition(model, x: torch.Tensor, targets: list[dict] | None = None, detector=None, name: str | None = None):
-    """What a conditioned image codec's encoder is given for the images ``x`` (None for other codecs).
+def codec_condition(codec, x: torch.Tensor, targets: list[dict] | None = None, detector=None, name: str | None = None):
+    """What an image codec's encoder is given for the images ``x``, by what it ``needs``.
 
-    ``roi_hyperprior`` takes the frozen detector's features (:func:`detector_condition`) or, with
-    ``roi_source=boxes``, the ROI map of the targets' ``boxes`` (:func:`vcm.codecs.roi_hyperprior.box_condition`).
+    ``Needs.DETECTOR``: the frozen detector's features (:func:`detector_condition`);
+    ``Needs.BOXES``: the ROI map of the targets' ``boxes`` (:func:`vcm.codecs.roi_hyperprior.box_condition`);
+    ``Needs.NOTHING``: None.
 
     Args:
-        model: the codec (anything without ``needs_features`` needs nothing).
+        codec: an image codec or image runner (anything with ``needs``, see
+            :class:`vcm.codecs.base.CodecContract`).
         x: float [B,3,H,W] in [0,1], the unpadded images.
-        targets: B target dicts with ``boxes`` (xyxy pixels of ``x``), for ``roi_source=boxes``.
-        detector: FrozenDetector, for ``roi_source=detector``.
+        targets: B target dicts with ``boxes`` (xyxy pixels of ``x``), for ``Needs.BOXES``.
+        detector: FrozenDetector, for ``Needs.DETECTOR``.
         name: the codec's name for error messages.
     """
-    if model is None or not getattr(model, "needs_features", False):
+    needs = codec.needs
+    if needs is Needs.NOTHING:
         return None
-    name = name or getattr(model, "codec_name", type(model).__name__)
-    if getattr(model, "needs_boxes", False):
+    name = name or getattr(codec, "name", None) or getattr(codec, "codec_name", type(codec).__name__)
+    if needs is Needs.BOXES:
         if targets is None or len(targets) != x.shape[0] or any(t is None or "boxes" not in t for t in targets):
             raise ValueError(f"codec {name} (roi_source=boxes) is conditioned on the ROI boxes of each image; "
                              "give targets with 'boxes' (vcm-compress: --labels <KITTI label file>)")
-        from vcm.codecs.roi_hyperprior import box_condition
-
         return box_condition([torch.as_tensor(t["boxes"], dtype=torch.float32).reshape(-1, 4) for t in targets],
                              x.shape[-2], x.shape[-1], device=x.device)
     if detector is None:
         raise ValueError(f"codec {name} is conditioned on detector features; configure a detector")
-    from vcm.detectors.features import frame_scale_factors
-
     # training crops reach the detector at their frames' scale, as whole frames do in evaluation
     return detector_condition(detector, x.to(_dev(detector)), frame_scale_factors(detector, targets))
 
@@ -213,9 +202,6 @@ class MetricAccumulator:
             out["bpp_real_pooled"] = float(sum(p["bits"] for p in self.per_image) / sum(p["height"] * p["width"] for p in self.per_image))
         out.pop("bits", None)
         if self.detection and self.preds:
-            from vcm.metrics.coco import CocoMAP
-            from vcm.metrics.kitti import KittiAP
-
             coco = CocoMAP(self.class_names)
             coco.update(self.preds, self.targets)
             out.update(coco.compute())

@@ -2,31 +2,56 @@
 
 A runner turns one image (or the detector features of one image) into the bytes of a complete
 bitstream and back. The evaluator measures every runner the same way: rate from ``len(bytes)``,
-time around ``encode`` and ``decode``, quality on what ``decode`` returns.
+time around ``encode`` and ``decode``, quality on what ``decode`` returns. Every runner is a
+:class:`Runner`; what it codes is its class, what its encoder needs besides that is ``needs``:
 
-* ``kind == "image"``: ``encode(image uint8 [3,H,W], cond=None) -> bytes``,
-  ``decode(bytes) -> uint8 [3,H,W]``.
-* ``kind == "feature"``: ``encode(levels) -> bytes``, ``decode(bytes) -> levels`` where levels is an
-  OrderedDict ``p2..p5`` (``p6`` is rebuilt by the decoder side).
-* ``kind == "none"``: the uncompressed reference (rate of raw 8-bit RGB).
+* :class:`ImageRunner`: ``encode(image uint8 [3,H,W], cond=None) -> bytes``,
+  ``decode(bytes) -> uint8 [3,H,W]``; ``cond`` is what ``needs`` asks for (detector features or a
+  boxes map, see :func:`vcm.evaluation.pipeline.codec_condition`), None for ``Needs.NOTHING``.
+* :class:`FeatureRunner`: ``encode(levels, orig_hw) -> bytes``, ``decode(bytes) -> levels`` where
+  levels is an OrderedDict ``p2..p5`` (``p6`` is rebuilt by the decoder side); ``needs`` is
+  ``Needs.DETECTOR``.
+* :class:`NoCodec`: the uncompressed reference (rate of raw 8-bit RGB).
 """
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
 
-from vcm.errors import ConfigError
+from vcm.codecs.base import Needs, count_bits, is_updated, pad_image, weights_hash
+from vcm.codecs.checkpoint import load_codec_checkpoint
+from vcm.codecs.compressai_zoo import compressai_codec
+from vcm.codecs.container import decode_image, encode_image, pack, unpack
+
+__all__ = [
+    "AnchorFeatureRunner",
+    "AnchorImageRunner",
+    "FeatureRunner",
+    "ImageRunner",
+    "LearnedFeatureRunner",
+    "LearnedImageRunner",
+    "NoCodec",
+    "Runner",
+    "RunnerBase",
+    "compressai_runner",
+    "load_codec_checkpoint",
+    "runner_from_checkpoint",
+    "to_float_batch",
+    "to_uint8",
+    "zoo_runner",
+]
 
 log = logging.getLogger(__name__)
 
 
-def _to_float_batch(image: torch.Tensor) -> torch.Tensor:
+def to_float_batch(image: torch.Tensor) -> torch.Tensor:
     """uint8 [3,H,W] or float [3,H,W] -> float [1,3,H,W] in [0,1]."""
     x = image
     if x.dim() == 3:
@@ -43,10 +68,56 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return (x.detach().clamp(0, 1) * 255.0 + 0.5).floor().to(torch.uint8).cpu()
 
 
-class NoCodec:
+@runtime_checkable
+class Runner(Protocol):
+    """What the per-image evaluation uses of every codec: anchors, learned codecs and none alike."""
+
+    name: str
+    params: dict[str, Any]
+    needs: Needs
+    meta: Any
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def encode(self, x, *args, **kwargs) -> bytes: ...
+
+    def decode(self, data: bytes, *args): ...
+
+    def estimated_bits(self, x, *args, **kwargs) -> float | None: ...
+
+
+class RunnerBase:
+    """Defaults of the :class:`Runner` members for codecs without a model: CPU, no metadata, no estimate."""
+
+    needs: Needs = Needs.NOTHING
+    #: the checkpoint's vcm metadata (learned codecs; empty for the others)
+    meta: MappingProxyType = MappingProxyType({})
+    name: str
+    params: dict[str, Any]
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def estimated_bits(self, x, cond=None) -> float | None:
+        """The entropy model's estimate of the rate in bits (None: the codec has none)."""
+        return None
+
+
+class ImageRunner(RunnerBase):
+    """Base of the runners that code images (anchors and learned codecs)."""
+
+
+class FeatureRunner(RunnerBase):
+    """Base of the runners that code the detector's P2..P5 (split inference)."""
+
+    needs: Needs = Needs.DETECTOR
+
+
+class NoCodec(RunnerBase):
     """The uncompressed reference: 24 bits per pixel (raw 8-bit RGB), the image itself."""
 
-    kind = "none"
     name = "none"
 
     def __init__(self):
@@ -59,10 +130,8 @@ class NoCodec:
         return torch.from_numpy(np.frombuffer(data, dtype=np.uint8).reshape(shape).copy())
 
 
-class AnchorImageRunner:
+class AnchorImageRunner(ImageRunner):
     """Wraps a classical image anchor (``vcm.anchors``) in the runner interface."""
-
-    kind = "image"
 
     def __init__(self, anchor):
         self.anchor = anchor
@@ -78,10 +147,8 @@ class AnchorImageRunner:
         return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
 
 
-class AnchorFeatureRunner:
+class AnchorFeatureRunner(FeatureRunner):
     """Wraps a classical feature anchor (``feature_hevc``, ``feature_vtm``)."""
-
-    kind = "feature"
 
     def __init__(self, anchor):
         self.anchor = anchor
@@ -95,27 +162,8 @@ class AnchorFeatureRunner:
         return self.anchor.decode(data)
 
 
-class _LearnedRunner:
-    """Shared part of the learned-codec runners: name, rate-point params, weights hash, device."""
-
-    kind = "image"
-
-    def __init__(self, model: nn.Module, name: str | None = None, params: dict | None = None, update: bool = True):
-        self.model = model.eval()
-        self.name = name or getattr(model, "codec_name", type(model).__name__)
-        self.params = dict(params or {})
-        if update:
-            model.update(force=True)
-        from vcm.codecs.base import weights_hash
-
-        self.weights_hash = weights_hash(model)
-
-    def _device(self):
-        return next(self.model.parameters()).device
-
-
-class LearnedImageRunner(_LearnedRunner):
-    """A learned image codec (CompressAI contract) with vcm's bitstream container.
+class LearnedCodec:
+    """What the learned-codec runners share: name, rate-point params, weights hash, device, ``needs``.
 
     Args:
         model: the codec; ``update(force=True)`` is called once unless ``update=False``.
@@ -123,110 +171,64 @@ class LearnedImageRunner(_LearnedRunner):
         params: e.g. ``{"quality": 3, "lmbda": 0.0067}``.
     """
 
-    kind = "image"
+    def __init__(self, model: nn.Module, name: str | None = None, params: dict | None = None, update: bool = True):
+        self.model = model.eval()
+        self.name = name or getattr(model, "codec_name", type(model).__name__)
+        self.params = dict(params or {})
+        if update:
+            model.update(force=True)
+        self.weights_hash = weights_hash(model)
+        self.meta: dict[str, Any] = {}
+
+    @property
+    def needs(self) -> Needs:
+        return self.model.needs
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+class LearnedImageRunner(LearnedCodec, ImageRunner):
+    """A learned image codec (CompressAI contract) with vcm's bitstream container."""
 
     @torch.no_grad()
     def estimated_bits(self, image: torch.Tensor, cond=None) -> float:
-        from vcm.codecs.base import count_bits, pad_image
-
-        x = _to_float_batch(image).to(self._device())
+        x = to_float_batch(image).to(self.device)
         x_pad, _ = pad_image(x, self.model.min_div)
-        out = self.model(x_pad, cond=cond) if getattr(self.model, "needs_features", False) else self.model(x_pad)
+        out = self.model(x_pad, cond=cond) if cond is not None else self.model(x_pad)
         return float(count_bits(out["likelihoods"]))
 
     @torch.no_grad()
     def encode(self, image: torch.Tensor, cond=None) -> bytes:
-        from vcm.codecs.container import encode_image
-
-        x = _to_float_batch(image).to(self._device())
-        return encode_image(self.model, x, cond=cond, codec_name=self.name)
+        return encode_image(self.model, to_float_batch(image).to(self.device), cond=cond, codec_name=self.name)
 
     @torch.no_grad()
     def decode(self, data: bytes) -> torch.Tensor:
-        from vcm.codecs.container import decode_image
-
         return to_uint8(decode_image(self.model, data))
 
 
-class LearnedFeatureRunner(_LearnedRunner):
+class LearnedFeatureRunner(LearnedCodec, FeatureRunner):
     """A learned feature codec (L-MSFC / TA-MSF) with vcm's bitstream container."""
 
-    kind = "feature"
-
     @torch.no_grad()
-    def estimated_bits(self, levels) -> float:
-        from vcm.codecs.base import count_bits
-
+    def estimated_bits(self, levels, cond=None) -> float:
         out = self.model(OrderedDict((k, levels[k]) for k in self.model.levels))
         return float(count_bits(out["likelihoods"]))
 
     @torch.no_grad()
     def encode(self, levels, orig_hw) -> bytes:
-        from vcm.codecs.container import pack
-
-        dev = self._device()
-        enc = self.model.compress(OrderedDict((k, levels[k].to(dev)) for k in self.model.levels))
+        enc = self.model.compress(OrderedDict((k, levels[k].to(self.device)) for k in self.model.levels))
         sizes = [int(v) for hw in enc["sizes"] for v in hw]
         return pack(self.name, self.weights_hash, tuple(orig_hw), enc["strings"], tuple(enc["shape"]), {"sizes": sizes})
 
     @torch.no_grad()
     def decode(self, data: bytes):
-        from vcm.codecs.container import unpack
-
         p = unpack(data, expected_codec=self.name, expected_hash=self.weights_hash)
         flat = list(p.extra["sizes"])
         sizes = [flat[i:i + 2] for i in range(0, len(flat), 2)]
         out = self.model.decompress(p.strings, p.shape, sizes)
         return out["levels_hat"]
-
-
-#: State-dict entries of CompressAI's entropy models that ``update()`` computes from the weights.
-CODER_TABLE_SUFFIXES = ("_quantized_cdf", "_offset", "_cdf_length")
-
-
-def load_codec_checkpoint(ckpt: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a codec from a vcm training checkpoint (its config is stored inside).
-
-    Args:
-        ckpt: a ``.ckpt`` written by vcm-train, or ``zoo:<name>`` (a shipped codec, hash-checked).
-
-    Returns:
-        (codec module in eval mode, the stored vcm metadata: ``model`` config, ``quality``,
-        ``lmbda``, ``codec_name``, ``detector`` config and weights hash).
-    """
-    import hydra
-    from omegaconf import OmegaConf
-
-    from vcm.zoo import resolve
-
-    path = resolve(ckpt)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path}; expected a .ckpt written by vcm-train or zoo:<name>")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise ConfigError(f"cannot read checkpoint {path}: {e}") from None
-    meta = state.get("vcm") if isinstance(state, dict) else None
-    if not meta or "codec" not in meta:
-        raise ConfigError(f"{path} is not a vcm codec checkpoint (no 'vcm' metadata with a codec config)")
-    codec_cfg = OmegaConf.create(meta["codec"])
-    model = hydra.utils.instantiate(codec_cfg)
-    sd = {k[len("codec."):]: v for k, v in state["state_dict"].items() if k.startswith("codec.")}
-    # Zoo files leave out the range coder's tables (update() rebuilds them from the weights): the
-    # model's own, still empty, buffers stand in for them.
-    own = model.state_dict()
-    sd.update({k: v for k, v in own.items() if k not in sd and k.endswith(CODER_TABLE_SUFFIXES)})
-    # Entropy-model CDF tables are sized by update(); let CompressAI resize its buffers first.
-    try:
-        model.load_state_dict(sd)
-    except RuntimeError:
-        from compressai.models.base import CompressionModel
-
-        if isinstance(model, CompressionModel):
-            CompressionModel.load_state_dict(model, sd)
-        else:
-            raise
-    return model.eval(), meta
 
 
 def runner_from_checkpoint(ckpt: str | Path, device: str = "cpu"):
@@ -242,7 +244,6 @@ def runner_from_checkpoint(ckpt: str | Path, device: str = "cpu"):
     return runner
 
 
-
 def zoo_runner(name: str, device: str = "cpu"):
     """The runner of the zoo codec ``name`` (``codec=zoo codec.name=<name>``)."""
     return runner_from_checkpoint(f"zoo:{name}", device=device)
@@ -256,9 +257,6 @@ def compressai_runner(arch: str, quality: int, metric: str = "mse", weights: str
     saved before ``update()`` get CompressAI's default tables. See :mod:`vcm.codecs.compressai_zoo`
     for where the weights are found.
     """
-    from vcm.codecs.base import is_updated
-    from vcm.codecs.compressai_zoo import compressai_codec
-
     codec = compressai_codec(arch, quality, metric=metric, weights=weights).to(device)
     return LearnedImageRunner(codec, name=codec.codec_name, params={"quality": quality, "metric": metric},
                               update=not is_updated(codec))

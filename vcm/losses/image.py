@@ -15,51 +15,15 @@ from pytorch_msssim import ms_ssim
 from torch import Tensor, nn
 
 from vcm.codecs.base import count_bits
+from vcm.data.masks import boxes_to_mask
+
+# boxes_to_mask (vcm.data.masks): the masks the losses take, re-exported for callers
 
 __all__ = ["RateDistortionLoss", "RoiRateDistortionLoss", "boxes_to_mask"]
 
 _METRICS = ("mse", "ms-ssim")
 # pytorch_msssim's default 11x11 window at 5 scales needs more than (11 - 1) * 2**4 pixels per side
 _MS_SSIM_MIN_SIDE = 161
-
-
-def boxes_to_mask(
-    boxes_list: Sequence[Tensor], H: int, W: int, device: torch.device | str | None = None
-) -> Tensor:
-    """Rasterise per-image boxes into a boolean mask (union of the boxes).
-
-    Pixel rule: pixel (row r, column c) covers the unit square [c, c+1) x [r, r+1) of the xyxy pixel
-    coordinates (torchvision's convention); it belongs to the mask when that square overlaps a box with
-    positive area, so a box edge at x = 10.0 includes column 9 but not column 10, and an edge at 10.2
-    includes column 10. Boxes are clipped to the image; empty boxes cover nothing.
-
-    A box ``[0, 0, w, h]`` per image gives the mask of the original pixels of a padded batch
-    (``valid_mask`` of the losses).
-
-    Args:
-        boxes_list: B tensors [K_i, 4] (xyxy, pixels; K_i may be 0).
-        H: mask height.
-        W: mask width.
-        device: device of the mask; defaults to that of the first box tensor, else CPU.
-
-    Returns:
-        bool [B, 1, H, W].
-    """
-    if device is None:
-        device = next((b.device for b in boxes_list if isinstance(b, Tensor)), torch.device("cpu"))
-    mask = torch.zeros(len(boxes_list), 1, int(H), int(W), dtype=torch.bool, device=device)
-    for i, boxes in enumerate(boxes_list):
-        boxes = torch.as_tensor(boxes, dtype=torch.float64)
-        if boxes.numel() == 0:
-            continue
-        if boxes.dim() != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"boxes_list[{i}] must be [K, 4] xyxy, got shape {tuple(boxes.shape)}")
-        for x1, y1, x2, y2 in boxes.tolist():
-            c0, c1 = max(0, math.floor(x1)), min(int(W), math.ceil(x2))
-            r0, r1 = max(0, math.floor(y1)), min(int(H), math.ceil(y2))
-            if c1 > c0 and r1 > r0:
-                mask[i, 0, r0:r1, c0:c1] = True
-    return mask
 
 
 def _as_mask(mask: Tensor | None, target: Tensor, name: str) -> Tensor | None:

@@ -16,6 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+# the ROI of the metrics: the union of the boxes under the one pixel rule of vcm.data.masks
+from vcm.data.masks import box_union_mask as roi_mask_from_boxes
+
 __all__ = ["MS_SSIM_MIN_SIZE", "masked_psnr", "ms_ssim", "psnr", "roi_mask_from_boxes", "to_uint8_range"]
 
 #: Smallest image side MS-SSIM accepts: 5 scales (4 halvings) of an 11-tap window need > 160 px.
@@ -98,33 +101,6 @@ def masked_psnr(
     count = (m.sum(dim=(-3, -2, -1)) * a.shape[-3]).expand_as(sq)
     mse = torch.where(count > 0, sq / count.clamp(min=1), torch.full_like(sq, math.nan))
     return _psnr_from_mse(mse, data_range)
-
-
-def roi_mask_from_boxes(boxes: Tensor | np.ndarray, height: int, width: int) -> Tensor:
-    """Union of boxes as a pixel mask.
-
-    Pixel column ``i`` spans ``[i, i + 1)``. A box ``[x1, y1, x2, y2]`` (xyxy, pixel coordinates,
-    ``x2``/``y2`` exclusive edges) covers every pixel whose square it overlaps with positive area:
-    columns ``floor(x1) .. ceil(x2) - 1`` and rows ``floor(y1) .. ceil(y2) - 1``, clamped to the
-    image. A box with ``x2 <= x1`` or ``y2 <= y1`` covers nothing.
-
-    Args:
-        boxes: ``[N, 4]`` xyxy (N may be 0).
-        height, width: image size.
-
-    Returns:
-        bool ``[height, width]``.
-    """
-    b = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4).cpu()
-    mask = torch.zeros(int(height), int(width), dtype=torch.bool)
-    for x1, y1, x2, y2 in b.tolist():
-        if not (x2 > x1 and y2 > y1):
-            continue
-        c0, c1 = max(math.floor(x1), 0), min(math.ceil(x2), width)
-        r0, r1 = max(math.floor(y1), 0), min(math.ceil(y2), height)
-        if c1 > c0 and r1 > r0:
-            mask[r0:r1, c0:c1] = True
-    return mask
 
 
 def ms_ssim(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> Tensor:

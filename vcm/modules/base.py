@@ -7,6 +7,7 @@ manual optimisation with two optimisers, CompressAI's split asserted disjoint an
 """
 from __future__ import annotations
 
+import io
 import logging
 import math
 from collections.abc import Callable
@@ -16,11 +17,16 @@ from typing import Any
 
 import lightning as L
 import torch
+from PIL import Image
 from torch import nn
+from torchvision.utils import draw_bounding_boxes
 
+from vcm.codecs.base import net_aux_parameters
+from vcm.codecs.checkpoint import codec_state_dict, load_codec_state
 from vcm.codecs.precision import use_fp32_entropy_models
 from vcm.errors import ConfigError
-from vcm.evaluation.pipeline import MetricAccumulator
+from vcm.evaluation.pipeline import MetricAccumulator, evaluate_image
+from vcm.utils.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +144,6 @@ class CodecModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
-        from vcm.codecs.base import net_aux_parameters
-
         net, aux = net_aux_parameters(self.codec)
         opt = self.optimizer_factory(net)
         aux_opt = self.aux_optimizer_factory(aux)
@@ -245,8 +249,6 @@ class CodecModule(L.LightningModule):
     @torch.no_grad()
     def eval_step(self, batch, stage: str) -> None:
         """Real coding of every full frame + the loss and estimated rate from one forward pass."""
-        from vcm.evaluation.pipeline import evaluate_image
-
         images, targets = batch
         runner = self._runner()
         for image, target in zip(images, targets):
@@ -305,8 +307,6 @@ class CodecModule(L.LightningModule):
         """Save a decoded image with ground-truth (green) and detected (red) boxes; to wandb too."""
         if self._logged_images >= self.num_log_images or self.global_rank != 0 or self.trainer.sanity_checking:
             return
-        from torchvision.utils import draw_bounding_boxes
-
         img = decoded.cpu()
         if target["boxes"].numel():
             img = draw_bounding_boxes(img, target["boxes"], colors="lime", width=2)
@@ -317,12 +317,6 @@ class CodecModule(L.LightningModule):
         name = f"{stage}_epoch{self.current_epoch:03d}_{target.get('name', self._logged_images)}".replace("/", "_")
         log_dir = Path(self.trainer.default_root_dir) / "samples"
         log_dir.mkdir(parents=True, exist_ok=True)
-        import io
-
-        from PIL import Image
-
-        from vcm.utils.io import atomic_write_bytes
-
         buf = io.BytesIO()
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="PNG")
         atomic_write_bytes(log_dir / f"{name}.png", buf.getvalue())
@@ -340,15 +334,11 @@ class CodecModule(L.LightningModule):
         checkpoint["vcm_skipped_batches"] = int(self.skipped_batches)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        from compressai.models.base import CompressionModel
-
-        # The entropy models' CDF tables are buffers that stay empty until update(); the codec's own
-        # load_state_dict resizes them (CompressAI's, or a codec's override such as roi_hyperprior's,
-        # whose second entropy bottleneck CompressAI's key remapping cannot handle), after which
-        # Lightning's strict load finds matching shapes.
-        sd = {k[len("codec."):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("codec.")}
-        if sd and isinstance(self.codec, CompressionModel):
-            self.codec.load_state_dict(sd)
+        # The entropy models' CDF tables stay empty until update(): load the codec's state (which
+        # resizes them) first, so that Lightning's strict load then finds matching shapes.
+        sd = codec_state_dict(checkpoint.get("state_dict", {}))
+        if sd:
+            load_codec_state(self.codec, sd)
         # configure_optimizers runs after this hook when resuming; it applies the state.
         if checkpoint.get("vcm_scheduler") is not None:
             self.__dict__["_pending_scheduler_state"] = checkpoint["vcm_scheduler"]

@@ -15,6 +15,7 @@ from functools import partial
 import lightning as L
 import torch
 
+from vcm.detectors import build_faster_rcnn
 from vcm.errors import ConfigError
 from vcm.evaluation.pipeline import MetricAccumulator
 from vcm.modules.base import NonFiniteLossError, gather_objects
@@ -51,8 +52,6 @@ class DetectorModule(L.LightningModule):
                  warmup_steps: int = 100, amp: bool = True, nonfinite: str = "raise",
                  scale_jitter: list[float] | None = None, monitor: str = "val/map_50"):
         super().__init__()
-        from vcm.detectors import build_faster_rcnn
-
         cfg = {k: v for k, v in dict(detector).items() if not k.startswith("_") and k != "class_names"}
         self.detector_cfg = dict(cfg)
         self.class_names = list(class_names)

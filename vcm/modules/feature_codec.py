@@ -22,6 +22,7 @@ from collections import OrderedDict
 
 import torch
 
+from vcm.detectors.features import DetectorFeatures, frame_scale_factors
 from vcm.errors import ConfigError
 from vcm.evaluation.runners import LearnedFeatureRunner
 from vcm.modules.base import CodecModule
@@ -74,8 +75,6 @@ class FeatureCodecModule(CodecModule):
 
     def _features(self, images, targets=None):
         """The detector's features; crops at their frames' scale (the scale evaluation codes at)."""
-        from vcm.detectors.features import frame_scale_factors
-
         if self.detector is None:
             raise ValueError(f"feature codec {self.codec_name} needs a detector: set detector=<name>")
         imgs = [im.to(self.device).float() / 255.0 for im in images]
@@ -83,8 +82,6 @@ class FeatureCodecModule(CodecModule):
             return self.detector.features(imgs, scale_factors=frame_scale_factors(self.detector, targets))
 
     def compute_loss(self, batch) -> dict[str, torch.Tensor]:
-        from vcm.detectors import DetectorFeatures
-
         images, targets = batch
         feats = self._features(images, targets)
         levels = OrderedDict((k, feats.levels[k]) for k in LEVELS)

@@ -3,17 +3,11 @@ from __future__ import annotations
 
 import torch
 
+from vcm.codecs.base import pad_image
+from vcm.data.masks import target_masks
 from vcm.evaluation.pipeline import codec_condition
 from vcm.evaluation.runners import LearnedImageRunner
 from vcm.modules.base import CodecModule
-
-
-def boxes_mask(targets: list[dict], key: str, height: int, width: int, device) -> torch.Tensor:
-    """bool [B,1,H,W]: union of ``target[key]`` boxes per image."""
-    from vcm.metrics.image import roi_mask_from_boxes
-
-    masks = [torch.as_tensor(roi_mask_from_boxes(t[key], height, width)) for t in targets]
-    return torch.stack(masks)[:, None].to(device)
 
 
 class ImageCodecModule(CodecModule):
@@ -29,8 +23,6 @@ class ImageCodecModule(CodecModule):
     kind = "image"
 
     def compute_loss(self, batch) -> dict[str, torch.Tensor]:
-        from vcm.codecs.base import pad_image
-
         images, targets = batch
         if not torch.is_tensor(images):
             images = torch.stack(list(images)) if all(i.shape == images[0].shape for i in images) else None
@@ -44,8 +36,8 @@ class ImageCodecModule(CodecModule):
         out = self.codec(x_pad, cond=cond) if cond is not None else self.codec(x_pad)
         out = dict(out)
         out["x_hat"] = out["x_hat"][..., :h, :w]
-        roi = boxes_mask(targets, "boxes", h, w, self.device)
-        ignore = boxes_mask(targets, "ignore_boxes", h, w, self.device)
+        roi = target_masks(targets, "boxes", h, w, self.device)
+        ignore = target_masks(targets, "ignore_boxes", h, w, self.device)
         return self.loss_fn(out, x, num_pixels=h * w, roi_mask=roi, ignore_mask=ignore)
 
     def _runner(self) -> LearnedImageRunner:

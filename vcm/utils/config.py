@@ -40,3 +40,18 @@ def to_plain(cfg) -> dict:
 import os as _os
 
 CONF_DIR = Path(_os.environ.get("VCM_CONF_DIR", PROJECT_ROOT / "conf")).resolve()
+
+
+def lambda_table(name: str) -> dict[int, float]:
+    """A rate-distortion lambda table by quality, ``conf/model_base/lambdas_<name>.yaml`` (``mse``,
+    ``feature``): the one place each table is written.
+
+    Returns:
+        ``{quality: lambda}``, e.g. ``lambda_table("mse")[3] == 0.0067``.
+    """
+    path = CONF_DIR / "model_base" / f"lambdas_{name}.yaml"
+    if not path.is_file():
+        valid = sorted(p.stem.removeprefix("lambdas_") for p in path.parent.glob("lambdas_*.yaml"))
+        raise ConfigError(f"no lambda table {name!r} ({path}); expected one of {valid}")
+    table = OmegaConf.to_container(OmegaConf.load(path).lambdas)
+    return {int(k.removeprefix("q")): float(v) for k, v in table.items()}

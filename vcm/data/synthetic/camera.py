@@ -25,7 +25,7 @@ MIN_VISIBLE_FRACTION = 0.1
 MIN_BOX_HEIGHT = 10.0
 
 _FAR_Z = 250.0  # skyline plane; the ground ends there
-_HAZE_M = 320.0  # distance over which colours fade to the horizon sky colour
+HAZE_M = 320.0  # distance over which colours fade to the horizon sky colour
 
 
 def _wrap_angle(a: float) -> float:

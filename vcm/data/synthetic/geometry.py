@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vcm.data.synthetic.camera import _HAZE_M, OCCLUSION_THRESHOLDS, Camera
+from vcm.data.synthetic.camera import HAZE_M, OCCLUSION_THRESHOLDS, Camera
 from vcm.data.synthetic.scene import ObjectSpec
 
 
@@ -74,7 +74,7 @@ def _shade(color: np.ndarray, normal: np.ndarray, env: _Env, depth: float, ambie
 
 
 def _haze(color: np.ndarray, depth: float, env: _Env) -> np.ndarray:
-    k = 1.0 - math.exp(-max(depth, 0.0) / _HAZE_M)
+    k = 1.0 - math.exp(-max(depth, 0.0) / HAZE_M)
     return color * (1.0 - k) + env.haze_color * k
 
 
@@ -315,7 +315,7 @@ def _clip_box(box, cam: Camera) -> tuple[float, float, float, float]:
     return (min(max(x1, 0.0), W), min(max(y1, 0.0), H), min(max(x2, 0.0), W), min(max(y2, 0.0), H))
 
 
-def _truncation(box, cam: Camera) -> float:
+def truncation_fraction(box, cam: Camera) -> float:
     """Fraction of the (unclipped) box area outside the image."""
     x1, y1, x2, y2 = box
     area = max(x2 - x1, 1e-9) * max(y2 - y1, 1e-9)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vcm.data.synthetic.camera import CAMERA_HEIGHT, Camera, _r2, _wrap_angle
-from vcm.data.synthetic.geometry import _object_extent, _truncation
+from vcm.data.synthetic.geometry import _object_extent, truncation_fraction
 from vcm.data.synthetic.scene import ObjectSpec, RoadLayout, _Segments
 from vcm.errors import ConfigError
 
@@ -298,7 +298,7 @@ def sample_objects(rng: np.random.Generator, camera: Camera, lay: RoadLayout) ->
             if any(_overlap(fp, p) for p in prints):
                 continue
             box = _object_extent(spec, camera)
-            if box is None or _truncation(box, camera) > 0.75:
+            if box is None or truncation_fraction(box, camera) > 0.75:
                 continue
             objects.append(spec)
             prints.append(fp)

@@ -10,8 +10,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from vcm.data.synthetic.camera import (
     _FAR_Z,
-    _HAZE_M,
     CAMERA_HEIGHT,
+    HAZE_M,
     KITTI_HEIGHT,
     KITTI_WIDTH,
     MIN_BOX_HEIGHT,
@@ -27,8 +27,8 @@ from vcm.data.synthetic.geometry import (
     _extent,
     _object_ops,
     _project_ops,
-    _truncation,
     occlusion_level,
+    truncation_fraction,
 )
 from vcm.data.synthetic.layout import (
     _footprint,
@@ -61,7 +61,7 @@ def _coverage(d_px: np.ndarray, half_px: np.ndarray) -> np.ndarray:
 
 def _haze_factor(depth: np.ndarray | float) -> np.ndarray:
     """Blend weight towards the horizon colour (aerial perspective), float32, same shape as depth."""
-    return (1.0 - np.exp(-np.maximum(np.asarray(depth, np.float32), 0.0) / np.float32(_HAZE_M))).astype(np.float32)
+    return (1.0 - np.exp(-np.maximum(np.asarray(depth, np.float32), 0.0) / np.float32(HAZE_M))).astype(np.float32)
 
 
 def _render_background(cam: Camera, lay: RoadLayout, rng: np.random.Generator) -> np.ndarray:
@@ -257,7 +257,7 @@ def render_scene(camera: Camera, layout: RoadLayout, objects: Sequence[ObjectSpe
         if vis < MIN_VISIBLE_FRACTION or clipped[3] - clipped[1] < MIN_BOX_HEIGHT:
             kitti_type = "DontCare"
         rec = LabelledObject(
-            type=kitti_type, truncated=_r2(_truncation(box, camera)), occluded=occlusion_level(vis),
+            type=kitti_type, truncated=_r2(truncation_fraction(box, camera)), occluded=occlusion_level(vis),
             alpha=_r2(_wrap_angle(o.rotation_y - math.atan2(x, z))), box=clipped, dims=o.dims, loc=o.loc,
             rotation_y=o.rotation_y, visible_fraction=vis,
         )

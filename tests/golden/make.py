@@ -217,10 +217,10 @@ def _anchor(target: str, **params) -> Callable[[], Coder]:
 
 def _zoo(name: str) -> Callable[[], Coder]:
     def build() -> Coder:
-        from vcm.evaluation.runners import runner_from_checkpoint
+        from vcm.evaluation.runners import FeatureRunner, runner_from_checkpoint
 
         runner = runner_from_checkpoint(f"zoo:{name}")
-        if runner.kind == "feature":
+        if isinstance(runner, FeatureRunner):
             return Coder(lambda levels: runner.encode(levels, orig_hw=(64, 96)), runner.decode)
         from vcm.cli.bitstream import CodecSession
 

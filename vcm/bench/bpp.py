@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from vcm.bench.common import LMBDA_Q3, Settings
+from vcm.bench.common import LMBDA_Q3, Settings, plain_step
 
 
 # ---------------------------------------------------------------------------------------------- 2. bpp
@@ -48,14 +48,7 @@ def train_short(model, images: list[torch.Tensor], s: Settings, seed: int = 0) -
             crops.append(crop)
         x = torch.stack(crops).float() / 255.0
         out = loss_fn(model(x), x)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(net, 1.0)
-        opt.step()
-        aux_loss = model.aux_loss()
-        aux_opt.zero_grad(set_to_none=True)
-        aux_loss.backward()
-        aux_opt.step()
+        aux_loss = plain_step(model, out["loss"], net, opt, aux_opt)
         if not math.isfinite(float(out["loss"].detach())):
             raise RuntimeError(f"non-finite loss at step {step} of the bpp benchmark's training")
         history.append({k: float(out[k].detach()) for k in ("loss", "bpp_loss", "mse_loss")} | {"aux_loss": float(aux_loss.detach())})

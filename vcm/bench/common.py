@@ -191,3 +191,22 @@ def _describe(model, weights: str) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights": weights,
     }
+
+
+def plain_step(model, loss: torch.Tensor, net: list, opt: torch.optim.Optimizer,
+               aux_opt: torch.optim.Optimizer) -> torch.Tensor:
+    """One optimisation step of a CompressAI model in a bare PyTorch loop, as ``CodecModule``
+    does it: the network (gradient clipping 1.0), then the aux (quantile) parameters.
+
+    Returns:
+        The aux loss of the step.
+    """
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net, 1.0)
+    opt.step()
+    aux_loss = model.aux_loss()
+    aux_opt.zero_grad(set_to_none=True)
+    aux_loss.backward()
+    aux_opt.step()
+    return aux_loss

@@ -11,7 +11,15 @@ from typing import Any
 
 import torch
 
-from vcm.bench.common import LMBDA_Q3, Settings, _describe, _hyperprior, _median, _ratio
+from vcm.bench.common import (
+    LMBDA_Q3,
+    Settings,
+    _describe,
+    _hyperprior,
+    _median,
+    _ratio,
+    plain_step,
+)
 
 
 # ---------------------------------------------------------------------------------------------- 3. training step
@@ -121,15 +129,7 @@ def _plain_run(model, batch, steps: int, warmup: int, lmbda: float, precision: s
             x_pad, _ = pad_image(x, model.min_div)
             out = dict(model(x_pad))
             out["x_hat"] = out["x_hat"][..., :h, :w]
-            loss = loss_fn(out, x, num_pixels=h * w)["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net, 1.0)
-            opt.step()
-            aux_loss = model.aux_loss()
-            aux_opt.zero_grad(set_to_none=True)
-            aux_loss.backward()
-            aux_opt.step()
+            plain_step(model, loss_fn(out, x, num_pixels=h * w)["loss"], net, opt, aux_opt)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     periods = [b - a for a, b in itertools.pairwise(starts)]

@@ -183,14 +183,14 @@ class Coder:
 
 
 def _learned_image(model, name: str | None = None) -> Coder:
-    from vcm.evaluation.pipeline import _to_float_batch, codec_condition
-    from vcm.evaluation.runners import LearnedImageRunner
+    from vcm.evaluation.pipeline import codec_condition
+    from vcm.evaluation.runners import LearnedImageRunner, to_float_batch
 
     runner = LearnedImageRunner(model, name=name)  # update(force=True), as every vcm entry point does
 
     def encode(image):
         targets = [{"boxes": torch.tensor(ROI_BOXES)}] if getattr(model, "needs_boxes", False) else None
-        return runner.encode(image, cond=codec_condition(model, _to_float_batch(image), targets))
+        return runner.encode(image, cond=codec_condition(model, to_float_batch(image), targets))
 
     return Coder(encode, runner.decode)
 

@@ -77,6 +77,8 @@ def log_rd_curves(
             name=name,
             mode=wandb_mode(),
             job_type="rd-curves",
+            # explicit, so that a wandb service started earlier in the process (another folder) cannot decide it
+            dir=os.environ.get("WANDB_DIR") or None,
             config={"rate": rate, "metrics": list(metrics)},
             settings=wandb.Settings(silent=True, console="off", save_code=False),
         )

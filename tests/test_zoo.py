@@ -8,9 +8,11 @@ import json
 import hydra
 import pytest
 import torch
+
 from helpers import TINY_TRAIN, compose, run_cli
 
 from vcm import zoo
+from vcm.codecs.checkpoint import ENTROPY_BOUND_SUFFIXES
 from vcm.zoo import publish
 
 SHIPPED = zoo.entries()
@@ -58,17 +60,20 @@ def test_publish_then_load_by_name_and_refuse_a_modified_file(scratch_zoo, tiny_
     e = publish.add(tiny_checkpoint, "tiny-q2", minutes=0.1)
     assert e.kind == "image_codec" and e.architecture == "hyperprior" and e.quality == 2 and e.lmbda == 0.0035
     saved = torch.load(e.path, map_location="cpu", weights_only=False)
-    # Weights in float16; the range coder's tables left out (update() rebuilds them); scale tables in fp32.
-    assert all(v.dtype == torch.float16 for k, v in saved["state_dict"].items()
-               if v.is_floating_point() and not k.endswith("scale_table"))
+    # Weights in float16; the range coder's tables left out (update() rebuilds them); scale tables and
+    # the entropy models' bounds in fp32 (1e-9 would be 0 in float16).
+    fp32 = ("scale_table", *ENTROPY_BOUND_SUFFIXES)
+    assert all(v.dtype == torch.float16 for k, v in saved["state_dict"].items() if v.is_floating_point() and not k.endswith(fp32))
+    bounds = {k: v for k, v in saved["state_dict"].items() if k.endswith("likelihood_lower_bound.bound")}
+    assert bounds and all(v.dtype == torch.float32 and float(v) == pytest.approx(1e-9) for v in bounds.values())
     assert not any(k.endswith(("_quantized_cdf", "_offset", "_cdf_length")) for k in saved["state_dict"])
-    # The zoo model is the checkpoint's codec with its weights rounded to float16.
+    # The zoo model is the checkpoint's codec with its weights rounded to float16 (bounds exact).
     ref, _ = load_codec_checkpoint(tiny_checkpoint)
     model, meta = load_codec_checkpoint("zoo:tiny-q2")
     assert meta["zoo_name"] == "tiny-q2"
     for (k, a), (_, b) in zip(ref.state_dict().items(), model.state_dict().items()):
-        if a.is_floating_point() and not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table")):
-            assert torch.equal(a.half().float(), b), k
+        if a.is_floating_point() and not k.endswith(("_quantized_cdf", "_offset", "_cdf_length")):
+            assert torch.equal(a if k.endswith(fp32) else a.half().float(), b), k
     # codec=zoo and codec=checkpoint with zoo:<name> are the same runner; real coding round trip.
     from vcm.data.kitti import load_image
 
@@ -168,6 +173,21 @@ def test_init_from_every_shipped_codec_starts_from_its_weights(name, tmp_path):
             else:
                 assert len(report["loaded"]) > 0
         assert model.vcm_meta["init_from"] == f"zoo:{name}"
+
+
+def test_warm_start_from_the_zoo_keeps_the_entropy_bounds(tmp_path):
+    # The first zoo files hold the likelihood bound 1e-9 in float16, i.e. 0: a codec warm-started
+    # from them keeps its own bound, so an impossible symbol costs 30 bits, not log(0) = inf.
+    from vcm.cli.train import build_model, init_codec_from
+
+    cfg = compose(["data=kitti_tiny", "model=hyperprior", "quality=4", "detector=none"], tmp_path, name="train")
+    model = build_model(cfg, hydra.utils.instantiate(cfg.data))
+    init_codec_from(model, "zoo:hyperprior-kitti-q4")
+    gc = model.codec.gaussian_conditional
+    assert float(gc.likelihood_lower_bound.bound) == pytest.approx(1e-9)
+    y = torch.full((1, 192, 2, 2), 1e4)  # far outside any learned scale
+    _, lik = gc(y, torch.full_like(y, 0.11), training=False)
+    assert torch.isfinite(torch.log(lik)).all() and float(lik.min()) == pytest.approx(1e-9)
 
 
 @pytest.mark.slow

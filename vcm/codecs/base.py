@@ -279,7 +279,10 @@ def warm_start(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, list[
     """
     mapper = getattr(model, "pretrained_key", None)
     source = {(mapper(k) if mapper else k): v for k, v in state.items()}
-    tables = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+    from vcm.codecs.checkpoint import ENTROPY_BOUND_SUFFIXES
+
+    # the range coder's tables (rebuilt by update()) and the entropy models' constant bounds stay the model's own
+    tables = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", *ENTROPY_BOUND_SUFFIXES)
     report: dict[str, list[str]] = {"loaded": [], "partial": [], "skipped": [], "unused": []}
     used = set()
     targets = dict(model.named_parameters())

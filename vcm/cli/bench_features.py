@@ -1,19 +1,25 @@
-"""``make bench-features``: does task-awareness work?
+"""``make bench-features``: does task-awareness work, and does feature coding beat image coding, on
+real KITTI frames?
 
-With a detector trained on synthetic data (``--detector-ckpt``, e.g. the one ``make paper-mini``
-trains, or one trained here), trains L-MSFC and TA-MSF with the same budget at three lambdas,
-evaluates split inference (real feature bitstreams, detector heads on the decoded features) on
-the test split, and prints the BD-rate of TA-MSF vs L-MSFC on mAP@0.5 (and vs the image
-hyperprior when ``--with-hyperprior``).
+One L-MSFC base run on the shipped real-KITTI detector's FPN features of kitti_mini train crops
+(``conf/experiment/lmsfc_kitti.yaml``), then, at every lambda, the same extra steps from that base
+for L-MSFC (RD loss) and TA-MSF (RD + w * the detector's four losses on the decoded features).
+Every point is evaluated by split inference on the kitti_mini test frames (real feature bitstreams,
+the detector's heads on the decoded features), next to the MPEG-style feature anchor
+(``feature_hevc``) and image coding at equal bits (the zoo hyperprior and HEVC, the same detector on
+the decoded frames) and the detector on uncompressed frames. Printed: the training summary of every
+point (rate, feature MSE per level, the task-loss share), the RD table, and BD-rates on mAP@0.5
+against L-MSFC, the feature anchor, the zoo codec and HEVC; ``report/`` holds the plots. A re-run
+keeps the points already trained and evaluated.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
-from vcm.cli.study import detector_overrides, learned_codecs, train_detector
-from vcm.cli.study_runner import Study, load_study, point_name
+from vcm.cli.study_runner import Study, load_study, overrides
 from vcm.utils.config import PROJECT_ROOT
 
 #: the benchmark's settings, conf/study/bench_features.yaml
@@ -21,70 +27,103 @@ PRESET = "bench_features"
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = load_study(PRESET)
+    opts = load_study(PRESET, "options")
     ap = argparse.ArgumentParser(prog="python -m vcm.cli.bench_features", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--steps", type=int, default=cfg["options"]["steps"],
-                    help="training steps per point (same for every codec)")
-    ap.add_argument("--detector-ckpt")
-    ap.add_argument("--with-hyperprior", action="store_true")
-    ap.add_argument("--pretrain-steps", type=int, default=0,
-                    help="first train one L-MSFC (RD loss, the middle lambda) for this many steps and fine-tune every "
-                         "point of both codecs from it (init_from); 0 = every point from scratch")
-    ap.add_argument("--det-weight", type=float, default=cfg["options"]["det_weight"],
-                    help="TA-MSF's task-loss weight w, absolute as in the mini study (default 0.1)")
+    ap.add_argument("--base-steps", type=int, default=opts["base_steps"], help="steps of the L-MSFC base run")
+    ap.add_argument("--steps", type=int, default=opts["steps"],
+                    help="extra steps per rate point from the base (the same for L-MSFC and TA-MSF)")
+    ap.add_argument("--base-lmbda", type=float, default=opts["base_lmbda"])
+    ap.add_argument("--lmbdas", type=float, nargs="+", default=list(opts["lmbdas"]))
+    ap.add_argument("--det-weight", type=float, default=opts["det_weight"],
+                    help="TA-MSF's task weight at --det-weight-lmbda (w = det_weight * lmbda / det_weight_lmbda)")
+    ap.add_argument("--det-weight-lmbda", type=float, default=opts["det_weight_lmbda"])
+    ap.add_argument("--detector-ckpt", help="another detector checkpoint (same backbone) for features and metrics")
+    ap.add_argument("--no-anchors", action="store_true", help="leave out feature_hevc and image coding")
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args(argv)
-    if a.steps < 1 or a.pretrain_steps < 0:
-        ap.error(f"--steps {a.steps} / --pretrain-steps {a.pretrain_steps}: expected >= 1 / >= 0")
+    if a.steps < 1 or a.base_steps < 1:
+        ap.error(f"--steps {a.steps} / --base-steps {a.base_steps}: expected >= 1")
+    if min(a.lmbdas) <= 0 or a.base_lmbda <= 0 or a.det_weight < 0 or a.det_weight_lmbda <= 0:
+        ap.error("lambdas and --det-weight-lmbda must be > 0, --det-weight >= 0")
+    cfg = load_study(PRESET, base_steps=a.base_steps, steps=a.steps, base_lmbda=a.base_lmbda, det_weight=a.det_weight,
+                     det_weight_lmbda=a.det_weight_lmbda,
+                     detector_checkpoint=[f"detector.checkpoint={a.detector_ckpt}"] if a.detector_ckpt else [])
     st = Study("bench-features", a.out or PROJECT_ROOT / "outputs" / cfg["out"], dry_run=a.dry_run)
-    mini = load_study(cfg["from_study"])
-    data = mini["data"]
-    det = detector_overrides(mini)
-    ckpt = a.detector_ckpt or mini["detector"].get("checkpoint")
-    if ckpt is None:
-        ckpt = train_detector(st, mini, a.dry_run)
-        if ckpt is None:
-            return st.finish() or 1
-    det_ckpt = [*det, f"detector.checkpoint={ckpt}"]
-    ev = ["split=test", *data, *det_ckpt]
-    # The paper-mini settings (lambdas for this detector's feature scale, cheaper task loss), with
-    # --steps per point for every codec.
-    def with_steps(ov: list[str], steps: int) -> list[str]:
-        return [o for o in ov if not o.startswith("trainer.max_steps=")] + [f"trainer.max_steps={steps}"]
+    data, det = overrides(cfg["data"]), overrides(cfg["detector"])
+    ev = [*data, *det, f"split={cfg['eval_split']}"]
 
-    models = {name: with_steps(ov, a.steps) for name, ov, _, _ in learned_codecs(mini, ("feature_codecs",))}
-    if a.det_weight is not None:
-        models["ta_msf"] = [*models["ta_msf"], f"model.det_weight={a.det_weight}"]
-    points = mini["feature_codecs"]["points"]
-    if a.pretrain_steps:
-        # one shared starting point: L-MSFC trained longer at the middle lambda; TA-MSF takes every
-        # weight but those of its two extra attention blocks in g_a (see vcm.codecs.base.warm_start)
-        base = st.train("base_lmsfc", [*data, *det_ckpt, *with_steps(models["lmsfc"], a.pretrain_steps),
-                                       *points[len(points) // 2], "data.max_eval_images=1"])
-        if base is None and not a.dry_run:
-            return st.finish() or 1
-        models = {name: [*ov, f"init_from={base}"] for name, ov in models.items()}
-    for name, ov in models.items():
-        for rp in points:
-            point = point_name(name, rp)
-            c = st.train(point, [*data, *det_ckpt, *ov, *rp, "data.max_eval_images=1"])
-            if c:
-                st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={c}", *ev])
-    if a.with_hyperprior:
-        for q in cfg["hyperprior"]["qualities"]:
-            point = f"hyperprior_q{q}"
-            c = st.train(point, [*data, *cfg["hyperprior"]["train"], f"trainer.max_steps={a.steps}", f"quality={q}"])
-            if c:
-                st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={c}", *ev])
+    st.evaluate("none", ["codec=none", *ev])
+    base = st.train("base_lmsfc", [*overrides(cfg["base"]), *det])
+    if base is None and not a.dry_run:
+        return st.finish() or 1
+    points = []
+    for lmbda in a.lmbdas:
+        for name, ov in cfg["curves"].items():
+            point = f"{name}_lmbda{lmbda:g}"
+            ckpt = st.train(point, [*overrides(cfg["finetune"]), *det, *overrides(ov), f"lmbda={lmbda:g}", f"init_from={base}"])
+            points.append(point)
+            if ckpt:
+                st.evaluate(f"eval_{point}", ["codec=checkpoint", f"codec.ckpt={ckpt}", *ev])
+    if not a.no_anchors:
+        for codec, knobs in cfg["anchors"].items():
+            for knob, values in knobs.items():
+                for v in values:
+                    st.evaluate(f"{codec}_{knob}{v}", [f"codec={codec}", f"codec.{knob}={v}", *ev])
     if not a.dry_run:
-        from vcm.cli.rd import main as rd
-
-        for anchor in ["lmsfc"] + (["hyperprior"] if a.with_hyperprior else []):
-            print(f"\nBD-rate vs {anchor} on map_50 (split inference, real bitstreams):", flush=True)
-            rd(["bd", "--anchor", anchor, "--metric", "map_50", str(st.results), "--out", str(st.out / f"bd_map50_vs_{anchor}.csv")])
+        print_training_summary(st, ["base_lmsfc", *points])
+        metric = cfg["bd_metric"]
+        st.report(cfg["bd_anchors"], cfg["report_metrics"], [(anchor, metric) for anchor in cfg["bd_anchors"]])
+        print_points(st.results, f"kitti_mini {cfg['eval_split']} frames")
     return st.finish()
+
+
+def last_logged(metrics_csv: Path) -> dict[str, float]:
+    """The last logged value of every column of a Lightning CSV log (``metrics.csv``)."""
+    last: dict[str, float] = {}
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                if v not in ("", None):
+                    last[k] = float(v)
+    return last
+
+
+def print_training_summary(st: Study, points: list[str]) -> None:
+    """Per trained point, from its CSV log: the training rate, feature MSE per FPN level, the task loss
+    and its share of the loss (``w * det / loss``), and the validation rate."""
+    levels = ("p2", "p3", "p4", "p5", "p6")
+    print("\nTraining (last logged epoch of each point; share = w * det_loss / loss):", flush=True)
+    print(f"{'point':<22} {'bpp':>7} " + " ".join(f"{'mse_' + lv:>7}" for lv in levels)
+          + f" {'det_loss':>8} {'w':>6} {'share':>6} {'val bpp':>8}")
+    for point in points:
+        logs = sorted((st.run_dir(point) / "csv").rglob("metrics.csv"))
+        if not logs:
+            continue
+        m = last_logged(logs[-1])
+        w, det, loss = m.get("train/det_weight_epoch", 0.0), m.get("train/det_loss_epoch"), m.get("train/loss_epoch")
+        share = f"{w * det / loss:6.1%}" if det is not None and loss else f"{'-':>6}"
+        print(f"{point:<22} {m.get('train/bpp_loss_epoch', float('nan')):7.4f} "
+              + " ".join(f"{m.get(f'train/mse_{lv}_epoch', float('nan')):7.3f}" for lv in levels)
+              + f" {det if det is not None else float('nan'):8.3f} {w:6.1f} {share} {m.get('val/bpp_real', float('nan')):8.4f}",
+              flush=True)
+
+
+def print_points(results: Path, frames: str) -> None:
+    """The RD table: every evaluated point's real bits and detection metrics."""
+    from vcm.rd.table import collect
+
+    df = collect(results)
+    if df.empty:
+        return
+    df = df.sort_values(["curve", "bpp_real"])
+    print(f"\nPoints ({frames}; bpp from the real bitstream of the features or the image; detection by the "
+          f"shipped detector):", flush=True)
+    print(f"{'curve':<16} {'point':<34} {'bpp_real':>9} {'mAP@0.5':>7} {'Car AP|R40 mod':>14}")
+    for _, r in df.iterrows():
+        print(f"{r['curve']:<16} {str(r.get('run_name', '')):<34} {r['bpp_real']:9.4f} {r['map_50']:7.3f} "
+              f"{100 * r['kitti_ap_car_moderate']:13.2f}%", flush=True)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,13 @@ def config_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
+def experiments(command: str) -> list[str]:
+    """The experiments (``conf/experiment/``) of ``vcm-train`` (``command="train"``: they choose a
+    model) or of ``vcm-eval`` (``"eval"``: they choose a codec, e.g. an anchor's sweep)."""
+    chooses = "override /codec" if command == "eval" else "override /model"
+    return [o for o in config_options("experiment") if chooses in (CONF / "experiment" / f"{o}.yaml").read_text()]
+
+
 def subprocess_env() -> dict[str, str]:
     """Environment of the ``vcm-*`` subprocesses: one thread (the machine is shared), tests importable."""
     env = dict(os.environ)

@@ -17,6 +17,7 @@ from helpers import (
     TINY_TRAIN,
     compose,
     config_options,
+    experiments,
     synthetic_cache,
 )
 from hydra.errors import InstantiationException
@@ -52,7 +53,7 @@ def _check_targets(node) -> None:
 def test_every_group_is_covered_by_a_build_test():
     """A new config group must get a build test here."""
     assert set(GROUPS) == {"callbacks", "codec", "data", "detector", "experiment", "launcher", "logger", "loss", "model",
-                           "paths", "scheduler", "sweep", "trainer"}
+                           "paths", "scheduler", "trainer"}
 
 
 @pytest.fixture(scope="module")
@@ -237,10 +238,10 @@ def _sweep_points(cfg) -> list[list[str]]:
     return [[f"{k}={v}" for k, v in zip(keys, combo)] for combo in itertools.product(*values)]
 
 
-def _sweep_params(group: str, name: str):
+def _sweep_params(options: list[str], name: str):
     out = []
-    for option in config_options(group):
-        cfg = compose([f"{group}={option}"], name=name, hydra=True)
+    for option in options:
+        cfg = compose([f"experiment={option}"], name=name, hydra=True)
         if not cfg.hydra.sweeper.params:
             continue
         for point in _sweep_points(cfg):
@@ -248,16 +249,21 @@ def _sweep_params(group: str, name: str):
     return out
 
 
-@pytest.mark.parametrize("option,point", _sweep_params("sweep", "eval"))
+def test_every_experiment_configures_one_command():
+    assert sorted(experiments("train") + experiments("eval")) == config_options("experiment")
+    assert "sweep_hevc" in experiments("eval") and "sweep_hyperprior" in experiments("train")
+
+
+@pytest.mark.parametrize("option,point", _sweep_params(experiments("eval"), "eval"))
 def test_every_anchor_sweep_point_is_built(option, point, tmp_path):
-    cfg = compose([f"sweep={option}"] + point, tmp_path, name="eval")
+    cfg = compose([f"experiment={option}"] + point, tmp_path, name="eval")
     assert cfg.codec._target_.startswith("vcm.anchors.")
     anchor = hydra.utils.instantiate(cfg.codec)
     key, value = point[0].split("=")
     assert str(anchor.params[key.split(".")[-1]]) == value  # the swept parameter reached the anchor
 
 
-@pytest.mark.parametrize("option", config_options("experiment"))
+@pytest.mark.parametrize("option", experiments("train"))
 def test_every_experiment_has_a_training_module(option):
     cfg = compose([f"experiment={option}"], hydra=True)
     assert cfg.model._target_.startswith("vcm.modules.")
@@ -267,7 +273,7 @@ def test_every_experiment_has_a_training_module(option):
 def _experiment_points():
     """Every sweep point of every experiment (one point, the file as it is, for those without a sweep)."""
     out = []
-    for option in config_options("experiment"):
+    for option in experiments("train"):
         cfg = compose([f"experiment={option}"], hydra=True)
         points = _sweep_points(cfg) if cfg.hydra.sweeper.params else [[]]
         for point in points:

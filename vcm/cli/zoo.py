@@ -75,7 +75,7 @@ def build_codecs(study: Study, steps: int, finetune_steps: int, with_detector: b
                 and study.evaluate(f"{point}-test", ["codec=zoo", f"codec.name={name}", "data=kitti_mini", "split=test", *det])):
             _attach(study, f"{point}-test", name)
     for sweep in ANCHOR_SWEEPS:
-        study.run(f"anchor-{sweep}", [*EVAL, "-m", f"sweep={sweep}",
+        study.run(f"anchor-{sweep}", [*EVAL, "-m", f"experiment=sweep_{sweep}",
                                       "data=kitti_mini", "split=test", *det, f"paths.results_dir={study.results}",
                                       f"hydra.sweep.dir={study.out / 'runs' / ('anchor-' + sweep)}"])
     study.report(["jpeg", "webp", "hevc444"], ["psnr", "ms_ssim"], [("jpeg", "psnr"), ("webp", "psnr"), ("hevc444", "psnr"),

@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export PYTHONUNBUFFERED := 1
-# A trained detector checkpoint for the benchmarks (e.g. the one `make paper-mini` writes);
-# empty: bench-features trains one, bench-roi uses a seeded random-weight detector.
+# Another detector checkpoint (MobileNetV2-FPN) for the benchmarks; empty: the shipped real-KITTI
+# detector (zoo:kitti_mobilenet_v2).
 DETECTOR_CKPT ?=
 # Extra options of the benchmark scripts, e.g. ARGS="--pretrain-steps 720 --steps 150"
 # (python -m vcm.cli.bench_roi --help lists them).
@@ -47,10 +47,10 @@ bench: $(STAMP) ## Speed/overhead benchmarks: vcm vs CompressAI, real vs estimat
 bench-parity: $(STAMP) ## bf16-mixed vs fp32 training of the hyperprior (2 x 2,000 steps, ~45 min): PSNR / bpp on kitti_mini val
 	$(BIN)/python -m vcm.cli.bench parity $(ARGS)
 
-bench-roi: $(STAMP) ## Does ROI-awareness work? hyperprior vs roi_hyperprior on kitti_tiny (BD-rates)
+bench-roi: $(STAMP) ## Does ROI-awareness work? roi_hyperprior vs the hyperprior, both fine-tuned from the zoo, on real KITTI (~60 min)
 	$(BIN)/python -m vcm.cli.bench_roi $(if $(DETECTOR_CKPT),--detector-ckpt $(DETECTOR_CKPT)) $(ARGS)
 
-bench-features: $(STAMP) ## Does task-awareness work? L-MSFC vs TA-MSF on synthetic data (BD-rate on mAP@0.5)
+bench-features: $(STAMP) ## Does task-awareness work? L-MSFC vs TA-MSF vs feature_hevc vs image coding on real KITTI (~60 min)
 	$(BIN)/python -m vcm.cli.bench_features $(if $(DETECTOR_CKPT),--detector-ckpt $(DETECTOR_CKPT)) $(ARGS)
 
 paper-mini: $(STAMP) ## The whole comparison at small scale on this CPU: report under outputs/paper-mini

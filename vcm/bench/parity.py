@@ -50,6 +50,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                    help="data config to train on (train split) and to measure on (val split) (default kitti_mini)")
     p.add_argument("--seed", type=int, default=0, help="seed of both runs (default 0)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"study folder (default {DEFAULT_OUT})")
+    p.add_argument("--jobs", type=int, default=1, choices=(1, 2),
+                   help="train the two runs one after the other (1) or at the same time (2)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     a = p.parse_args(argv)
     if a.steps < 1:
@@ -122,9 +124,13 @@ def run_parity(a: argparse.Namespace, command: str) -> tuple[int, dict[str, Any]
     study = Study("bench-parity", a.out, dry_run=a.dry_run)
     base = base_overrides(a.steps, a.dataset, a.seed)
     runs: dict[str, dict[str, Any]] = {}
+    # --jobs 2: both runs at once, each its own process (one core each with OMP_NUM_THREADS=1)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        ckpts = dict(zip(RUNS, pool.map(lambda item: study.train(item[0], base + item[1]), RUNS.items())))
     for name, overrides in RUNS.items():
-        ckpt = study.train(name, base + overrides)
-        runs[name] = {"overrides": overrides, "checkpoint": str(ckpt) if ckpt else None,
+        runs[name] = {"overrides": overrides, "checkpoint": str(ckpts[name]) if ckpts[name] else None,
                       "train_s": _train_seconds(study, name)}
     for name, r in runs.items():
         if r["checkpoint"] is not None:

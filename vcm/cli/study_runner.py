@@ -170,7 +170,9 @@ class Study:
             return
         steps = [("collect", ["collect", str(self.results), "--out", str(rep / "rd.csv")]),
                  ("report", ["report", str(self.results), "--out", str(rep), "--anchor", *anchors, "--metrics", *metrics])]
-        steps += [(f"bd_{m}_vs_{a}", ["bd", "--anchor", a, "--metric", m, str(self.results), "--out", str(rep / f"bd_{m}_vs_{a}.csv")])
+        # a curve name may hold a "/" (hyperprior/zoo): not in a file name
+        steps += [(f"bd_{m}_vs_{a}", ["bd", "--anchor", a, "--metric", m, str(self.results),
+                                      "--out", str(rep / f"bd_{m}_vs_{a.replace('/', '-')}.csv")])
                   for a, m in bd]
         for name, argv in steps:
             if name.startswith("bd_"):

@@ -245,8 +245,11 @@ def runner_from_checkpoint(ckpt: str | Path, device: str = "cpu"):
 
 
 def zoo_runner(name: str, device: str = "cpu"):
-    """The runner of the zoo codec ``name`` (``codec=zoo codec.name=<name>``)."""
-    return runner_from_checkpoint(f"zoo:{name}", device=device)
+    """The runner of the zoo codec ``name`` (``codec=zoo codec.name=<name>``). Its records form the
+    curve ``<architecture>/zoo`` (e.g. ``hyperprior/zoo``), apart from codecs trained in the same study."""
+    runner = runner_from_checkpoint(f"zoo:{name}", device=device)
+    runner.params.setdefault("variant", "zoo")
+    return runner
 
 
 def compressai_runner(arch: str, quality: int, metric: str = "mse", weights: str | None = None, device: str = "cpu"):

@@ -91,8 +91,12 @@ class FeatureCodecModule(CodecModule):
         w = self.current_det_weight()
         if self.det_weight > 0:
             tg = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-            rec = DetectorFeatures(out["levels_hat"], feats.image_sizes, feats.original_sizes)
-            det = self.detector.losses(rec, tg)
+            # The detector's heads in fp32 whatever the training precision: under bf16 autocast the
+            # box regression of the decoded features overflows (NaN box losses within a few steps).
+            levels_hat = OrderedDict((k, v.float()) for k, v in out["levels_hat"].items())
+            rec = DetectorFeatures(levels_hat, feats.image_sizes, feats.original_sizes)
+            with torch.autocast(device_type=self.device.type, enabled=False):
+                det = self.detector.losses(rec, tg)
             det_total = sum(det.values())
             losses.update({f"det_{k}": v for k, v in det.items()})
             losses["det_loss"] = det_total

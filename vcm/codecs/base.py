@@ -260,7 +260,9 @@ def warm_start(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, list[
 
     Every parameter and non-entropy-table buffer of ``model`` takes the source tensor of the same
     name (after ``model.pretrained_key(name)`` maps a source name onto the model's, when the model
-    defines it) if the shapes match. A convolution that takes extra input channels (e.g. detector
+    defines it) if the shapes match; a tensor the source does not have takes the one named
+    ``model.pretrained_alias(name)`` when the model defines it (a branch that starts as a copy of
+    another, e.g. roi_hyperprior's object hyperprior as a copy of the scale hyperprior's). A convolution that takes extra input channels (e.g. detector
     features concatenated to the image path) gets the source weights on its first input channels
     and keeps its own initialisation on the others. The entropy models' CDF tables are skipped:
     ``update()`` rebuilds them from the loaded quantiles and scales.
@@ -288,8 +290,10 @@ def warm_start(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, list[
     targets = dict(model.named_parameters())
     targets.update((n, b) for n, b in model.named_buffers() if not n.endswith(tables))
     with torch.no_grad():
+        alias = getattr(model, "pretrained_alias", None)
         for name, t in targets.items():
-            s = source.get(name)
+            key = name if name in source or alias is None else (alias(name) or name)
+            s = source.get(key)
             if s is None:
                 report["skipped"].append(name)
                 continue
@@ -303,7 +307,7 @@ def warm_start(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, list[
             else:
                 report["skipped"].append(name)
                 continue
-            used.add(name)
+            used.add(key)
     report["unused"] = sorted(k for k in source if k not in used and not k.endswith(tables))
     if not report["loaded"] and not report["partial"]:
         raise ValueError(

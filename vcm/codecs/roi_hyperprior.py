@@ -102,7 +102,8 @@ class RoiHyperprior(CodecContract, FineScaleTable, CompressionModel):
       and analysed by ``h_a_obj`` into a second side latent ``w`` with its own entropy bottleneck.
       The Gaussian scales of ``y`` come from both hyper-decoders: ``h_s(z_hat)`` and
       ``h_s_obj(w_hat)`` (M channels each) are concatenated and fused by ``h_s_fuse`` (1x1 conv
-      2M -> M, then softplus, so the scales are positive and no channel dies as after a ReLU).
+      2M -> M, then softplus, so the scales are positive and no channel dies as after a ReLU; or a
+      ReLU, as the scale hyperprior's own ``h_s``, to start exactly from a trained one).
 
     A new model starts close to the scale hyperprior: the projections are zero and ``h_s_fuse`` is
     the identity on ``h_s(z_hat)`` plus a small contribution of ``h_s_obj(w_hat)``, which is also
@@ -164,6 +165,11 @@ class RoiHyperprior(CodecContract, FineScaleTable, CompressionModel):
             same places — an encoder that knows exactly where the objects are (ground truth in
             training and evaluation, or an external tracker's boxes at ``vcm-compress --labels``). It
             bounds what any detector's features can give the same codec. The decoder needs neither.
+        scale_activation: the activation after ``h_s_fuse``: ``"softplus"`` (no scale channel can
+            die) or ``"relu"``, the scale hyperprior's own: with it a model warm-started from a trained
+            hyperprior gives that hyperprior's scales from the first step (softplus lifts every scale
+            the hyperprior sets to 0 to 0.69, several times its rate for y at first), which is what a
+            fine-tune of a few hundred steps needs (``experiment=roi_kitti``).
     """
 
     codec_name = "roi_hyperprior"
@@ -178,8 +184,12 @@ class RoiHyperprior(CodecContract, FineScaleTable, CompressionModel):
         zero_features: bool = False,
         feature_norm: str = "standardize",
         roi_source: str = "detector",
+        scale_activation: str = "softplus",
     ):
         super().__init__()
+        activations = {"softplus": nn.Softplus, "relu": nn.ReLU}
+        if scale_activation not in activations:
+            raise ValueError(f"RoiHyperprior: scale_activation={scale_activation!r}; expected one of {list(activations)}")
         if feature_norm not in ("standardize", "none"):
             raise ValueError(f"RoiHyperprior: feature_norm={feature_norm!r}; expected 'standardize' or 'none'")
         if roi_source not in ROI_SOURCES:
@@ -225,7 +235,7 @@ class RoiHyperprior(CodecContract, FineScaleTable, CompressionModel):
         self.h_s = _hyper_synthesis(N, M)
         self.h_a_obj = _hyper_analysis(M + C, N)
         self.h_s_obj = _hyper_synthesis(N, M)
-        self.h_s_fuse = nn.Sequential(nn.Conv2d(2 * M, M, kernel_size=1), nn.Softplus())
+        self.h_s_fuse = nn.Sequential(nn.Conv2d(2 * M, M, kernel_size=1), activations[scale_activation]())
 
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.entropy_bottleneck_obj = EntropyBottleneck(N)
@@ -251,6 +261,18 @@ class RoiHyperprior(CodecContract, FineScaleTable, CompressionModel):
             stage, sub = divmod(i, 2)
             return ".".join(["g_a", "3"] + parts[2:]) if i == 6 else ".".join(["g_a", str(stage), str(sub)] + parts[2:])
         return name
+
+    @staticmethod
+    def pretrained_alias(name: str) -> str | None:
+        """The object hyperprior starts from a trained hyperprior's own side path (``h_a_obj`` on
+        its leading ``|y|`` channels, ``h_s_obj`` and ``entropy_bottleneck_obj``): with the
+        projections at zero, ``w`` then starts as a copy of ``z`` and costs what ``z`` costs, instead
+        of ~4 bits per element under an untrained entropy bottleneck (~0.15 bpp, more than the
+        hyperprior's whole rate at quality 1, for a few hundred fine-tuning steps)."""
+        for own, theirs in (("h_a_obj.", "h_a."), ("h_s_obj.", "h_s."), ("entropy_bottleneck_obj.", "entropy_bottleneck.")):
+            if name.startswith(own):
+                return theirs + name[len(own):]
+        return None
 
     @property
     def needs(self) -> Needs:

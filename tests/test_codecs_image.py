@@ -380,10 +380,12 @@ def test_roi_hyperprior_warm_starts_from_a_hyperprior():
     src = hyperprior(N=32, M=48)
     roi = RoiHyperprior(N=32, M=48, cond_channels=8)
     report = warm_start(roi, src.state_dict())
-    assert report["partial"] == ["g_a.1.0.weight", "g_a.2.0.weight", "g_a.3.weight"]
+    # the object hyperprior starts as a copy of the side path (h_a_obj on its leading |y| channels)
+    assert report["partial"] == ["g_a.1.0.weight", "g_a.2.0.weight", "g_a.3.weight", "h_a_obj.0.weight"]
     assert "g_a.0.0.weight" in report["loaded"] and "g_s.6.weight" in report["loaded"]
     assert "entropy_bottleneck.quantiles" in report["loaded"] and "h_s.4.weight" in report["loaded"]
-    assert {"proj_p3.weight", "proj_obj.weight", "h_s_fuse.0.weight", "entropy_bottleneck_obj.quantiles"} <= set(report["skipped"])
+    assert {"entropy_bottleneck_obj.quantiles", "h_s_obj.4.weight", "h_a_obj.2.weight"} <= set(report["loaded"])
+    assert {"proj_p3.weight", "proj_obj.weight", "h_s_fuse.0.weight"} <= set(report["skipped"])
     assert report["unused"] == []
     x = torch.rand(1, 3, 64, 128)
     with torch.no_grad():
@@ -391,6 +393,12 @@ def test_roi_hyperprior_warm_starts_from_a_hyperprior():
         torch.testing.assert_close(y, src.g_a(x))
         torch.testing.assert_close(roi.g_s(y), src.g_s(y))
         torch.testing.assert_close(roi.h_a(y.abs()), src.h_a(y.abs()))
+        # with the projections at zero, w = z: the object side latent costs what z costs
+        w = roi.h_a_obj(torch.cat([y.abs(), torch.zeros(1, 8, *y.shape[-2:])], dim=1))
+        torch.testing.assert_close(w, src.h_a(y.abs()))
+        _, lw = roi.entropy_bottleneck_obj(w, training=False)
+        _, lz = src.entropy_bottleneck(src.h_a(y.abs()), training=False)
+        torch.testing.assert_close(lw, lz)
     # a source of another kind fits nothing
     with pytest.raises(ValueError, match="no weight of the source checkpoint fits RoiHyperprior"):
         warm_start(roi, {"fenet.stage2.0.weight": torch.zeros(3)})
@@ -489,3 +497,25 @@ def test_roi_map_reaches_the_encoder_as_it_is_whatever_feature_norm():
         torch.testing.assert_close(feats[k], cond.levels[k])
     assert not feats["p3"][0].any() and feats["p3"][1].eq(1).all()
     assert float(feats["p3"][2].max()) == 0.25  # a 4x4 box covers a quarter of one 8x8 cell
+
+
+def test_roi_scale_activation_relu_starts_from_the_hyperprior_rate():
+    # softplus lifts every scale the hyperprior sets to 0 (to 0.69), relu keeps them: with relu a
+    # warm-started ROI codec's y costs what the hyperprior's does (within the object branch's
+    # small share of the fusion); with softplus several times more
+    from vcm.codecs.base import count_bits, warm_start
+    from vcm.codecs.image import hyperprior
+
+    torch.manual_seed(0)
+    src = hyperprior(N=32, M=48).eval()
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        ref = float(count_bits(src(x)["likelihoods"]["y"]))
+        bits = {}
+        for act in ("relu", "softplus"):
+            roi = RoiHyperprior(N=32, M=48, cond_channels=8, zero_features=True, scale_activation=act)
+            warm_start(roi, src.state_dict())
+            bits[act] = float(count_bits(roi.eval()(x, None)["likelihoods"]["y"]))
+    assert abs(bits["relu"] / ref - 1) < 0.1 and bits["softplus"] > 1.5 * ref, (ref, bits)
+    with pytest.raises(ValueError, match="scale_activation='gelu'"):
+        RoiHyperprior(N=32, M=48, scale_activation="gelu")

@@ -95,7 +95,9 @@ def test_bench_roi_runs_on_real_frames_from_the_zoo_with_the_same_budget(tmp_pat
             assert (cfg.model.codec.N, cfg.model.codec.M) == (128, 192), point
     roi = trains["roi_hyperprior_q3"]
     assert roi.model.codec._target_.endswith("RoiHyperprior") and roi.loss.alpha == 0.9
-    assert roi.detector.checkpoint == "zoo:kitti_mobilenet_v2" and roi.detector.min_size == roi.detector.max_size == 128
+    # the detector at its test-time size: crops reach it at their frames' scale, as in evaluation
+    assert roi.detector.checkpoint == "zoo:kitti_mobilenet_v2" and (roi.detector.min_size, roi.detector.max_size) == (375, 1242)
+    assert roi.model.codec.scale_activation == "relu"  # starts from the zoo hyperprior's scales
     plain = trains["hyperprior_q3"]
     assert plain.loss._target_.endswith(".RateDistortionLoss") and plain.model.codec._target_.endswith("image.hyperprior")
     assert trains["roi_zero_features_q3"].model.codec.zero_features and trains["roi_boxes_q3"].model.codec.roi_source == "boxes"
@@ -143,11 +145,12 @@ def test_bench_features_fine_tunes_both_codecs_from_one_base_with_the_same_steps
     base = trains.pop("base_lmsfc")
     assert base.trainer.max_steps == 300 and base.lmbda == 64 and base.init_from is None
     assert base.data.name == "kitti_mini" and base.detector.checkpoint == "zoo:kitti_mobilenet_v2"
-    assert base.detector.min_size == base.detector.max_size == 256 and list(base.data.crop_size) == [256, 256]
+    assert (base.detector.min_size, base.detector.max_size) == (375, 1242) and list(base.data.crop_size) == [256, 256]
     assert sorted(trains) == sorted(f"{c}_lmbda{lm}" for c in ("lmsfc", "ta_msf") for lm in (4, 16, 64, 256))
     ckpt = str(tmp_path / "study" / "runs" / "base_lmsfc" / "checkpoints" / "last.ckpt")
     for point, cfg in trains.items():
         assert cfg.init_from == ckpt and cfg.trainer.max_steps == 50 and cfg.lmbda == float(point.rsplit("lmbda", 1)[1])
+        assert cfg.model.optimizer.lr == base.model.optimizer.lr and cfg.trainer.precision == "bf16-mixed"
         assert (cfg.model.codec.N, cfg.model.codec.M, cfg.model.codec.light) == (64, 64, True)
         assert cfg.model.det_weight == (1.0 if point.startswith("ta_msf") else 0.0), point
     assert trains["ta_msf_lmbda16"].model.det_weight_lmbda == 1.0  # w = lambda

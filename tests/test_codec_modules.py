@@ -156,3 +156,31 @@ def test_ta_msf_task_weight_keeps_the_source_s_ratio_to_distortion(tmp_path, ove
     assert module.params["det_weight"] == pytest.approx(expected, rel=1e-12)  # what results record
     if "model.det_weight_lmbda=null" not in overrides:
         assert module.det_weight / module.loss_fn.lmbda == pytest.approx(0.1 / 30)
+
+
+def test_ta_msf_task_loss_runs_in_fp32_under_bf16_autocast(tmp_path):
+    # the detector's heads on the decoded features run with autocast off and fp32 inputs (in bf16
+    # the box regression of decoded features overflows: NaN losses within a few steps)
+    from helpers import TINY_DETECTOR
+
+    from vcm.callbacks.frozen_detector import build_detector
+
+    module = _build("ta_msf", tmp_path, (*TINY_DETECTOR, "model.warmup_epochs=0"))
+    cfg = compose(["model=ta_msf", *TINY_DETECTOR], tmp_path)
+    det = build_detector(cfg.detector).eval()
+    module.set_detector(det)
+    seen = []
+    real_losses = det.losses
+
+    def spy(features, targets):
+        seen.append((torch.is_autocast_enabled("cpu"), {v.dtype for v in features.levels.values()}))
+        return real_losses(features, targets)
+
+    det.losses = spy
+    torch.manual_seed(0)
+    images = [torch.randint(0, 256, (3, 128, 128), dtype=torch.uint8) for _ in range(2)]
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 60.0, 90.0]]), "labels": torch.tensor([1])} for _ in images]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module.compute_loss((images, targets))
+    assert seen == [(False, {torch.float32})]
+    assert out["det_loss"].dtype == torch.float32 and torch.isfinite(out["loss"])

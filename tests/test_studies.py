@@ -146,14 +146,14 @@ def test_bench_features_fine_tunes_both_codecs_from_one_base_with_the_same_steps
     assert base.trainer.max_steps == 300 and base.lmbda == 64 and base.init_from is None
     assert base.data.name == "kitti_mini" and base.detector.checkpoint == "zoo:kitti_mobilenet_v2"
     assert (base.detector.min_size, base.detector.max_size) == (375, 1242) and list(base.data.crop_size) == [256, 256]
-    assert sorted(trains) == sorted(f"{c}_lmbda{lm}" for c in ("lmsfc", "ta_msf") for lm in (4, 16, 64, 256))
+    assert sorted(trains) == sorted(f"{c}_lmbda{lm}" for c in ("lmsfc", "ta_msf") for lm in ("0.05", "0.15", "0.5", "1.5"))
     ckpt = str(tmp_path / "study" / "runs" / "base_lmsfc" / "checkpoints" / "last.ckpt")
     for point, cfg in trains.items():
         assert cfg.init_from == ckpt and cfg.trainer.max_steps == 50 and cfg.lmbda == float(point.rsplit("lmbda", 1)[1])
         assert cfg.model.optimizer.lr == base.model.optimizer.lr and cfg.trainer.precision == "bf16-mixed"
         assert (cfg.model.codec.N, cfg.model.codec.M, cfg.model.codec.light) == (64, 64, True)
         assert cfg.model.det_weight == (1.0 if point.startswith("ta_msf") else 0.0), point
-    assert trains["ta_msf_lmbda16"].model.det_weight_lmbda == 1.0  # w = lambda
+    assert trains["ta_msf_lmbda0.5"].model.det_weight_lmbda == 1.0  # w = lambda
     evals = _configs(steps, "vcm-eval", tmp_path / "e")
     codecs = {c.codec._target_.rsplit(".", 1)[1] for c in evals.values() if c.get("codec") is not None}
     assert {"FeatureHevcAnchor"} <= codecs and "none" in evals and "zoo_namehyperprior-kitti-q4" in evals

@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for m in cfg["bd_metrics"]:
                 print(f"\nBD-rate vs {label} on {m} (kitti_mini {cfg['eval_split']} frames, real bitstreams):", flush=True)
-                rd(["bd", "--anchor", anchor, "--metric", m, str(st.results), "--out", str(st.out / f"bd_{m}{suffix}.csv")])
+                rd(["bd", "--anchor", anchor, "--metric", m, str(st.results), "--out", str(st.out / f"bd_{m}{suffix}.csv"),
+                    *cfg["bd_options"].get(m, [])])
         if sweep is not None:
             table = print_points(sweep.results, "kitti_mini val frames: the alpha trade-off at one rate point")
             if not table.empty:

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     if not a.dry_run:
         print_training_summary(st, ["base_lmsfc", *points])
         metric = cfg["bd_metric"]
-        st.report(cfg["bd_anchors"], cfg["report_metrics"], [(anchor, metric) for anchor in cfg["bd_anchors"]])
+        st.report(cfg["bd_anchors"], cfg["report_metrics"], [(anchor, metric) for anchor in cfg["bd_anchors"]],
+                  bd_options=cfg["bd_options"])
         print_points(st.results, f"kitti_mini {cfg['eval_split']} frames")
     return st.finish()
 

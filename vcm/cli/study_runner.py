@@ -154,13 +154,15 @@ class Study:
         return self.run(point, [*EVAL, *overrides, f"hydra.run.dir={self.run_dir(point)}",
                                 f"paths.results_dir={self.results}", f"run_name={point}"], timeout)
 
-    def report(self, anchors: str | list[str], metrics: list[str], bd: list[tuple[str, str]]) -> None:
+    def report(self, anchors: str | list[str], metrics: list[str], bd: list[tuple[str, str]],
+               bd_options: dict[str, list[str]] | None = None) -> None:
         """Collect records into a CSV, write plots, BD tables and the Markdown/HTML report.
 
         Args:
             anchors: anchor codec(s) of the report's BD tables.
             metrics: metrics plotted and tabulated in the report.
             bd: ``(anchor, metric)`` pairs also printed and written as ``bd_<metric>_vs_<anchor>.csv``.
+            bd_options: extra ``vcm-rd bd`` options per metric (e.g. ``{"map_50": ["--pareto"]}``).
         """
         from vcm.cli.rd import main as rd
 
@@ -172,7 +174,8 @@ class Study:
                  ("report", ["report", str(self.results), "--out", str(rep), "--anchor", *anchors, "--metrics", *metrics])]
         # a curve name may hold a "/" (hyperprior/zoo): not in a file name
         steps += [(f"bd_{m}_vs_{a}", ["bd", "--anchor", a, "--metric", m, str(self.results),
-                                      "--out", str(rep / f"bd_{m}_vs_{a.replace('/', '-')}.csv")])
+                                      "--out", str(rep / f"bd_{m}_vs_{a.replace('/', '-')}.csv"),
+                                      *(bd_options or {}).get(m, [])])
                   for a, m in bd]
         for name, argv in steps:
             if name.startswith("bd_"):

@@ -30,7 +30,7 @@ def _check_metric_values(metrics: dict, keys) -> None:
         if name.startswith(("map", "kitti_ap")):
             assert 0.0 <= v <= 1.0 + 1e-9, (k, v)
         if name.startswith(("psnr", "roi_psnr", "bg_psnr")):
-            assert 5.0 < v < 60.0, (k, v)
+            assert 3.0 < v < 60.0, (k, v)  # a few steps from scratch decode at 4-8 dB
 
 
 def _train(overrides, tmp_path):

@@ -205,9 +205,11 @@ class MetricAccumulator:
             coco = CocoMAP(self.class_names)
             coco.update(self.preds, self.targets)
             out.update(coco.compute())
-            kitti = KittiAP(self.class_names)
-            kitti.update(self.preds, self.targets)
-            out.update(kitti.compute())
+            # KITTI's difficulties need known occlusion levels (0-2); COCO's targets mark them unknown (-1)
+            if any(t.get("occlusion") is not None and bool((t["occlusion"] >= 0).any()) for t in self.targets):
+                kitti = KittiAP(self.class_names)
+                kitti.update(self.preds, self.targets)
+                out.update(kitti.compute())
         return out
 
 

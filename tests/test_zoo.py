@@ -12,7 +12,7 @@ import torch
 from helpers import TINY_TRAIN, compose, run_cli
 
 from vcm import zoo
-from vcm.codecs.checkpoint import ENTROPY_BOUND_SUFFIXES
+from vcm.codecs.base import ENTROPY_BOUND_SUFFIXES
 from vcm.zoo import publish
 
 SHIPPED = zoo.entries()

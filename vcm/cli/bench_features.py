@@ -121,9 +121,9 @@ def print_points(results: Path, frames: str) -> None:
     df = df.sort_values(["curve", "bpp_real"])
     print(f"\nPoints ({frames}; bpp from the real bitstream of the features or the image; detection by the "
           f"shipped detector):", flush=True)
-    print(f"{'curve':<16} {'point':<34} {'bpp_real':>9} {'mAP@0.5':>7} {'Car AP|R40 mod':>14}")
+    print(f"{'curve':<18} {'bpp_real':>9} {'mAP@0.5':>7} {'Car AP|R40 mod':>14}")
     for _, r in df.iterrows():
-        print(f"{r['curve']:<16} {str(r.get('run_name', '')):<34} {r['bpp_real']:9.4f} {r['map_50']:7.3f} "
+        print(f"{r['curve']:<18} {r['bpp_real']:9.4f} {r['map_50']:7.3f} "
               f"{100 * r['kitti_ap_car_moderate']:13.2f}%", flush=True)
 
 

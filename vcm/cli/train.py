@@ -182,11 +182,6 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
         ``record_path``; ``objects`` the datamodule, model, trainer and callbacks.
     """
     check_config(cfg)
-    if cfg.get("detector") is not None and "_target_" not in cfg.detector:
-        # detector=none under an experiment that sets detector fields (e.g. roi_kitti's crop scale):
-        # only those fields are left, and no detector is configured
-        with open_dict(cfg):
-            cfg.detector = None
     lambdas = cfg.model.get("lambdas") if cfg.get("model") is not None else None
     if lambdas and cfg.get("loss") is not None and cfg.get("lmbda") is None:
         raise ConfigError(f"quality={cfg.get('quality')}: the model's lambda table (model.lambdas) has no entry for it; "

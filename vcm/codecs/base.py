@@ -18,6 +18,14 @@ from compressai.entropy_models import EntropyModel
 from compressai.models.base import get_scale_table
 from torch import Tensor, nn
 
+#: The entropy models' constant bounds (CompressAI's ``LowerBound`` buffers: the likelihood bound
+#: 1e-9 and the Gaussian scale bound 0.11), not learned. A codec always takes them from its own
+#: construction when it is warm-started (:func:`warm_start`): the zoo's first files
+#: stored them in float16, which holds 1e-9 as 0, and a likelihood bound of 0 lets ``log(0)`` into
+#: the training rate. (Loading a file for coding keeps its values: they are part of the weights'
+#: fingerprint that bitstreams carry, and they do not enter the range coder.) New zoo files keep them in fp32.
+ENTROPY_BOUND_SUFFIXES = ("likelihood_lower_bound.bound", "lower_bound_scale.bound")
+
 __all__ = [
     "CodecContract",
     "Needs",
@@ -262,8 +270,9 @@ def warm_start(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, list[
     name (after ``model.pretrained_key(name)`` maps a source name onto the model's, when the model
     defines it) if the shapes match; a tensor the source does not have takes the one named
     ``model.pretrained_alias(name)`` when the model defines it (a branch that starts as a copy of
-    another, e.g. roi_hyperprior's object hyperprior as a copy of the scale hyperprior's). A convolution that takes extra input channels (e.g. detector
-    features concatenated to the image path) gets the source weights on its first input channels
+    another, e.g. roi_hyperprior's object hyperprior as a copy of the scale hyperprior's). A
+    convolution that takes extra input channels (e.g. detector features concatenated to the image
+    path) gets the source weights on its first input channels
     and keeps its own initialisation on the others. The entropy models' CDF tables are skipped:
     ``update()`` rebuilds them from the loaded quantiles and scales.
 
@@ -281,8 +290,6 @@ def warm_start(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, list[
     """
     mapper = getattr(model, "pretrained_key", None)
     source = {(mapper(k) if mapper else k): v for k, v in state.items()}
-    from vcm.codecs.checkpoint import ENTROPY_BOUND_SUFFIXES
-
     # the range coder's tables (rebuilt by update()) and the entropy models' constant bounds stay the model's own
     tables = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", *ENTROPY_BOUND_SUFFIXES)
     report: dict[str, list[str]] = {"loaded": [], "partial": [], "skipped": [], "unused": []}

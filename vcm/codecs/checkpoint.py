@@ -21,13 +21,6 @@ __all__ = ["codec_state_dict", "load_codec_checkpoint", "load_codec_state"]
 #: (zoo files leave them out).
 CODER_TABLE_SUFFIXES = ("_quantized_cdf", "_offset", "_cdf_length")
 
-#: The entropy models' constant bounds (CompressAI's ``LowerBound`` buffers: the likelihood bound
-#: 1e-9 and the Gaussian scale bound 0.11), not learned. A codec always takes them from its own
-#: construction when it is warm-started (:func:`vcm.codecs.base.warm_start`): the zoo's first files
-#: stored them in float16, which holds 1e-9 as 0, and a likelihood bound of 0 lets ``log(0)`` into
-#: the training rate. (Loading a file for coding keeps its values: they are part of the weights'
-#: fingerprint that bitstreams carry, and they do not enter the range coder.) New zoo files keep them in fp32.
-ENTROPY_BOUND_SUFFIXES = ("likelihood_lower_bound.bound", "lower_bound_scale.bound")
 
 
 def codec_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:

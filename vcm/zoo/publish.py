@@ -82,7 +82,8 @@ def add(ckpt: str | Path, name: str, minutes: float | None = None, notes: str | 
         torch.save({"format": "vcm.detector", "version": 1, "config": config, "state_dict": _half(weights)}, buffer)
         architecture, quality, lmbda, entry_kind = str(config.get("backbone")), None, None, "detector"
     elif kind in ("image", "feature"):
-        from vcm.codecs.checkpoint import ENTROPY_BOUND_SUFFIXES, CODER_TABLE_SUFFIXES
+        from vcm.codecs.base import ENTROPY_BOUND_SUFFIXES
+        from vcm.codecs.checkpoint import CODER_TABLE_SUFFIXES
 
         # The range coder's tables are left out: update() rebuilds them from the weights at load.
         codec_state = {k: v for k, v in state["state_dict"].items()

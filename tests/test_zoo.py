@@ -4,6 +4,7 @@ a modified weights file is refused."""
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 
 import hydra
 import pytest
@@ -18,6 +19,7 @@ from vcm.zoo import publish
 SHIPPED = zoo.entries()
 SHIPPED_CODECS = sorted(n for n, e in SHIPPED.items() if e.kind == "image_codec")
 SHIPPED_DETECTORS = sorted(n for n, e in SHIPPED.items() if e.kind == "detector")
+SHIPPED_FEATURE_CODECS = sorted(n for n, e in SHIPPED.items() if e.kind == "feature_codec")
 
 
 @pytest.fixture
@@ -196,6 +198,37 @@ def test_unknown_model_name_is_one_line_error(tmp_path, kitti_tiny_root):
     r = run_cli("vcm-compress", ["--model", "no-such-model", str(frame), str(tmp_path / "x.vcm")])
     assert r.returncode == 2 and "no zoo model called 'no-such-model'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.vcm").exists()
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if i == 0 else pytest.mark.slow)
+                                  for i, n in enumerate(SHIPPED_FEATURE_CODECS)])
+def test_every_shipped_feature_codec_codes_the_detectors_features_by_name(name, kitti_tiny_root):
+    from hydra.utils import instantiate
+
+    from vcm.data.kitti import load_image
+    from vcm.detectors.features import p6_from_p5
+    from vcm.evaluation.runners import zoo_runner
+
+    cfg = compose(["detector=kitti_mobilenet_v2", "data=kitti_mini"], kitti_tiny_root, name="eval")
+    det = instantiate(cfg.detector)
+    image = load_image(kitti_tiny_root / "training" / "image_2" / "000002.png")
+    runner = zoo_runner(name)
+    assert runner.params["variant"] == "zoo" and runner.params["lmbda"] == zoo.entry(name).lmbda
+    with torch.no_grad():
+        feats = det.features([image])
+        levels = OrderedDict((k, feats.levels[k]) for k in runner.model.levels)  # p2..p5; p6 follows from p5
+        data = runner.encode(levels, image.shape[-2:])
+        decoded = runner.decode(data)
+        assert zoo_runner(name).encode(levels, image.shape[-2:]) == data  # a fresh load codes the same bytes
+        # A trained codec: a fraction of a bit per pixel, features close to the detector's own on every level,
+        # and the detector's heads still find objects on them (split inference).
+        bpp = 8 * len(data) / (image.shape[1] * image.shape[2])
+        assert 0.01 < bpp < 0.5
+        for level, x in levels.items():
+            assert decoded[level].shape == x.shape, level
+            assert float(((decoded[level] - x) ** 2).mean()) < 0.5 * float(x.var()), level
+        decoded["p6"] = p6_from_p5(decoded["p5"])
+        assert len(det.detect(feats.with_levels(decoded))[0]["boxes"]) > 0
 
 
 @pytest.mark.parametrize("name", SHIPPED_DETECTORS)

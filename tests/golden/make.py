@@ -11,7 +11,8 @@ and records in ``manifest.json``:
   levels p2..p5 (p6) of a feature codec, in level order).
 
 ``tests/test_golden.py`` checks both. Inputs: ``inputs/synthetic.png`` (a 64x96 crop of a synthetic
-frame, committed), ``inputs/levels.npz`` (fixed-seed feature levels, committed) and a 64x96 crop of a
+frame, committed), ``inputs/levels.npz`` (fixed-seed feature levels, committed; widened to 256 channels
+for the zoo's feature codecs, see :func:`levels256_input`) and a 64x96 crop of a
 real KITTI frame read from ``../shared/data`` (its pixel sha256 is checked; tests that need it
 are ``needs_shared``). The small models' weights are committed under ``weights/`` so the goldens
 do not depend on torch's initialisation.
@@ -83,6 +84,13 @@ def levels_input() -> OrderedDict[str, torch.Tensor]:
         return OrderedDict((k, torch.from_numpy(z[k].copy())) for k in ("p2", "p3", "p4", "p5"))
 
 
+def levels256_input() -> OrderedDict[str, torch.Tensor]:
+    """The committed levels widened to an FPN's 256 channels (for the zoo's feature codecs): channel c is
+    channel c mod 8 of ``levels.npz`` times (0.25 + 0.75 (c // 8) / 31), in float32."""
+    scale = (0.25 + 0.75 * torch.arange(32, dtype=torch.float32) / 31).repeat_interleave(8).view(1, 256, 1, 1)
+    return OrderedDict((k, v.repeat(1, 32, 1, 1) * scale) for k, v in levels_input().items())
+
+
 def _make_inputs() -> None:
     """Write the committed inputs (only when absent: they are part of the goldens)."""
     from PIL import Image
@@ -106,7 +114,8 @@ def _make_inputs() -> None:
 
 
 def input_of(name: str):
-    return {"synthetic": synthetic_input, "kitti": kitti_input, "levels": levels_input}[name]()
+    return {"synthetic": synthetic_input, "kitti": kitti_input, "levels": levels_input,
+            "levels256": levels256_input}[name]()
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -275,7 +284,7 @@ def cases() -> list[Case]:
             for inp in ("synthetic", "kitti"):
                 out.append(Case(f"zoo-{name}-{inp}", f"zoo:{name}", inp, _zoo(name), "vcm"))
         elif e.kind == "feature_codec":
-            out.append(Case(f"zoo-{name}-levels", f"zoo:{name}", "levels", _zoo(name), "vcm"))
+            out.append(Case(f"zoo-{name}-levels256", f"zoo:{name}", "levels256", _zoo(name), "vcm"))
     return out
 
 

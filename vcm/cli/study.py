@@ -5,9 +5,9 @@ each key does; a new file there is a new preset):
 
 * ``demo``  (CPU): synthetic data; a short detector training; the hyperprior at two
   rate points; JPEG and HEVC anchors; RD table, plots and report.
-* ``mini``  (CPU): synthetic data; detector trained on it; image codecs (factorized,
-  hyperprior, roi_hyperprior), feature codecs (lmsfc, ta_msf) at three rate points each; anchors
-  (jpeg, webp, hevc, av1, feature_hevc); RD table, BD-rates, plots, report.
+* ``mini``  (CPU): real KITTI frames (kitti_mini), the shipped detector; the zoo's hyperprior,
+  L-MSFC and TA-MSF; hyperprior and roi_hyperprior fine-tuned from the zoo at three rate points;
+  anchors (jpeg, webp, hevc, av1, feature_hevc); RD table, BD-rates, plots, report.
 * ``full``  (GPU, real KITTI in ``KITTI_ROOT``): the source systems' settings (ResNet-50 FPN v2
   detector, full-size codecs, all qualities); its GPU run times have not been measured.
 
@@ -103,7 +103,7 @@ def run_study(preset: str, out: Path, detector_ckpt: str | None = None, dry_run:
 
     # 5. RD table, BD-rates, plots, report.
     try:
-        st.report(p["bd_anchors"], METRICS, [tuple(b) for b in p["bd"]])
+        st.report(p["bd_anchors"], METRICS, [tuple(b) for b in p["bd"]], p.get("bd_options"))
     except SystemExit as e:  # vcm-rd signals "no records" by exit code
         if e.code:
             st.failures.append({"point": "report", "exit": e.code, "log": "-", "tail": []})

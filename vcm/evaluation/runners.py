@@ -246,9 +246,10 @@ def runner_from_checkpoint(ckpt: str | Path, device: str = "cpu"):
 
 def zoo_runner(name: str, device: str = "cpu"):
     """The runner of the zoo codec ``name`` (``codec=zoo codec.name=<name>``). Its records form the
-    curve ``<architecture>/zoo`` (e.g. ``hyperprior/zoo``), apart from codecs trained in the same study."""
+    curve ``<architecture>/zoo`` (e.g. ``hyperprior/zoo``, ``ta_msf/zoo``), apart from codecs trained in
+    the same study (whatever variant the training run gave its own records)."""
     runner = runner_from_checkpoint(f"zoo:{name}", device=device)
-    runner.params.setdefault("variant", "zoo")
+    runner.params["variant"] = "zoo"
     return runner
 
 

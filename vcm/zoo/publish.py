@@ -54,7 +54,7 @@ def add(ckpt: str | Path, name: str, minutes: float | None = None, notes: str | 
 
     Args:
         ckpt: a codec or detector checkpoint written by vcm-train.
-        name: the zoo name (letters, digits, ``-`` and ``_``).
+        name: the zoo name (letters, digits, ``-``, ``_`` and ``.``, not first).
         minutes: wall-clock training minutes (recorded).
         notes: free text recorded with the training details (e.g. the base run it fine-tunes).
         git_commit: the commit of the code that trained it, when the checkpoint does not record one.
@@ -63,8 +63,8 @@ def add(ckpt: str | Path, name: str, minutes: float | None = None, notes: str | 
         The new entry (metrics empty until :func:`set_metrics`).
     """
     ckpt = Path(ckpt)
-    if not name or not all(c.isalnum() or c in "-_" for c in name):
-        raise ConfigError(f"zoo name {name!r}: expected letters, digits, '-' and '_' only")
+    if not name or name[0] == "." or not all(c.isalnum() or c in "-_." for c in name):
+        raise ConfigError(f"zoo name {name!r}: expected letters, digits, '-', '_' and '.' (not first) only")
     if not ckpt.is_file():
         raise ConfigError(f"checkpoint not found: {ckpt}")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)

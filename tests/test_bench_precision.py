@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vcm.bench.common import AT_LEAST, GOALS, QUICK
-from vcm.bench.parity import RUNS, compare, render_markdown
+from vcm.bench.parity import RUNS, compare, render_markdown, run_name
 from vcm.bench.report import SPEEDUP_CHECKS
 from vcm.cli.bench import main
 
@@ -92,37 +92,53 @@ def test_summary_rows_and_markdown_hold_every_ratio_and_goal(quick_precision):
 
 
 # ---------------------------------------------------------------------------------------------- parity
-def test_parity_dry_run_prints_two_trainings_that_differ_only_in_precision(tmp_path, capsys):
+def test_parity_dry_run_prints_pairs_of_trainings_that_differ_only_in_precision(tmp_path, capsys):
     assert main(["parity", "--dry-run", "--out", str(tmp_path / "p")]) == 0
     steps = json.loads((tmp_path / "p" / "study.json").read_text())["steps"]
-    assert [s["point"] for s in steps] == ["fp32", "bf16", "fp32-val", "bf16-val"]
+    names = ["fp32-seed0", "bf16-seed0", "fp32-seed1", "bf16-seed1"]
+    assert [s["point"] for s in steps] == [*names, *(f"{n}-val" for n in names)]
     printed = capsys.readouterr().out
     assert all(s["status"] == "dry-run" and s["cmd"] in printed for s in steps)
-    train = {s["point"]: shlex.split(s["cmd"]) for s in steps[:2]}
+    train = {s["point"]: shlex.split(s["cmd"]) for s in steps[:4]}
     for name, argv in train.items():
+        precision, seed = name.split("-seed")
         assert argv[1:3] == ["-m", "vcm.cli.train"]
         for o in ("experiment=zoo_hyperprior", "quality=3", "trainer.max_steps=2000", "trainer.val_check_interval=2000",
-                  "data=kitti_mini", "seed=0", *RUNS[name]):
+                  "data=kitti_mini", f"seed={seed}", *RUNS[precision]):
             assert o in argv, (name, o)
-    differ = set(train["fp32"]) ^ set(train["bf16"])
-    assert {a for a in differ if not a.startswith("hydra.run.dir=")} == set(RUNS["fp32"]) | set(RUNS["bf16"])
-    for s in steps[2:]:
+    for seed in (0, 1):
+        differ = set(train[f"fp32-seed{seed}"]) ^ set(train[f"bf16-seed{seed}"])
+        assert {a for a in differ if not a.startswith("hydra.run.dir=")} == set(RUNS["fp32"]) | set(RUNS["bf16"])
+    for s in steps[4:]:
         argv = shlex.split(s["cmd"])
         assert argv[1:3] == ["-m", "vcm.cli.eval"] and "split=val" in argv and "codec=checkpoint" in argv
-        assert f"codec.ckpt={tmp_path / 'p' / 'runs' / s['point'][:4] / 'checkpoints' / 'last.ckpt'}" in argv
+        run = s["point"].removesuffix("-val")
+        assert f"codec.ckpt={tmp_path / 'p' / 'runs' / run / 'checkpoints' / 'last.ckpt'}" in argv
     assert not (tmp_path / "p" / "parity.json").exists()
 
 
+def test_parity_rejects_repeated_seeds(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["parity", "--dry-run", "--seeds", "1", "1", "--out", str(tmp_path / "p")])
+
+
 def test_parity_differences_and_markdown():
-    runs = {name: {"overrides": RUNS[name], "train_s": 60.0, "num_images": 10,
-                   "metrics": {"psnr": psnr, "bpp_real": bpp, "bpp_estimated": bpp * 0.99}}
-            for name, psnr, bpp in (("fp32", 30.00, 0.500), ("bf16", 29.95, 0.515))}
-    diff, rows = compare(runs)
-    assert diff["psnr_db"] == pytest.approx(-0.05) and diff["bpp_relative"] == pytest.approx(0.03)
-    assert [r["result"] for r in rows] == ["PASS", "FAIL"]
+    values = {("fp32", 0): (30.00, 0.500), ("bf16", 0): (29.95, 0.515), ("fp32", 1): (30.10, 0.480), ("bf16", 1): (30.05, 0.4824)}
+    runs = {run_name(p, seed): {"overrides": RUNS[p], "train_s": 60.0, "num_images": 10,
+                                "metrics": {"psnr": psnr, "bpp_real": bpp, "bpp_estimated": bpp * 0.99}}
+            for (p, seed), (psnr, bpp) in values.items()}
+    diff, rows = compare(runs, [0])
+    assert diff["per_seed"][0]["psnr_db"] == pytest.approx(-0.05) and diff["per_seed"][0]["bpp_relative"] == pytest.approx(0.03)
+    assert [r["result"] for r in rows] == ["PASS", "FAIL"] and not diff["seed_to_seed"]
+    diff, rows = compare(runs, [0, 1])
+    assert diff["mean"]["bpp_relative"] == pytest.approx((0.03 + 0.005) / 2)
+    assert diff["seed_to_seed"]["fp32 seed 1 vs 0"]["psnr_db"] == pytest.approx(0.10)
+    assert diff["seed_to_seed"]["fp32 seed 1 vs 0"]["bpp_relative"] == pytest.approx(-0.04)
+    assert [r["result"] for r in rows] == ["PASS", "FAIL", "PASS", "PASS", "PASS", "PASS", "report", "report", "report", "report"]
     env = {"cpu_model": "cpu", "cpu_count": 2, "torch": "2", "compressai": "1", "lightning": "2", "git_commit": "abc"}
     md = render_markdown({"command": "python -m vcm.cli.bench parity", "created": "2025-01-01T00:00:00", "environment": env,
                           "settings": {"base": ["experiment=zoo_hyperprior"], "steps": 2000, "dataset": "kitti_mini"},
                           "runs": runs, "summary": rows})
     assert "`python -m vcm.cli.bench parity`" in md and "| PASS |" in md and "| FAIL |" in md
     assert "-0.050 dB" in md and "+3.00 %" in md and "within ±0.1 dB" in md and "within ±2 %" in md
+    assert "| real bpp, fp32 seed 1 / seed 0 - 1 | -4.00 % | - (noise floor) | report |" in md

@@ -1,17 +1,20 @@
 """Parity of the fast training settings: the same hyperprior trained in bf16-mixed + channels-last and in
-fp32, both coded with real bitstreams on the validation frames.
+fp32 from the same seeds, all coded with real bitstreams on the validation frames.
 
-    python -m vcm.cli.bench parity              # make bench-parity: 2 x 2,000 steps (about 45 min in all on 2 cores)
+    python -m vcm.cli.bench parity              # make bench-parity: seeds 0 and 1, 4 x 2,000 steps (about 50 min on 2 cores)
+    python -m vcm.cli.bench parity --seeds 0    # one pair only
     python -m vcm.cli.bench parity --dry-run    # print the commands only
-    python -m vcm.cli.bench parity --steps 3 --dataset kitti_tiny --out /tmp/parity   # a smoke run
+    python -m vcm.cli.bench parity --steps 3 --dataset kitti_tiny --seeds 0 --out /tmp/parity   # a smoke run
 
-Both runs are ``vcm-train experiment=zoo_hyperprior quality=3`` from the same seed, so they see the same
-batches of 128-px crops of the kitti_mini training frames in the same order; only
+Each pair is ``vcm-train experiment=zoo_hyperprior quality=3 seed=<s>`` twice, so both runs see the
+same batches of 128-px crops of the kitti_mini training frames in the same order; only
 ``trainer.precision`` and ``model.channels_last`` differ. Each run is its own process, run through the
 study runner (:class:`vcm.cli.study_runner.Study`: every command printed before it runs, a log per step,
 a finished step kept when the command is run again). Each final checkpoint is then measured by
 ``vcm-eval codec=checkpoint codec.ckpt=... split=val`` (real bitstreams, fp32 coding whatever the training
-precision). Goals: PSNR of the bf16 run within 0.1 dB of the fp32 run's, real bpp within 2 %.
+precision). Goals, per seed: PSNR of the bf16 run within 0.1 dB of the fp32 run's, real bpp within 2 %.
+With two or more seeds the same differences between seeds of one precision are reported too: two fp32
+runs that differ only in their seed show how far training noise alone moves a 2,000-step point.
 Writes ``<out>/parity.json`` (atomically) and ``<out>/precision.md`` (Markdown for
 ``docs/results/precision.md``, naming the command). A missed goal is printed and recorded; the exit
 code is non-zero only when a step failed.
@@ -35,10 +38,10 @@ RUNS = {
 GOALS = {"psnr_db": 0.1, "bpp_relative": 0.02}  # |bf16 - fp32| in dB; |bf16 / fp32 - 1|
 
 
-def base_overrides(steps: int, dataset: str, seed: int) -> list[str]:
-    """The ``vcm-train`` overrides both runs share."""
+def base_overrides(steps: int, dataset: str) -> list[str]:
+    """The ``vcm-train`` overrides every run shares (each adds its seed and precision)."""
     return ["experiment=zoo_hyperprior", "quality=3", f"trainer.max_steps={steps}",
-            f"trainer.val_check_interval={steps}", f"data={dataset}", f"seed={seed}",
+            f"trainer.val_check_interval={steps}", f"data={dataset}",
             # the run validates at its last step already
             "validate_after_fit=false"]
 
@@ -48,32 +51,66 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=2000, help="training steps of each run (default 2000)")
     p.add_argument("--dataset", default="kitti_mini", choices=DATASETS,
                    help="data config to train on (train split) and to measure on (val split) (default kitti_mini)")
-    p.add_argument("--seed", type=int, default=0, help="seed of both runs (default 0)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                   help="one bf16 / fp32 pair per seed (default 0 1: the seed-to-seed difference is the noise floor)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"study folder (default {DEFAULT_OUT})")
     p.add_argument("--jobs", type=int, default=1, choices=(1, 2),
-                   help="train the two runs one after the other (1) or at the same time (2)")
+                   help="train the runs one after the other (1) or two at a time (2)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     a = p.parse_args(argv)
     if a.steps < 1:
         p.error(f"--steps must be >= 1, got {a.steps}")
+    if len(set(a.seeds)) != len(a.seeds):
+        p.error(f"--seeds must differ, got {a.seeds}")
     return a
 
 
+def run_name(precision: str, seed: int) -> str:
+    """The study point of one training run, e.g. ``bf16-seed0``."""
+    return f"{precision}-seed{seed}"
+
+
 def _train_seconds(study, point: str) -> float | None:
-    done = [s for s in study.steps if s.get("point") == point and "seconds" in s]
-    return done[-1]["seconds"] if done else None
+    for step in reversed(study.steps):
+        if step.get("point") == point:
+            return step.get("seconds", step.get("trained_seconds"))
+    return None
 
 
-def compare(runs: dict[str, dict[str, Any]]) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Differences of the bf16 run against the fp32 run and one row per goal (PASS / FAIL)."""
-    fast, ref = runs["bf16"]["metrics"], runs["fp32"]["metrics"]
-    diff = {"psnr_db": fast["psnr"] - ref["psnr"], "bpp_relative": fast["bpp_real"] / ref["bpp_real"] - 1}
-    rows = [
-        {"check": "PSNR, bf16 - fp32", "value": diff["psnr_db"], "goal": GOALS["psnr_db"], "unit": "dB"},
-        {"check": "real bpp, bf16 / fp32 - 1", "value": diff["bpp_relative"], "goal": GOALS["bpp_relative"], "unit": "%"},
-    ]
-    for r in rows:
-        r["result"] = "PASS" if abs(r["value"]) <= r["goal"] else "FAIL"
+def _row(check: str, value: float, unit: str, goal: float | None) -> dict[str, Any]:
+    result = "report" if goal is None else ("PASS" if abs(value) <= goal else "FAIL")
+    return {"check": check, "value": value, "goal": goal, "unit": unit, "result": result}
+
+
+def _difference(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    """``a`` against ``b``: PSNR difference in dB, relative real-bpp difference."""
+    return {"psnr_db": a["psnr"] - b["psnr"], "bpp_relative": a["bpp_real"] / b["bpp_real"] - 1}
+
+
+def compare(runs: dict[str, dict[str, Any]], seeds: list[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """bf16 against fp32 at each seed (the goals), their mean over seeds, and, with several seeds, each
+    precision's seed-to-seed difference (later seeds against the first: the noise floor, no goal)."""
+    metrics = {name: r["metrics"] for name, r in runs.items()}
+    diff: dict[str, Any] = {"per_seed": {}, "seed_to_seed": {}}
+    rows = []
+    for seed in seeds:
+        d = _difference(metrics[run_name("bf16", seed)], metrics[run_name("fp32", seed)])
+        diff["per_seed"][seed] = d
+        rows += [_row(f"PSNR, bf16 - fp32 (seed {seed})", d["psnr_db"], "dB", GOALS["psnr_db"]),
+                 _row(f"real bpp, bf16 / fp32 - 1 (seed {seed})", d["bpp_relative"], "%", GOALS["bpp_relative"])]
+    if len(seeds) > 1:
+        mean = {k: sum(d[k] for d in diff["per_seed"].values()) / len(seeds) for k in ("psnr_db", "bpp_relative")}
+        diff["mean"] = mean
+        rows += [_row(f"PSNR, bf16 - fp32 (mean of {len(seeds)} seeds)", mean["psnr_db"], "dB", GOALS["psnr_db"]),
+                 _row(f"real bpp, bf16 / fp32 - 1 (mean of {len(seeds)} seeds)", mean["bpp_relative"], "%",
+                      GOALS["bpp_relative"])]
+        first = seeds[0]
+        for precision in RUNS:
+            for seed in seeds[1:]:
+                d = _difference(metrics[run_name(precision, seed)], metrics[run_name(precision, first)])
+                diff["seed_to_seed"][f"{precision} seed {seed} vs {first}"] = d
+                rows += [_row(f"PSNR, {precision} seed {seed} - seed {first}", d["psnr_db"], "dB", None),
+                         _row(f"real bpp, {precision} seed {seed} / seed {first} - 1", d["bpp_relative"], "%", None)]
     return diff, rows
 
 
@@ -81,7 +118,9 @@ def _fmt(value: float, unit: str) -> str:
     return f"{100 * value:+.2f} %" if unit == "%" else f"{value:+.3f} dB"
 
 
-def _goal(goal: float, unit: str) -> str:
+def _goal(goal: float | None, unit: str) -> str:
+    if goal is None:
+        return "- (noise floor)"
     return f"within ±{100 * goal:.0f} %" if unit == "%" else f"within ±{goal:g} dB"
 
 
@@ -93,10 +132,10 @@ def render_markdown(result: dict) -> str:
         "",
         (f"Measured with `{result['command']}` ({result['created'][:10]}; {env['cpu_model']}, {env['cpu_count']} cores, "
          f"torch {env['torch']}, CompressAI {env['compressai']}, Lightning {env['lightning']}, git {env['git_commit']}). "
-         f"Both runs: `vcm-train {' '.join(st['base'])}` ({st['steps']} steps of 8 random 128-px crops of the "
-         f"{st['dataset']} training frames, the same batches in the same order), each then coded with real bitstreams "
-         f"by `vcm-eval codec=checkpoint codec.ckpt=<run>/checkpoints/last.ckpt data={st['dataset']} split=val` "
-         "(fp32 coding for both)."),
+         f"Every run: `vcm-train {' '.join(st['base'])} seed=<seed>` ({st['steps']} steps of 8 random 128-px crops of "
+         f"the {st['dataset']} training frames; the two runs of one seed see the same batches in the same order), "
+         "each then coded with real bitstreams by `vcm-eval codec=checkpoint codec.ckpt=<run>/checkpoints/last.ckpt "
+         f"data={st['dataset']} split=val` (fp32 coding for all)."),
         "",
         "| run | settings | training time | frames | PSNR (dB) | bpp (real) | bpp (estimated) |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -117,21 +156,25 @@ def render_markdown(result: dict) -> str:
 
 
 def run_parity(a: argparse.Namespace, command: str) -> tuple[int, dict[str, Any] | None]:
-    """Train both runs, evaluate both, compare; returns (exit code, result or None)."""
+    """Train every run, evaluate each, compare; returns (exit code, result or None)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from vcm.bench.common import _environment
     from vcm.cli.study_runner import Study, read_json
 
     study = Study("bench-parity", a.out, dry_run=a.dry_run)
-    base = base_overrides(a.steps, a.dataset, a.seed)
-    runs: dict[str, dict[str, Any]] = {}
-    # --jobs 2: both runs at once, each its own process (one core each with OMP_NUM_THREADS=1)
-    from concurrent.futures import ThreadPoolExecutor
-
+    base = base_overrides(a.steps, a.dataset)
+    todo = {run_name(precision, seed): [*base, f"seed={seed}", *overrides]
+            for seed in a.seeds for precision, overrides in RUNS.items()}
+    # --jobs 2: two runs at once, each its own process (one core each with OMP_NUM_THREADS=1)
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
-        ckpts = dict(zip(RUNS, pool.map(lambda item: study.train(item[0], base + item[1]), RUNS.items())))
-    for name, overrides in RUNS.items():
-        runs[name] = {"overrides": overrides, "checkpoint": str(ckpts[name]) if ckpts[name] else None,
-                      "train_s": _train_seconds(study, name)}
+        ckpts = dict(zip(todo, pool.map(lambda item: study.train(*item), todo.items())))
+    runs: dict[str, dict[str, Any]] = {}
+    for seed in a.seeds:
+        for precision, overrides in RUNS.items():
+            name = run_name(precision, seed)
+            runs[name] = {"precision": precision, "seed": seed, "overrides": overrides,
+                          "checkpoint": str(ckpts[name]) if ckpts[name] else None, "train_s": _train_seconds(study, name)}
     for name, r in runs.items():
         if r["checkpoint"] is not None:
             study.evaluate(f"{name}-val", ["codec=checkpoint", f"codec.ckpt={r['checkpoint']}", f"data={a.dataset}", "split=val"])
@@ -146,11 +189,11 @@ def run_parity(a: argparse.Namespace, command: str) -> tuple[int, dict[str, Any]
         rec = read_json(path)
         r.update(record=str(path), num_images=rec["num_images"],
                  metrics={k: rec["metrics"].get(k) for k in ("psnr", "bpp_real", "bpp_estimated", "ms_ssim")})
-    diff, rows = compare(runs)
+    diff, rows = compare(runs, a.seeds)
     result = {
         "command": command,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "settings": {"base": base, "steps": a.steps, "dataset": a.dataset, "seed": a.seed},
+        "settings": {"base": base, "steps": a.steps, "dataset": a.dataset, "seeds": a.seeds},
         "environment": _environment(),
         "runs": runs,
         "differences": diff,
@@ -176,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n=== bf16-mixed + channels-last vs fp32 training (parity) ===")
     for name, r in result["runs"].items():
         m = r["metrics"]
-        print(f"  {name:<5} PSNR {m['psnr']:.3f} dB   bpp {m['bpp_real']:.4f}   ({r['num_images']} {a.dataset} val frames)")
+        print(f"  {name:<10} PSNR {m['psnr']:.3f} dB   bpp {m['bpp_real']:.4f}   ({r['num_images']} {a.dataset} val frames)")
     for r in result["summary"]:
-        print(f"  {r['check']:<28} {_fmt(r['value'], r['unit']):>10}   {_goal(r['goal'], r['unit']):<14} {r['result']}")
+        print(f"  {r['check']:<46} {_fmt(r['value'], r['unit']):>10}   {_goal(r['goal'], r['unit']):<15} {r['result']}")
     print(f"\nwrote {out / 'parity.json'} and {out / 'precision.md'}")
     return rc

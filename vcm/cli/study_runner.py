@@ -130,12 +130,16 @@ class Study:
         done = run / "TRAINED"
         if done.is_file() and ckpt.is_file() and not self.dry_run:
             print(f"[{self.name}] {point}: trained already ({ckpt}), kept", flush=True)
-            self.steps.append({"point": point, "status": "kept (trained)"})
+            step = {"point": point, "status": "kept (trained)"}
+            marker = done.read_text().split()
+            if len(marker) == 2:  # "ok <seconds the training took>"
+                step["trained_seconds"] = float(marker[1])
+            self.steps.append(step)
             return ckpt
         ok = self.run(point, [*TRAIN, *overrides, f"hydra.run.dir={run}",
                               f"paths.results_dir={self.out / 'train-records'}", "test_after_fit=false"], timeout)
         if ok and ckpt.is_file():
-            done.write_text("ok\n")
+            done.write_text(f"ok {self.steps[-1]['seconds']}\n")
         return ckpt if ok and (ckpt.is_file() or self.dry_run) else None
 
     def best_checkpoint(self, point: str) -> Path | None:

@@ -117,6 +117,16 @@ def test_parity_dry_run_prints_pairs_of_trainings_that_differ_only_in_precision(
     assert not (tmp_path / "p" / "parity.json").exists()
 
 
+def test_parity_fp32_module_variants_train_at_the_first_seed(tmp_path, capsys):
+    assert main(["parity", "--dry-run", "--seeds", "3", "--fp32-modules", "h_a,h_s", "--out", str(tmp_path / "p")]) == 0
+    steps = json.loads((tmp_path / "p" / "study.json").read_text())["steps"]
+    assert [s["point"] for s in steps][:3] == ["fp32-seed3", "bf16-seed3", "bf16-fp32_h_a+h_s-seed3"]
+    argv = shlex.split(steps[2]["cmd"])
+    assert "model.fp32_modules=[h_a,h_s]" in argv and "seed=3" in argv and set(RUNS["bf16"]) <= set(argv)
+    with pytest.raises(SystemExit):
+        main(["parity", "--dry-run", "--fp32-modules", "h_a;rm", "--out", str(tmp_path / "q")])
+
+
 def test_parity_rejects_repeated_seeds(tmp_path):
     with pytest.raises(SystemExit):
         main(["parity", "--dry-run", "--seeds", "1", "1", "--out", str(tmp_path / "p")])
@@ -142,3 +152,7 @@ def test_parity_differences_and_markdown():
     assert "`python -m vcm.cli.bench parity`" in md and "| PASS |" in md and "| FAIL |" in md
     assert "-0.050 dB" in md and "+3.00 %" in md and "within ±0.1 dB" in md and "within ±2 %" in md
     assert "| real bpp, fp32 seed 1 / seed 0 - 1 | -4.00 % | - (noise floor) | report |" in md
+    runs["bf16-fp32_h_s-seed0"] = {**runs["fp32-seed0"], "metrics": {"psnr": 30.02, "bpp_real": 0.505}}
+    diff, rows = compare(runs, [0, 1], ["bf16-fp32_h_s"])
+    assert diff["variants"]["bf16-fp32_h_s"]["bpp_relative"] == pytest.approx(0.01)
+    assert rows[-1]["check"] == "real bpp, bf16-fp32_h_s / fp32 - 1 (seed 0)" and rows[-1]["result"] == "PASS"

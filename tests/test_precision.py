@@ -11,8 +11,10 @@ from lightning.pytorch.callbacks import Callback
 from vcm.codecs.precision import (
     Fp32EntropyBottleneck,
     Fp32GaussianConditional,
+    run_in_fp32,
     use_fp32_entropy_models,
 )
+from vcm.errors import ConfigError
 
 BF16 = ["trainer.precision=bf16-mixed", "model.channels_last=true"]
 
@@ -63,6 +65,30 @@ def test_state_dict_keys_unchanged_by_fp32_entropy_models():
     keys = list(codec.state_dict())
     use_fp32_entropy_models(codec)
     assert list(codec.state_dict()) == keys
+
+
+def test_run_in_fp32_keeps_the_named_transforms_in_fp32_under_autocast():
+    from vcm.codecs.image import hyperprior
+
+    torch.manual_seed(0)
+    codec = hyperprior(N=8, M=8).eval()
+    reference = hyperprior(N=8, M=8).eval()
+    reference.load_state_dict(codec.state_dict())
+    keys = list(codec.state_dict())
+    run_in_fp32(codec, ["h_a", "h_s"])
+    assert list(codec.state_dict()) == keys and isinstance(codec.h_s, type(reference.h_s))
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        y = reference.g_a(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y_bf16 = codec.g_a(x)  # not named: bf16 under autocast
+            z = codec.h_a(y_bf16)
+            scales = codec.h_s(z)
+        assert y_bf16.dtype == torch.bfloat16 and z.dtype == torch.float32 and scales.dtype == torch.float32
+        assert torch.equal(z, reference.h_a(y_bf16.float()))  # the fp32 numbers of the bf16 latent
+        assert torch.equal(codec.h_a(y), reference.h_a(y))  # outside autocast: unchanged
+    with pytest.raises(ConfigError, match="'h_x' is not a submodule"):
+        run_in_fp32(codec, ["h_x"])
 
 
 class GradientProbe(Callback):

@@ -3,6 +3,7 @@ fp32 from the same seeds, all coded with real bitstreams on the validation frame
 
     python -m vcm.cli.bench parity              # make bench-parity: seeds 0 and 1, 4 x 2,000 steps (about 50 min on 2 cores)
     python -m vcm.cli.bench parity --seeds 0    # one pair only
+    python -m vcm.cli.bench parity --fp32-modules h_a,h_s g_a,g_s   # + bf16 runs with these parts in fp32 (seed 0)
     python -m vcm.cli.bench parity --dry-run    # print the commands only
     python -m vcm.cli.bench parity --steps 3 --dataset kitti_tiny --seeds 0 --out /tmp/parity   # a smoke run
 
@@ -15,6 +16,8 @@ a finished step kept when the command is run again). Each final checkpoint is th
 precision). Goals, per seed: PSNR of the bf16 run within 0.1 dB of the fp32 run's, real bpp within 2 %.
 With two or more seeds the same differences between seeds of one precision are reported too: two fp32
 runs that differ only in their seed show how far training noise alone moves a 2,000-step point.
+``--fp32-modules`` adds, at the first seed, bf16 runs with some transforms in fp32
+(``model.fp32_modules``, :func:`vcm.codecs.precision.run_in_fp32`): where a difference comes from.
 Writes ``<out>/parity.json`` (atomically) and ``<out>/precision.md`` (Markdown for
 ``docs/results/precision.md``, naming the command). A missed goal is printed and recorded; the exit
 code is non-zero only when a step failed.
@@ -53,6 +56,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                    help="data config to train on (train split) and to measure on (val split) (default kitti_mini)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
                    help="one bf16 / fp32 pair per seed (default 0 1: the seed-to-seed difference is the noise floor)")
+    p.add_argument("--fp32-modules", nargs="+", default=[], metavar="MODULES",
+                   help="also train, at the first seed, bf16 runs with these codec submodules in fp32 "
+                        "(model.fp32_modules), e.g. h_a,h_s g_a,g_s: which part a difference comes from")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"study folder (default {DEFAULT_OUT})")
     p.add_argument("--jobs", type=int, default=1, choices=(1, 2),
                    help="train the runs one after the other (1) or two at a time (2)")
@@ -62,12 +68,20 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         p.error(f"--steps must be >= 1, got {a.steps}")
     if len(set(a.seeds)) != len(a.seeds):
         p.error(f"--seeds must differ, got {a.seeds}")
+    for mods in a.fp32_modules:
+        if not all(m.replace("_", "").replace(".", "").isalnum() for m in mods.split(",")):
+            p.error(f"--fp32-modules {mods!r}: expected comma-separated submodule names, e.g. h_a,h_s")
     return a
 
 
 def run_name(precision: str, seed: int) -> str:
     """The study point of one training run, e.g. ``bf16-seed0``."""
     return f"{precision}-seed{seed}"
+
+
+def fp32_module_runs(modules: list[str]) -> dict[str, list[str]]:
+    """The bf16 variants with some submodules in fp32, e.g. ``"h_a,h_s"`` -> ``bf16-fp32_h_a+h_s``."""
+    return {f"bf16-fp32_{mods.replace(',', '+')}": [*RUNS["bf16"], f"model.fp32_modules=[{mods}]"] for mods in modules}
 
 
 def _train_seconds(study, point: str) -> float | None:
@@ -87,9 +101,11 @@ def _difference(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     return {"psnr_db": a["psnr"] - b["psnr"], "bpp_relative": a["bpp_real"] / b["bpp_real"] - 1}
 
 
-def compare(runs: dict[str, dict[str, Any]], seeds: list[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """bf16 against fp32 at each seed (the goals), their mean over seeds, and, with several seeds, each
-    precision's seed-to-seed difference (later seeds against the first: the noise floor, no goal)."""
+def compare(runs: dict[str, dict[str, Any]], seeds: list[int], variants: list[str] = ()
+            ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """bf16 against fp32 at each seed (the goals), their mean over seeds, with several seeds each
+    precision's seed-to-seed difference (later seeds against the first: the noise floor, no goal), and
+    each bf16 variant of ``variants`` (run at the first seed) against fp32 at that seed."""
     metrics = {name: r["metrics"] for name, r in runs.items()}
     diff: dict[str, Any] = {"per_seed": {}, "seed_to_seed": {}}
     rows = []
@@ -111,6 +127,12 @@ def compare(runs: dict[str, dict[str, Any]], seeds: list[int]) -> tuple[dict[str
                 diff["seed_to_seed"][f"{precision} seed {seed} vs {first}"] = d
                 rows += [_row(f"PSNR, {precision} seed {seed} - seed {first}", d["psnr_db"], "dB", None),
                          _row(f"real bpp, {precision} seed {seed} / seed {first} - 1", d["bpp_relative"], "%", None)]
+    first = seeds[0]
+    for variant in variants:
+        d = _difference(metrics[run_name(variant, first)], metrics[run_name("fp32", first)])
+        diff.setdefault("variants", {})[variant] = d
+        rows += [_row(f"PSNR, {variant} - fp32 (seed {first})", d["psnr_db"], "dB", GOALS["psnr_db"]),
+                 _row(f"real bpp, {variant} / fp32 - 1 (seed {first})", d["bpp_relative"], "%", GOALS["bpp_relative"])]
     return diff, rows
 
 
@@ -164,17 +186,18 @@ def run_parity(a: argparse.Namespace, command: str) -> tuple[int, dict[str, Any]
 
     study = Study("bench-parity", a.out, dry_run=a.dry_run)
     base = base_overrides(a.steps, a.dataset)
-    todo = {run_name(precision, seed): [*base, f"seed={seed}", *overrides]
-            for seed in a.seeds for precision, overrides in RUNS.items()}
+    variants = fp32_module_runs(a.fp32_modules)
+    plan = [(precision, seed, overrides) for seed in a.seeds for precision, overrides in RUNS.items()]
+    plan += [(name, a.seeds[0], overrides) for name, overrides in variants.items()]
+    todo = {run_name(precision, seed): [*base, f"seed={seed}", *overrides] for precision, seed, overrides in plan}
     # --jobs 2: two runs at once, each its own process (one core each with OMP_NUM_THREADS=1)
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         ckpts = dict(zip(todo, pool.map(lambda item: study.train(*item), todo.items())))
     runs: dict[str, dict[str, Any]] = {}
-    for seed in a.seeds:
-        for precision, overrides in RUNS.items():
-            name = run_name(precision, seed)
-            runs[name] = {"precision": precision, "seed": seed, "overrides": overrides,
-                          "checkpoint": str(ckpts[name]) if ckpts[name] else None, "train_s": _train_seconds(study, name)}
+    for precision, seed, overrides in plan:
+        name = run_name(precision, seed)
+        runs[name] = {"precision": precision, "seed": seed, "overrides": overrides,
+                      "checkpoint": str(ckpts[name]) if ckpts[name] else None, "train_s": _train_seconds(study, name)}
     for name, r in runs.items():
         if r["checkpoint"] is not None:
             study.evaluate(f"{name}-val", ["codec=checkpoint", f"codec.ckpt={r['checkpoint']}", f"data={a.dataset}", "split=val"])
@@ -189,11 +212,12 @@ def run_parity(a: argparse.Namespace, command: str) -> tuple[int, dict[str, Any]
         rec = read_json(path)
         r.update(record=str(path), num_images=rec["num_images"],
                  metrics={k: rec["metrics"].get(k) for k in ("psnr", "bpp_real", "bpp_estimated", "ms_ssim")})
-    diff, rows = compare(runs, a.seeds)
+    diff, rows = compare(runs, a.seeds, list(variants))
     result = {
         "command": command,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "settings": {"base": base, "steps": a.steps, "dataset": a.dataset, "seeds": a.seeds},
+        "settings": {"base": base, "steps": a.steps, "dataset": a.dataset, "seeds": a.seeds,
+                     "fp32_modules": a.fp32_modules},
         "environment": _environment(),
         "runs": runs,
         "differences": diff,
@@ -219,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n=== bf16-mixed + channels-last vs fp32 training (parity) ===")
     for name, r in result["runs"].items():
         m = r["metrics"]
-        print(f"  {name:<10} PSNR {m['psnr']:.3f} dB   bpp {m['bpp_real']:.4f}   ({r['num_images']} {a.dataset} val frames)")
+        print(f"  {name:<24} PSNR {m['psnr']:.3f} dB   bpp {m['bpp_real']:.4f}   ({r['num_images']} {a.dataset} val frames)")
     for r in result["summary"]:
         print(f"  {r['check']:<46} {_fmt(r['value'], r['unit']):>10}   {_goal(r['goal'], r['unit']):<15} {r['result']}")
     print(f"\nwrote {out / 'parity.json'} and {out / 'precision.md'}")

@@ -19,7 +19,7 @@ import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import Tensor, nn
 
-__all__ = ["Fp32EntropyBottleneck", "Fp32GaussianConditional", "use_fp32_entropy_models"]
+__all__ = ["Fp32EntropyBottleneck", "Fp32GaussianConditional", "run_in_fp32", "use_fp32_entropy_models"]
 
 
 def _fp32(value: Any) -> Any:
@@ -69,4 +69,45 @@ def use_fp32_entropy_models(model: nn.Module) -> nn.Module:
         fp32_class = _FP32_CLASSES.get(type(module))
         if fp32_class is not None:
             module.__class__ = fp32_class
+    return model
+
+
+_FP32_SUBCLASSES: dict[type, type] = {}
+
+
+def _fp32_subclass(cls: type) -> type:
+    """``cls`` with a forward that runs with autocast off on fp32 copies of its tensor inputs."""
+    if cls not in _FP32_SUBCLASSES:
+        def forward(self, *args, **kwargs):
+            args = tuple(_fp32(a) for a in args)
+            kwargs = {k: _fp32(v) for k, v in kwargs.items()}
+            ref = next((a for a in (*args, *kwargs.values()) if torch.is_tensor(a)), None)
+            if ref is None:
+                return cls.forward(self, *args, **kwargs)
+            with _no_autocast(ref):
+                return cls.forward(self, *args, **kwargs)
+
+        _FP32_SUBCLASSES[cls] = type(f"Fp32{cls.__name__}", (cls,), {"forward": forward, "__module__": __name__})
+    return _FP32_SUBCLASSES[cls]
+
+
+def run_in_fp32(model: nn.Module, names: list[str] | tuple[str, ...]) -> nn.Module:
+    """Make the submodules ``names`` of ``model`` (e.g. ``["h_a", "h_s"]``) compute in fp32 under autocast
+    (in place), as the entropy models always do: their inputs are cast to fp32 and autocast is off
+    inside. Like :func:`use_fp32_entropy_models`, only the class of each instance changes; parameters,
+    state-dict keys and bitstreams are as before.
+
+    Raises:
+        ConfigError (a ValueError): a name that is not a submodule of ``model``.
+    """
+    from vcm.errors import ConfigError
+
+    found = dict(model.named_modules())
+    for name in names:
+        if not name or name not in found:
+            top = ", ".join(n for n in found if n and "." not in n)
+            raise ConfigError(f"model.fp32_modules: {name!r} is not a submodule of the codec; its top-level modules: {top}")
+        module = found[name]
+        if type(module) not in _FP32_SUBCLASSES.values():
+            module.__class__ = _fp32_subclass(type(module))
     return model

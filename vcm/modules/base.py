@@ -23,7 +23,7 @@ from torchvision.utils import draw_bounding_boxes
 
 from vcm.codecs.base import net_aux_parameters
 from vcm.codecs.checkpoint import codec_state_dict, load_codec_state
-from vcm.codecs.precision import use_fp32_entropy_models
+from vcm.codecs.precision import run_in_fp32, use_fp32_entropy_models
 from vcm.errors import ConfigError
 from vcm.evaluation.pipeline import MetricAccumulator, evaluate_image
 from vcm.utils.io import atomic_write_bytes
@@ -74,6 +74,8 @@ class CodecModule(L.LightningModule):
         channels_last: keep the codec's weights and the training batches in channels-last memory
             format during training (faster convolutions on CPU and on tensor-core GPUs); evaluation
             codes with the standard layout, so bitstreams do not depend on it.
+        fp32_modules: codec submodules (e.g. ``[h_a, h_s]``) that compute in fp32 under mixed
+            precision, as the entropy models always do (:func:`vcm.codecs.precision.run_in_fp32`).
 
     Mixed precision is Lightning's (``trainer.precision=bf16-mixed``): training steps run under
     autocast, the entropy models always in fp32 (:mod:`vcm.codecs.precision`), and every evaluation
@@ -99,11 +101,12 @@ class CodecModule(L.LightningModule):
         params: dict | None = None,
         lambdas: dict | None = None,
         channels_last: bool = False,
+        fp32_modules: list[str] | tuple[str, ...] = (),
     ):
         super().__init__()
         if nonfinite not in ("raise", "skip"):
             raise ConfigError(f"model.nonfinite={nonfinite!r}; expected 'raise' or 'skip'")
-        self.codec = use_fp32_entropy_models(codec)
+        self.codec = run_in_fp32(use_fp32_entropy_models(codec), list(fp32_modules or ()))
         self.channels_last = bool(channels_last)
         self.loss_fn = loss
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-4)

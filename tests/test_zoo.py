@@ -9,7 +9,6 @@ from collections import OrderedDict
 import hydra
 import pytest
 import torch
-
 from helpers import TINY_TRAIN, compose, run_cli
 
 from vcm import zoo

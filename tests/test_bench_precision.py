@@ -120,7 +120,7 @@ def test_parity_dry_run_prints_pairs_of_trainings_that_differ_only_in_precision(
 def test_parity_fp32_module_variants_train_at_the_first_seed(tmp_path, capsys):
     assert main(["parity", "--dry-run", "--seeds", "3", "--fp32-modules", "h_a,h_s", "--out", str(tmp_path / "p")]) == 0
     steps = json.loads((tmp_path / "p" / "study.json").read_text())["steps"]
-    assert [s["point"] for s in steps][:3] == ["fp32-seed3", "bf16-seed3", "bf16-fp32_h_a+h_s-seed3"]
+    assert [s["point"] for s in steps][:3] == ["fp32-seed3", "bf16-seed3", "bf16-fp32_h_a.h_s-seed3"]
     argv = shlex.split(steps[2]["cmd"])
     assert "model.fp32_modules=[h_a,h_s]" in argv and "seed=3" in argv and set(RUNS["bf16"]) <= set(argv)
     with pytest.raises(SystemExit):

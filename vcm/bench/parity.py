@@ -80,8 +80,8 @@ def run_name(precision: str, seed: int) -> str:
 
 
 def fp32_module_runs(modules: list[str]) -> dict[str, list[str]]:
-    """The bf16 variants with some submodules in fp32, e.g. ``"h_a,h_s"`` -> ``bf16-fp32_h_a+h_s``."""
-    return {f"bf16-fp32_{mods.replace(',', '+')}": [*RUNS["bf16"], f"model.fp32_modules=[{mods}]"] for mods in modules}
+    """The bf16 variants with some submodules in fp32, e.g. ``"h_a,h_s"`` -> ``bf16-fp32_h_a.h_s``."""
+    return {f"bf16-fp32_{mods.replace(',', '.')}": [*RUNS["bf16"], f"model.fp32_modules=[{mods}]"] for mods in modules}
 
 
 def _train_seconds(study, point: str) -> float | None:

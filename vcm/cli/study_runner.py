@@ -131,8 +131,8 @@ class Study:
         if done.is_file() and ckpt.is_file() and not self.dry_run:
             print(f"[{self.name}] {point}: trained already ({ckpt}), kept", flush=True)
             step = {"point": point, "status": "kept (trained)"}
-            marker = done.read_text().split()
-            if len(marker) == 2:  # "ok <seconds the training took>"
+            marker = done.read_text().split()  # "ok <seconds the training took>" (older markers: "ok")
+            if len(marker) == 2 and marker[1].replace(".", "", 1).isdigit():
                 step["trained_seconds"] = float(marker[1])
             self.steps.append(step)
             return ckpt

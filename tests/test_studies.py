@@ -160,6 +160,15 @@ def test_bench_features_fine_tunes_both_codecs_from_one_base_with_the_same_steps
     assert {c.split for c in evals.values()} == {"test"}
 
 
+def test_bench_features_task_loss_ablation_is_lmsfc_with_ta_msf_loss(tmp_path):
+    steps = _dry_run("bench_features", ["--task-loss-ablation", "--lmbdas", "0.5", "--no-anchors"], tmp_path / "study")
+    trains = _configs(steps, "vcm-train", tmp_path / "c")
+    ablation, lmsfc, ta_msf = trains["lmsfc_task_lmbda0.5"], trains["lmsfc_lmbda0.5"], trains["ta_msf_lmbda0.5"]
+    assert ablation.model.codec._target_ == lmsfc.model.codec._target_ != ta_msf.model.codec._target_
+    assert ablation.model.det_weight == ta_msf.model.det_weight == 1.0 and ablation.variant == "lmsfc_light_task"
+    assert ablation.trainer.max_steps == lmsfc.trainer.max_steps and ablation.init_from == lmsfc.init_from
+
+
 def test_bench_roi_prints_every_point_with_its_roi_to_background_gap(tmp_path, capsys):
     from vcm.cli.bench_roi import print_points
     from vcm.rd.record import make_record, write_record

@@ -10,7 +10,8 @@ the detector's heads on the decoded features), next to the MPEG-style feature an
 the decoded frames) and the detector on uncompressed frames. Printed: the training summary of every
 point (rate, feature MSE per level, the task-loss share), the RD table, and BD-rates on mAP@0.5
 against L-MSFC, the feature anchor, the zoo codec and HEVC; ``report/`` holds the plots. A re-run
-keeps the points already trained and evaluated.
+keeps the points already trained and evaluated. ``--task-loss-ablation`` adds L-MSFC's own
+architecture fine-tuned with TA-MSF's loss (TA-MSF's extra attention block left out).
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--det-weight-lmbda", type=float, default=opts["det_weight_lmbda"])
     ap.add_argument("--detector-ckpt", help="another detector checkpoint (same backbone) for features and metrics")
     ap.add_argument("--no-anchors", action="store_true", help="leave out feature_hevc and image coding")
+    ap.add_argument("--task-loss-ablation", action="store_true",
+                    help="also fine-tune L-MSFC's own architecture with TA-MSF's task loss (curve lmsfc/lmsfc_light_task)")
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args(argv)
     if a.steps < 1 or a.base_steps < 1:
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return st.finish() or 1
     points = []
     for lmbda in a.lmbdas:
-        for name, ov in cfg["curves"].items():
+        curves = {**cfg["curves"], **(cfg["ablation_curves"] if a.task_loss_ablation else {})}
+        for name, ov in curves.items():
             point = f"{name}_lmbda{lmbda:g}"
             ckpt = st.train(point, [*overrides(cfg["finetune"]), *det, *overrides(ov), f"lmbda={lmbda:g}", f"init_from={base}"])
             points.append(point)

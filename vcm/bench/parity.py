@@ -91,14 +91,21 @@ def _train_seconds(study, point: str) -> float | None:
     return None
 
 
-def _row(check: str, value: float, unit: str, goal: float | None) -> dict[str, Any]:
-    result = "report" if goal is None else ("PASS" if abs(value) <= goal else "FAIL")
-    return {"check": check, "value": value, "goal": goal, "unit": unit, "result": result}
-
-
 def _difference(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     """``a`` against ``b``: PSNR difference in dB, relative real-bpp difference."""
     return {"psnr_db": a["psnr"] - b["psnr"], "bpp_relative": a["bpp_real"] / b["bpp_real"] - 1}
+
+
+def _rows(a: str, b: str, context: str, d: dict[str, float], goals: bool = True) -> list[dict[str, Any]]:
+    """The PSNR and bpp rows of ``a`` against ``b`` (``d`` from :func:`_difference`), with the goals or
+    as a reported figure."""
+    out = []
+    for check, key, unit in ((f"PSNR, {a} - {b}{context}", "psnr_db", "dB"),
+                             (f"real bpp, {a} / {b} - 1{context}", "bpp_relative", "%")):
+        goal = GOALS[key] if goals else None
+        result = "report" if goal is None else ("PASS" if abs(d[key]) <= goal else "FAIL")
+        out.append({"check": check, "value": d[key], "goal": goal, "unit": unit, "result": result})
+    return out
 
 
 def compare(runs: dict[str, dict[str, Any]], seeds: list[int], variants: list[str] = ()
@@ -107,32 +114,25 @@ def compare(runs: dict[str, dict[str, Any]], seeds: list[int], variants: list[st
     precision's seed-to-seed difference (later seeds against the first: the noise floor, no goal), and
     each bf16 variant of ``variants`` (run at the first seed) against fp32 at that seed."""
     metrics = {name: r["metrics"] for name, r in runs.items()}
+    first = seeds[0]
     diff: dict[str, Any] = {"per_seed": {}, "seed_to_seed": {}}
     rows = []
     for seed in seeds:
-        d = _difference(metrics[run_name("bf16", seed)], metrics[run_name("fp32", seed)])
-        diff["per_seed"][seed] = d
-        rows += [_row(f"PSNR, bf16 - fp32 (seed {seed})", d["psnr_db"], "dB", GOALS["psnr_db"]),
-                 _row(f"real bpp, bf16 / fp32 - 1 (seed {seed})", d["bpp_relative"], "%", GOALS["bpp_relative"])]
+        d = diff["per_seed"][seed] = _difference(metrics[run_name("bf16", seed)], metrics[run_name("fp32", seed)])
+        rows += _rows("bf16", "fp32", f" (seed {seed})", d)
     if len(seeds) > 1:
         mean = {k: sum(d[k] for d in diff["per_seed"].values()) / len(seeds) for k in ("psnr_db", "bpp_relative")}
         diff["mean"] = mean
-        rows += [_row(f"PSNR, bf16 - fp32 (mean of {len(seeds)} seeds)", mean["psnr_db"], "dB", GOALS["psnr_db"]),
-                 _row(f"real bpp, bf16 / fp32 - 1 (mean of {len(seeds)} seeds)", mean["bpp_relative"], "%",
-                      GOALS["bpp_relative"])]
-        first = seeds[0]
+        rows += _rows("bf16", "fp32", f" (mean of {len(seeds)} seeds)", mean)
         for precision in RUNS:
             for seed in seeds[1:]:
                 d = _difference(metrics[run_name(precision, seed)], metrics[run_name(precision, first)])
                 diff["seed_to_seed"][f"{precision} seed {seed} vs {first}"] = d
-                rows += [_row(f"PSNR, {precision} seed {seed} - seed {first}", d["psnr_db"], "dB", None),
-                         _row(f"real bpp, {precision} seed {seed} / seed {first} - 1", d["bpp_relative"], "%", None)]
-    first = seeds[0]
+                rows += _rows(f"{precision} seed {seed}", f"seed {first}", "", d, goals=False)
     for variant in variants:
         d = _difference(metrics[run_name(variant, first)], metrics[run_name("fp32", first)])
         diff.setdefault("variants", {})[variant] = d
-        rows += [_row(f"PSNR, {variant} - fp32 (seed {first})", d["psnr_db"], "dB", GOALS["psnr_db"]),
-                 _row(f"real bpp, {variant} / fp32 - 1 (seed {first})", d["bpp_relative"], "%", GOALS["bpp_relative"])]
+        rows += _rows(variant, "fp32", f" (seed {first})", d)
     return diff, rows
 
 

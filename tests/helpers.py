@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "vcm" / "conf"
 TESTS = Path(__file__).resolve().parent
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 
@@ -44,7 +44,7 @@ def synthetic_cache(base: Path) -> Path:
 
 def compose(overrides: list[str], tmp: Path | None = None, cache: Path | None = None, name: str = "train",
             hydra: bool = False):
-    """``conf/<name>.yaml`` with overrides; run, results and cache folders under ``tmp`` (when given).
+    """``vcm/conf/<name>.yaml`` with overrides; run, results and cache folders under ``tmp`` (when given).
 
     ``hydra=True`` keeps the ``hydra`` node (sweeper params, launcher) in the result.
     """
@@ -72,12 +72,12 @@ def compose(overrides: list[str], tmp: Path | None = None, cache: Path | None = 
 
 
 def config_options(group: str) -> list[str]:
-    """The options of config group ``conf/<group>/`` (files starting with ``_`` are internal)."""
+    """The options of config group ``vcm/conf/<group>/`` (files starting with ``_`` are internal)."""
     return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def experiments(command: str) -> list[str]:
-    """The experiments (``conf/experiment/``) of ``vcm-train`` (``command="train"``: they choose a
+    """The experiments (``vcm/conf/experiment/``) of ``vcm-train`` (``command="train"``: they choose a
     model) or of ``vcm-eval`` (``"eval"``: they choose a codec, e.g. an anchor's sweep)."""
     chooses = "override /codec" if command == "eval" else "override /model"
     return [o for o in config_options("experiment") if chooses in (CONF / "experiment" / f"{o}.yaml").read_text()]

@@ -17,7 +17,7 @@ def test_every_console_script_imports():
 
 
 def test_every_anchor_config_has_its_own_curve(tmp_path):
-    """hevc444 records never join the 4:2:0 hevc curve: each conf/codec anchor has its own codec name."""
+    """hevc444 records never join the 4:2:0 hevc curve: each vcm/conf/codec anchor has its own codec name."""
     import hydra
     from helpers import compose
 

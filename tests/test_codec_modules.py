@@ -8,8 +8,8 @@ import torch
 
 from tests.helpers import compose
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-# Every codec family (conf/model/*.yaml except the detector's own module).
+CONF = Path(__file__).resolve().parents[1] / "vcm" / "conf"
+# Every codec family (vcm/conf/model/*.yaml except the detector's own module).
 CODEC_MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.stem.startswith("_") and p.stem != "detector")
 
 

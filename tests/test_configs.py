@@ -26,8 +26,8 @@ from omegaconf import OmegaConf, open_dict
 
 from vcm.errors import ConfigError
 
-# conf/<group>/ folders that are config groups users choose from (model_base is internal).
-# conf/study holds study presets read by the study runner, not a Hydra group: tests/test_studies.py runs them
+# vcm/conf/<group>/ folders that are config groups users choose from (model_base is internal).
+# vcm/conf/study holds study presets read by the study runner, not a Hydra group: tests/test_studies.py runs them
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("model_base", "hydra", "study"))
 # tiny codec widths for every model config (keys a model does not have are added harmlessly: none is read)
 TINY_WIDTHS = ["model.codec.N=8", "model.codec.M=8"]
@@ -343,7 +343,7 @@ def test_launcher_option_names_an_importable_launcher(option):
 def test_paths_resolve_under_the_project():
     cfg = compose(["paths=default"], hydra=True)
     root = Path(cfg.paths.root_dir)
-    assert (root / "conf").is_dir() and Path(cfg.paths.shared_dir) == root / ".." / "shared"
+    assert (root / "vcm" / "conf").is_dir() and Path(cfg.paths.shared_dir) == root / ".." / "shared"
 
 
 # ------------------------------------------------------------------------------------ config semantics

@@ -57,7 +57,7 @@ class HevcAnchor(YuvImageAnchor):
     ):
         self.qp = check_int("qp", qp, 0, 51)
         self.chroma = check_choice("chroma", str(chroma), ("420", "444"))
-        # its own RD curve: 4:4:4 is another codec than the 4:2:0 anchor (conf/codec/hevc444.yaml)
+        # its own RD curve: 4:4:4 is another codec than the 4:2:0 anchor (vcm/conf/codec/hevc444.yaml)
         self.name = "hevc" if self.chroma == "420" else f"hevc{self.chroma}"
         self.bit_depth = check_choice("bit_depth", bit_depth, (8, 10))
         self.preset = check_choice("preset", preset, X265_PRESETS)

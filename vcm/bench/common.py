@@ -18,7 +18,7 @@ SECTIONS = ("codec", "bpp", "train", "anchors", "precision")
 # Upper bounds, except AT_LEAST's keys, which are lower bounds.
 GOALS = {"codec": 1.05, "bpp": 0.01, "train": 1.10, "precision": 0.50, "precision_lightning": 1.05, "loader": 3.0}
 AT_LEAST = frozenset({"loader"})
-LMBDA_Q3 = 0.0067  # CompressAI's MSE lambda of quality 3 (conf/model/hyperprior.yaml)
+LMBDA_Q3 = 0.0067  # CompressAI's MSE lambda of quality 3 (vcm/conf/model/hyperprior.yaml)
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Settings:
             kitti_mini training crops (also the loader's batch size and crop).
         prec_steps, prec_warmup: section 5's timed steps per loop (A-B-B-A) and warm-up steps.
         det_frames, det_size: the detector's batch of full kitti_mini frames and its (min_size,
-            max_size) resize (None: conf/detector/mobilenet_v2_fpn.yaml's, KITTI frames at 1:1).
+            max_size) resize (None: vcm/conf/detector/mobilenet_v2_fpn.yaml's, KITTI frames at 1:1).
         det_overrides: further ``detector.*`` overrides (fewer proposals in quick runs).
         lmsfc_nm, lmsfc_batch, lmsfc_crop: L-MSFC's (N, M) (None: quality 1's) and its batch of crops.
         loader_batches: timed loader batches per loader run (A-B-B-A against training steps).
@@ -162,7 +162,7 @@ def _kitti_images(data_root: Path) -> list[tuple[str, torch.Tensor]]:
 
 
 def _train_frame_ids(frame_ids: list[str]) -> list[str]:
-    """The training split of kitti_tiny as conf/data/kitti_tiny.yaml makes it (seed 0, 0.75/0.125/0.125)."""
+    """The training split of kitti_tiny as vcm/conf/data/kitti_tiny.yaml makes it (seed 0, 0.75/0.125/0.125)."""
     from vcm.data.splits import split_groups
 
     return split_groups(frame_ids, (0.75, 0.125, 0.125), seed=0)["train"]

@@ -5,7 +5,7 @@
 Each detector runs its whole inference (transform, backbone + FPN, RPN, RoI heads, post-processing:
 ``detect(features(frame))``) in fp32 under ``torch.no_grad``; one warm-up round, then ``--repeats``
 rounds with the detectors interleaved so that a change of machine load hits all of them. A config
-name of ``conf/detector`` is built as vcm-eval builds it (a random-weight detector where no weights
+name of ``vcm/conf/detector`` is built as vcm-eval builds it (a random-weight detector where no weights
 are configured: the time of a Faster R-CNN depends on its architecture and proposal counts, not on
 its weights, since the test-time proposal count is fixed).
 """
@@ -25,9 +25,9 @@ def build(name: str, class_names: list[str]):
     from hydra.utils import instantiate
 
     import vcm.utils.config  # noqa: F401  (resolvers)
-    from vcm.utils.config import PROJECT_ROOT
+    from vcm.utils.config import CONF_DIR
 
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("eval", overrides=[f"detector={name}", "data=kitti_mini"])
     cfg.detector.class_names = class_names
     return instantiate(cfg.detector).eval()

@@ -5,7 +5,7 @@ diverging run, a missing file) must not cost the other points. :func:`run_job` r
 multirun it catches the job's exception, writes ``FAILED.json`` into that job's output folder
 (the point's overrides, the error and its traceback), logs which point failed and returns, so the
 launcher goes on with the next point. :class:`SweepFailureCallback` (a Hydra callback, configured
-in ``conf/hydra/default.yaml``) then lists every failed point at the end of the sweep, writes
+in ``vcm/conf/hydra/default.yaml``) then lists every failed point at the end of the sweep, writes
 ``failures.json`` into the sweep folder and makes the command exit with status 1. Outside
 a multirun, errors propagate unchanged.
 """

@@ -2,7 +2,7 @@
 real KITTI frames?
 
 One L-MSFC base run on the shipped real-KITTI detector's FPN features of kitti_mini train crops
-(``conf/experiment/lmsfc_kitti.yaml``), then, at every lambda, the same extra steps from that base
+(``vcm/conf/experiment/lmsfc_kitti.yaml``), then, at every lambda, the same extra steps from that base
 for L-MSFC (RD loss) and TA-MSF (RD + w * the detector's four losses on the decoded features).
 Every point is evaluated by split inference on the kitti_mini test frames (real feature bitstreams,
 the detector's heads on the decoded features), next to the MPEG-style feature anchor
@@ -23,7 +23,7 @@ from pathlib import Path
 from vcm.cli.study_runner import Study, load_study, overrides
 from vcm.utils.config import PROJECT_ROOT
 
-#: the benchmark's settings, conf/study/bench_features.yaml
+#: the benchmark's settings, vcm/conf/study/bench_features.yaml
 PRESET = "bench_features"
 
 

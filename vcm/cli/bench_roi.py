@@ -1,7 +1,7 @@
 """``make bench-roi``: does ROI-awareness work, on real KITTI frames?
 
 Every point starts from the zoo hyperprior of its rate point (``zoo:hyperprior-kitti-q<q>``) and
-gets the same extra steps on kitti_mini train crops (``conf/experiment/roi_kitti.yaml``):
+gets the same extra steps on kitti_mini train crops (``vcm/conf/experiment/roi_kitti.yaml``):
 
 * ``roi_hyperprior``: ROI-weighted RD loss (alpha 0.9), its encoder conditioned on the shipped
   real-KITTI detector (``kitti_mobilenet_v2``); the decoder needs no detector;
@@ -27,7 +27,7 @@ from pathlib import Path
 from vcm.cli.study_runner import Study, load_study, overrides
 from vcm.utils.config import PROJECT_ROOT
 
-#: the benchmark's settings (recipe, curves, default options), conf/study/bench_roi.yaml
+#: the benchmark's settings (recipe, curves, default options), vcm/conf/study/bench_roi.yaml
 PRESET = "bench_roi"
 CURVES = ("hyperprior", "roi_hyperprior", "roi_zero_features", "roi_boxes")
 

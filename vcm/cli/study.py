@@ -1,6 +1,6 @@
 """``make demo`` / ``make paper-mini`` / ``make paper``: the whole comparison in one command.
 
-A preset (``--preset``) is a config file, ``conf/study/<preset>.yaml`` (its comments say what
+A preset (``--preset``) is a config file, ``vcm/conf/study/<preset>.yaml`` (its comments say what
 each key does; a new file there is a new preset):
 
 * ``demo``  (CPU): synthetic data; a short detector training; the hyperprior at two
@@ -23,7 +23,7 @@ from pathlib import Path
 from vcm.cli.study_runner import Study, load_study, point_name, study_names
 from vcm.utils.config import PROJECT_ROOT
 
-# the presets of this script (conf/study/bench_*.yaml are those of the benchmark scripts)
+# the presets of this script (vcm/conf/study/bench_*.yaml are those of the benchmark scripts)
 PRESETS = tuple(n for n in study_names() if not n.startswith("bench_"))
 METRICS = ["psnr", "roi_psnr", "map_50", "kitti_ap_car_moderate"]
 

@@ -31,12 +31,12 @@ STUDY_DIR = CONF_DIR / "study"
 
 
 def study_names() -> list[str]:
-    """The study presets, ``conf/study/<name>.yaml``."""
+    """The study presets, ``vcm/conf/study/<name>.yaml``."""
     return sorted(p.stem for p in STUDY_DIR.glob("*.yaml"))
 
 
 def load_study(name: str, key: str | None = None, **values) -> dict:
-    """A study preset (``conf/study/<name>.yaml``) as a plain dict, with ``values`` set at its root
+    """A study preset (``vcm/conf/study/<name>.yaml``) as a plain dict, with ``values`` set at its root
     before its ``${...}`` interpolations are resolved; with ``key``, only that entry (resolved).
 
     Raises:

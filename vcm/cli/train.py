@@ -206,7 +206,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
 
             callbacks.append(FrozenDetectorCallback(cfg.detector, config=to_plain(cfg.detector)))
         elif model.codec.needs is Needs.DETECTOR:
-            raise ConfigError(f"model={model.codec_name} needs a detector: add detector=resnet18_fpn (or another conf/detector entry)")
+            raise ConfigError(f"model={model.codec_name} needs a detector: add detector=resnet18_fpn (or another vcm/conf/detector entry)")
         model.vcm_meta.update({
             "kind": kind,
             "codec_name": model.codec_name,

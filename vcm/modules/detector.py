@@ -33,7 +33,7 @@ class DetectorModule(L.LightningModule):
     """Faster R-CNN training with torchvision's detection losses; validation by COCO mAP and KITTI AP.
 
     Args:
-        detector: the detector config (``conf/detector``): backbone, weights, checkpoint, sizes...
+        detector: the detector config (``vcm/conf/detector``): backbone, weights, checkpoint, sizes...
         class_names: object classes (label i+1 = class_names[i]).
         optimizer: partial optimiser (SGD or AdamW from config).
         warmup_steps: linear warm-up steps before the cosine decay.

@@ -10,7 +10,7 @@ ground truth. ``w`` is 0 during a warm-up (in optimiser steps or epochs).
 
 The task weight is given relative to lambda: ``w = det_weight * lmbda / det_weight_lmbda``. The
 source trains ``R + lambda * D + w * det`` with ``w = 0.1`` at ``lambda = 30``; with
-``det_weight=0.1, det_weight_lmbda=30`` (conf/model/ta_msf.yaml) the task term keeps the source's
+``det_weight=0.1, det_weight_lmbda=30`` (vcm/conf/model/ta_msf.yaml) the task term keeps the source's
 weight relative to the distortion term (``w / lambda = 1/300``) at every lambda of L-MSFC's table,
 and ``lmbda=30`` gives exactly the source's ``w = 0.1``. ``det_weight_lmbda=null`` makes
 ``det_weight`` the absolute ``w``.

@@ -1,18 +1,39 @@
-"""Hydra/OmegaConf helpers: resolvers and config checks shared by vcm-train and vcm-eval."""
+"""Hydra/OmegaConf helpers: where the configs and the project live, resolvers and config checks shared
+by vcm-train and vcm-eval.
+
+The config tree ships inside the package (``vcm/conf``), so an installed wheel composes the same
+configs as a checkout. ``VCM_CONF_DIR`` points Hydra at another tree.
+"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from vcm.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+#: The checkout holding the package (``pyproject.toml`` beside ``vcm/``); None for an installed wheel.
+CHECKOUT_ROOT: Path | None = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else None
+CONF_DIR = Path(os.environ.get("VCM_CONF_DIR", PACKAGE_DIR / "conf")).resolve()
+
+
+def project_root() -> Path:
+    """Where run output, results and caches go by default (``paths.root_dir``): the checkout, or for an
+    installed package the current directory (read when the config is resolved, not at import)."""
+    return CHECKOUT_ROOT if CHECKOUT_ROOT is not None else Path.cwd()
+
+
+#: The project root as :func:`project_root` finds it at import (the checkout, or the current directory).
+PROJECT_ROOT = project_root()
 
 
 def _register() -> None:
     if not OmegaConf.has_resolver("vcm_root"):
-        OmegaConf.register_new_resolver("vcm_root", lambda: str(PROJECT_ROOT))
+        OmegaConf.register_new_resolver("vcm_root", lambda: str(project_root()))
+    if not OmegaConf.has_resolver("vcm_conf"):
+        OmegaConf.register_new_resolver("vcm_conf", lambda: str(CONF_DIR))
 
 
 _register()
@@ -36,14 +57,9 @@ def to_plain(cfg) -> dict:
         return None
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
-# The config tree lives beside the package (editable install); VCM_CONF_DIR points elsewhere.
-import os as _os
-
-CONF_DIR = Path(_os.environ.get("VCM_CONF_DIR", PROJECT_ROOT / "conf")).resolve()
-
 
 def lambda_table(name: str) -> dict[int, float]:
-    """A rate-distortion lambda table by quality, ``conf/model_base/lambdas_<name>.yaml`` (``mse``,
+    """A rate-distortion lambda table by quality, ``vcm/conf/model_base/lambdas_<name>.yaml`` (``mse``,
     ``feature``): the one place each table is written.
 
     Returns:

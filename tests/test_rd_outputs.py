@@ -49,7 +49,7 @@ def results(tmp_path) -> Path:
 def test_plot_writes_one_png_per_present_metric(results, tmp_path):
     df = collect([results])
     out = tmp_path / "plots"
-    paths = plot_rd(df, out, metrics=("psnr", "map_50", "kitti_ap_car_moderate"), anchors={"jpeg", "webp", "none"})
+    paths = plot_rd(df, out, metrics=("psnr", "map_50", "kitti_ap_car_moderate"), dashed={"jpeg", "webp", "none"})
     assert [p.name for p in paths] == ["rd_psnr.png", "rd_map_50.png"]  # no KITTI AP in the records
     for p in paths:
         data = p.read_bytes()
@@ -68,7 +68,9 @@ def test_report_has_bd_tables_plots_and_provenance(results, tmp_path):
 
     # BD table (markdown): roi_hyperprior needs half the rate of jpeg at every PSNR.
     assert re.search(r"^\| roi_hyperprior/base \| 4 \| -50\.00 \| ", md, flags=re.MULTILINE), md
-    assert "| webp | 1 |  |  | not computable: test curve has 1 point(s), at least 3 needed |" in md
+    # a 1-point curve is listed once as not computable, not as a row of every table
+    assert "- webp: test curve has 1 point(s), at least 3 needed (every table)" in md
+    assert not re.search(r"^\| webp \| 1 \|", md, flags=re.MULTILINE)
     assert "| BD-rate [%] |" in md and "BD-mAP@0.50 [%-points]" in md
     assert "(<rd_psnr.png>)" in md and "(<rd_map_50.png>)" in md
     assert (out / "rd_psnr.png").read_bytes().startswith(PNG_MAGIC)
@@ -79,8 +81,9 @@ def test_report_has_bd_tables_plots_and_provenance(results, tmp_path):
         assert f"../results/{rec.name}" in md
     assert md.count("dddddddddddd") == len(df)
     assert "0123456789abcdef" in md
-    # Markdown cells escape the pipe and HTML of user-controlled names.
-    assert r"&lt;b&gt;evil&lt;/b&gt;&amp;co\|x" in md
+    # Markdown cells escape the pipe and HTML tags of user-controlled names, without HTML entities.
+    assert r"\<b>evil\</b>&co\|x" in md
+    assert "&gt;" not in md and "&lt;" not in md and ">= 3 points per curve" in md
 
     # HTML: escaped, self-contained page with the same content.
     assert html.startswith("<!DOCTYPE html>") and "<style>" in html
@@ -122,26 +125,26 @@ def test_cli_collect_bd_plot_report(results, tmp_path, capsys):
 def test_cli_errors_are_clear_and_nonzero(tmp_path, capsys, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["collect", str(empty)]) == 1
+    assert main(["collect", str(empty)]) == 2
     assert f"no results records found in {empty}" in capsys.readouterr().err
-    assert main(["bd", "--anchor", "jpeg", "--metric", "psnr", str(tmp_path / "missing")]) == 1
+    assert main(["bd", "--anchor", "jpeg", "--metric", "psnr", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)  # default folder results/ does not exist here
-    assert main(["plot", "--out", str(tmp_path / "p")]) == 1
+    assert main(["plot", "--out", str(tmp_path / "p")]) == 2
     assert "results does not exist" in capsys.readouterr().err
 
     _write_records(tmp_path / "results")
-    assert main(["bd", "--anchor", "vtm", "--metric", "psnr"]) == 1  # default folder: results/
+    assert main(["bd", "--anchor", "vtm", "--metric", "psnr"]) == 2  # default folder: results/
     assert "no curve or codec named 'vtm'" in capsys.readouterr().err
-    assert main(["bd", "--anchor", "jpeg", "--metric", "kitti_ap_car_moderate"]) == 1
+    assert main(["bd", "--anchor", "jpeg", "--metric", "kitti_ap_car_moderate"]) == 2
     assert "metric column 'kitti_ap_car_moderate'" in capsys.readouterr().err
-    assert main(["plot", "--out", str(tmp_path / "p"), "--metrics", "ms_ssim"]) == 1
+    assert main(["plot", "--out", str(tmp_path / "p"), "--metrics", "ms_ssim"]) == 2
     assert "none of the metrics" in capsys.readouterr().err
 
     # Two test sets in one folder must be told apart, then work.
     rec = make_record("jpeg", {"quality": 10}, "coco", "val", 4, None, {"bpp_real": 0.1, "psnr": 30.0}, [], {})
     write_record(rec, tmp_path / "results")
-    assert main(["bd", "--anchor", "jpeg", "--metric", "psnr"]) == 1
+    assert main(["bd", "--anchor", "jpeg", "--metric", "psnr"]) == 2
     assert "mix test sets" in capsys.readouterr().err
     assert main(["bd", "--anchor", "jpeg", "--metric", "psnr", "--dataset", "kitti"]) == 0
 

@@ -3,13 +3,16 @@
 Examples::
 
     vcm-rd collect results/ --out results/table.csv
-    vcm-rd bd --anchor jpeg --metric psnr results/
+    vcm-rd bd --anchor jpeg results/                       # on psnr, the default metric
+    vcm-rd bd --anchor jpeg --metric psnr --ci 0.95 results/   # with a bootstrap interval over the frames
     vcm-rd bd --anchor vtm --metric map_50 --table results/table.csv
     vcm-rd plot results/ --out reports/rd
     vcm-rd report results/ --out reports/rd --anchor jpeg --metrics psnr map_50
     vcm-rd bd --anchor vtm --metric psnr results/ --curves vtm.json --method akima
     vcm-rd export results/ --out curves/           # every curve in CompressAI's results-JSON format
     vcm-rd wandb results/
+
+Exit status: 0 on success, 2 on a user or input error (one line on stderr), 1 on an internal error.
 """
 from __future__ import annotations
 
@@ -31,7 +34,9 @@ from vcm.rd.bd import (
     bd_table,
     describe_method,
 )
+from vcm.rd.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from vcm.rd.plot import DEFAULT_ANCHORS, DEFAULT_METRICS
+from vcm.rd.report import DEFAULT_CI, few_frames_caution, num_frames
 from vcm.rd.table import (
     add_curves,
     collect,
@@ -47,8 +52,24 @@ from vcm.utils.io import atomic_write_text
 PROG = "vcm-rd"
 
 
+#: exit status of a user or input error, as every vcm command
+USER_ERROR = 2
+
+
 class CliError(Exception):
-    """A user-facing error: printed as ``vcm-rd: error: ...`` with exit code 1."""
+    """A user-facing error: printed as ``vcm-rd: error: ...`` with exit code 2."""
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old option spelling: works as the new one, and says so once on stderr."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{PROG}: note: {option_string} is deprecated, use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def _add_source(p: argparse.ArgumentParser, table: bool = False) -> None:
@@ -76,6 +97,23 @@ def _add_bd_options(p: argparse.ArgumentParser) -> None:
                    help="interpolation: pchip (default), cubic (VCEG-M33 polynomial fit, >= 4 points) or akima")
 
 
+def _add_ci_options(p: argparse.ArgumentParser, default: float | None) -> None:
+    shown = "none" if default is None else f"{default:g}; 0 for none"
+    p.add_argument("--ci", type=float, default=default, metavar="LEVEL",
+                   help="confidence level of a bootstrap interval of each BD value over the frames, resampling the "
+                        f"records' per-image values, e.g. 0.95 (default: {shown})")
+    p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
+                   help=f"bootstrap resamples (default: {DEFAULT_RESAMPLES})")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the resampling (default: {DEFAULT_SEED})")
+
+
+def _add_dashed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dashed", nargs="+", default=sorted(DEFAULT_ANCHORS), metavar="CODEC",
+                   help="codecs drawn dashed, the classical ones (default: the known classical codecs)")
+    p.add_argument("--anchors", nargs="+", dest="dashed", action=_DeprecatedAlias, new="--dashed",
+                   help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -87,27 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bd", help="BD-rate of every curve against an anchor")
     _add_source(p, table=True)
     p.add_argument("--anchor", required=True, help="anchor curve or codec, e.g. jpeg")
-    p.add_argument("--metric", required=True, help="quality metric, e.g. psnr, map_50")
+    p.add_argument("--metric", default="psnr", help="quality metric, e.g. psnr, map_50 (default: psnr)")
     _add_bd_options(p)
+    _add_ci_options(p, default=None)
     p.add_argument("--out", type=Path, help="also write the BD table to this CSV file")
 
     p = sub.add_parser("plot", help="one RD plot per metric")
     _add_source(p, table=True)
     p.add_argument("--out", type=Path, required=True, help="output folder for rd_<metric>.png")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="metrics to plot")
-    p.add_argument("--anchors", nargs="+", default=sorted(DEFAULT_ANCHORS),
-                   help="codecs drawn dashed (classical codecs)")
+    _add_dashed(p)
     p.add_argument("--rate", default="bpp_real", help="rate column (default: bpp_real)")
 
     p = sub.add_parser("report", help="Markdown + HTML report with BD tables, plots and provenance")
     _add_source(p, table=True)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--anchor", required=True, nargs="+",
-                   help="anchor curve(s) or codec(s) of the BD tables (one table per anchor and metric)")
+                   help="BD anchor curve(s) or codec(s): one BD table per anchor and metric")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="metrics to report")
-    p.add_argument("--anchors", nargs="+", default=sorted(DEFAULT_ANCHORS),
-                   help="codecs drawn dashed (classical codecs)")
+    _add_dashed(p)
     _add_bd_options(p)
+    _add_ci_options(p, default=DEFAULT_CI)
 
     p = sub.add_parser("export", help="write curves in CompressAI's results-JSON format, one file per curve")
     _add_source(p, table=True)
@@ -184,18 +222,25 @@ def _cmd_collect(args) -> int:
     return 0
 
 
+def _value(value: float, scale: float, digits: int) -> str:
+    return "n/a" if math.isnan(value) else f"{value * scale:+.{digits}f}"
+
+
 def _format_bd(table: pd.DataFrame, quality_heading: str, scale: float) -> str:
-    header = ("curve", "points", "BD-rate [%]", quality_heading, "note")
-    rows = [
-        (
-            r.curve,
-            str(r.points),
-            "n/a" if math.isnan(r.bd_rate_pct) else f"{r.bd_rate_pct:+.2f}",
-            "n/a" if math.isnan(r.bd_quality) else f"{r.bd_quality * scale:+.3f}",
-            r.note,
-        )
-        for r in table.itertuples(index=False)
-    ]
+    with_ci = "bd_rate_low" in table.columns
+    ci = f"{100 * table.attrs.get('ci', DEFAULT_CI):g} % CI"
+    header = ("curve", "points", "BD-rate [%]", *([ci] if with_ci else []), quality_heading,
+              *([ci] if with_ci else []), "note")
+    rows = []
+    for r in table.itertuples(index=False):
+        row = [r.curve, str(r.points), _value(r.bd_rate_pct, 1.0, 2)]
+        if with_ci:
+            row.append("" if math.isnan(r.bd_rate_low) else f"[{r.bd_rate_low:+.2f}, {r.bd_rate_high:+.2f}]")
+        row.append(_value(r.bd_quality, scale, 3))
+        if with_ci:
+            row.append("" if math.isnan(r.bd_quality_low)
+                       else f"[{r.bd_quality_low * scale:+.3f}, {r.bd_quality_high * scale:+.3f}]")
+        rows.append((*row, r.note))
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
@@ -209,10 +254,17 @@ def _cmd_bd(args) -> int:
     df = _load(args)
     monotonic = "pareto" if args.pareto else "strict"
     table = bd_table(df, args.anchor, args.metric, rate=args.rate, min_points=args.min_points,
-                     monotonic=monotonic, method=args.method)
+                     monotonic=monotonic, method=args.method, ci=args.ci or None, resamples=args.resamples,
+                     seed=args.seed)
     heading, scale = bd_quality_heading(args.metric, pd.to_numeric(df[args.metric], errors="coerce"))
     print(f"BD vs {table.attrs['anchor']} ({table.attrs['anchor_points']} points) on {args.metric}, "
           f"rate {args.rate}; {describe_method(args.method, args.min_points, monotonic)}")
+    if args.ci:
+        print(f"intervals: {100 * args.ci:g} % percentile bootstrap over the frames, {args.resamples} resamples, "
+              f"seed {args.seed}")
+    caution = few_frames_caution(args.metric, num_frames(df))
+    if caution:
+        print(f"{PROG}: warning: {caution}", file=sys.stderr)
     print(_format_bd(table, heading, scale) if len(table) else "(no other curve to compare)")
     if args.out is not None:
         print(f"wrote {write_csv(table, args.out)}")
@@ -223,7 +275,7 @@ def _cmd_plot(args) -> int:
     from vcm.rd.plot import plot_rd
 
     df = _load(args)
-    paths = plot_rd(df, args.out, metrics=args.metrics, anchors=set(args.anchors), rate=args.rate)
+    paths = plot_rd(df, args.out, metrics=args.metrics, dashed=set(args.dashed), rate=args.rate)
     if not paths:
         raise CliError(f"none of the metrics {args.metrics} is in the results; available: {metric_columns(df)}")
     for p in paths:
@@ -235,9 +287,10 @@ def _cmd_report(args) -> int:
     from vcm.rd.report import write_report
 
     df = _load(args)
-    md, html = write_report(df, args.out, args.anchor, metrics=args.metrics, anchors=set(args.anchors),
+    md, html = write_report(df, args.out, args.anchor, metrics=args.metrics, dashed=set(args.dashed),
                             rate=args.rate, min_points=args.min_points,
-                            monotonic="pareto" if args.pareto else "strict", method=args.method)
+                            monotonic="pareto" if args.pareto else "strict", method=args.method,
+                            ci=args.ci or None, resamples=args.resamples, seed=args.seed)
     print(f"wrote {md}\nwrote {html}")
     return 0
 
@@ -289,13 +342,14 @@ _COMMANDS = {"collect": _cmd_collect, "bd": _cmd_bd, "plot": _cmd_plot, "report"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``vcm-rd``; returns the exit code (0 = success, 1 = error, 2 = bad usage)."""
+    """Entry point of ``vcm-rd``; returns the exit code (0 = success, 2 = user or input error or bad
+    usage, 1 = internal error)."""
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
     except (CliError, ValueError, FileNotFoundError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
+        return USER_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

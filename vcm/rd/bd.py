@@ -88,7 +88,8 @@ class _Curve:
 
 
 def _prepare(
-    name: str, rate: Sequence[float], quality: Sequence[float], min_points: int, monotonic: str
+    name: str, rate: Sequence[float], quality: Sequence[float], min_points: int, monotonic: str,
+    suggest_min_points: bool = True,
 ) -> _Curve | NotComputable:
     r = np.asarray(rate, dtype=np.float64).reshape(-1)
     q = np.asarray(quality, dtype=np.float64).reshape(-1)
@@ -108,7 +109,11 @@ def _prepare(
         raise ValueError(f"monotonic must be 'strict' or 'pareto', got {monotonic!r}")
     if r.size < min_points:
         extra = " on its Pareto front" if monotonic == "pareto" else ""
-        return NotComputable(f"{name} curve has {r.size} point(s){extra}, at least {min_points} needed")
+        hint = ""
+        if r.size >= 2 and suggest_min_points:
+            shape = " (2 points: a straight line, no curvature)" if r.size == 2 else ""
+            hint = f"; --min-points {r.size} (vcm-rd) or min_points={r.size} admits it{shape}"
+        return NotComputable(f"{name} curve has {r.size} point(s){extra}, at least {min_points} needed{hint}")
     if np.any(np.diff(q) <= 0):
         dup = sorted(set(q[1:][np.diff(q) <= 0].tolist()))
         return NotComputable(f"{name} curve has repeated quality value(s) {_rounded(dup)}")
@@ -174,6 +179,16 @@ def _check_options(min_points: int, method: str) -> None:
         raise ValueError(f"unknown BD interpolation method {method!r}; expected one of {list(BD_METHODS)}")
 
 
+def percent_below(fraction: float, limit: float) -> str:
+    """``fraction`` in percent with as many decimals as it takes to show that it is below ``limit``
+    (0.7496 against 0.75: "74.96", never "75")."""
+    for digits in range(4):
+        text = f"{100 * fraction:.{digits}f}"
+        if float(text) < 100 * limit:
+            return text
+    return f"{100 * fraction:.6g}"
+
+
 def _overlap_fraction(a_lo: float, a_hi: float, t_lo: float, t_hi: float) -> float:
     """Length of the overlap of two intervals over the length of the shorter one."""
     return (min(a_hi, t_hi) - max(a_lo, t_lo)) / min(a_hi - a_lo, t_hi - t_lo)
@@ -193,10 +208,11 @@ def _bd_mean_difference(
     "quality"``, BD-rate) or quality of log-rate (``over="rate"``, BD-quality)."""
     _check_options(min_points, method)
     need = max(min_points, _CUBIC_POINTS) if method == "cubic" else min_points
-    a = _prepare("anchor", rate_anchor, quality_anchor, need, monotonic)
+    # a cubic fit needs 4 points whatever min_points says: no --min-points hint then
+    a = _prepare("anchor", rate_anchor, quality_anchor, need, monotonic, suggest_min_points=method != "cubic")
     if isinstance(a, NotComputable):
         return a
-    t = _prepare("test", rate_test, quality_test, need, monotonic)
+    t = _prepare("test", rate_test, quality_test, need, monotonic, suggest_min_points=method != "cubic")
     if isinstance(t, NotComputable):
         return t
     if over == "quality":
@@ -213,7 +229,7 @@ def _bd_mean_difference(
     if shared < LOW_OVERLAP:
         warnings.warn(
             f"low overlap for {'BD-rate' if over == 'quality' else 'BD-quality'}: the {over} ranges share "
-            f"{100 * shared:.0f} % of the shorter one (< {100 * LOW_OVERLAP:.0f} %; {ranges})",
+            f"{percent_below(shared, LOW_OVERLAP)} % of the shorter one (< {100 * LOW_OVERLAP:.0f} %; {ranges})",
             LowOverlapWarning,
             stacklevel=3,
         )
@@ -298,6 +314,9 @@ def bd_table(
     min_points: int = DEFAULT_MIN_POINTS,
     monotonic: Literal["strict", "pareto"] = "strict",
     method: Method = DEFAULT_METHOD,
+    ci: float | None = None,
+    resamples: int | None = None,
+    seed: int | None = None,
 ):
     """BD-rate and BD-quality of every curve of a results table against one anchor curve.
 
@@ -310,12 +329,18 @@ def bd_table(
         min_points: fewest points per curve.
         monotonic: ``"strict"`` or ``"pareto"`` (see :func:`bd_rate`).
         method: ``"pchip"``, ``"cubic"`` or ``"akima"`` (see :func:`bd_rate`).
+        ci: confidence level of a bootstrap interval over the test frames (e.g. 0.95), or None
+            for none (see :mod:`vcm.rd.bootstrap`).
+        resamples: bootstrap resamples (default :data:`vcm.rd.bootstrap.DEFAULT_RESAMPLES`).
+        seed: seed of the resampling (default :data:`vcm.rd.bootstrap.DEFAULT_SEED`).
 
     Returns:
         DataFrame with columns ``curve, codec, points, bd_rate_pct, bd_quality, note``; one row per
         curve other than the anchor and the uncompressed reference (codec ``none``).
         ``bd_rate_pct``/``bd_quality`` are NaN when not computable and ``note`` then reads
         ``"not computable: <reason>"``; a low overlap of the curves is also told in ``note``.
+        With ``ci``, also ``bd_rate_low, bd_rate_high, bd_quality_low, bd_quality_high,
+        ci_not_computable`` (see :func:`vcm.rd.bootstrap.add_intervals`).
 
     Raises:
         ValueError: if the anchor, the metric or the rate column is not in the table, the table
@@ -377,7 +402,13 @@ def bd_table(
              "note": "; ".join(notes)}
         )
     out = pd.DataFrame(rows, columns=["curve", "codec", "points", "bd_rate_pct", "bd_quality", "note"])
-    out.attrs.update(anchor=anchor_curve, metric=metric, rate=rate, anchor_points=len(a_pts.rate), method=method)
+    out.attrs.update(anchor=anchor_curve, metric=metric, rate=rate, anchor_points=len(a_pts.rate), method=method,
+                     min_points=min_points, monotonic=monotonic)
+    if ci is not None:
+        from vcm.rd.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, add_intervals
+
+        out = add_intervals(out, df, ci, DEFAULT_RESAMPLES if resamples is None else resamples,
+                            DEFAULT_SEED if seed is None else seed)
     return out
 
 

@@ -1,9 +1,17 @@
-"""Markdown and HTML report: BD-rate tables per metric, RD plots and the provenance of every point."""
+"""Markdown and HTML report: BD-rate tables per metric, RD plots and the provenance of every point.
+
+The report opens with one sentence on the learned curves against the BD anchors (BD-rate with its
+bootstrap interval on the first metric that has one), then the test set, detector and BD method,
+then the curves whose BD values are not computable, listed once (a 1-point curve is not a row in
+every table). Each metric's BD tables hold the computable rows with their intervals; a KITTI AP
+measured on fewer than :data:`FEW_FRAMES_FOR_AP` frames carries a caution.
+"""
 from __future__ import annotations
 
 import html
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -12,8 +20,16 @@ from urllib.parse import quote
 import pandas as pd
 
 from vcm.rd.bd import DEFAULT_METHOD, DEFAULT_MIN_POINTS, bd_table, describe_method
-from vcm.rd.plot import DEFAULT_METRICS, bd_quality_heading, metric_display, plot_rd
+from vcm.rd.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from vcm.rd.plot import (
+    DEFAULT_ANCHORS,
+    DEFAULT_METRICS,
+    bd_quality_heading,
+    metric_display,
+    plot_rd,
+)
 from vcm.rd.table import (
+    UNCOMPRESSED_CODECS,
     check_single_test_set,
     known_value,
     metric_columns,
@@ -24,6 +40,11 @@ from vcm.rd.table import (
 from vcm.utils.io import atomic_write_text
 
 _Table = tuple[list[str], list[list[str]], list[list[str | None]]]  # header, cells, link targets
+
+#: KITTI AP from fewer frames than this rests on a handful of objects: the report says so.
+FEW_FRAMES_FOR_AP = 20
+DEFAULT_CI = 0.95
+_NOT_COMPUTABLE = "not computable: "
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -43,18 +64,95 @@ def _rel(target: str | os.PathLike | None, out_dir: Path) -> str | None:
         return Path(target).as_posix()
 
 
-def _bd_section(
-    df: pd.DataFrame, anchor: str, metric: str, rate: str, min_points: int, monotonic: str, method: str
-) -> _Table:
-    heading, scale = bd_quality_heading(metric, pd.to_numeric(df[metric], errors="coerce"))
-    table = bd_table(df, anchor, metric, rate=rate, min_points=min_points, monotonic=monotonic, method=method)
-    header = ["curve", "points", "BD-rate [%]", heading, "note"]
-    rows = []
+def _interval(low: float, high: float, scale: float, digits: int) -> str:
+    if math.isnan(low) or math.isnan(high):
+        return ""
+    return f"[{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
+
+
+def _bd_section(table: pd.DataFrame, heading: str, scale: float) -> tuple[_Table, list[tuple[str, int, str]]]:
+    """The computable rows of a BD table as a report table, and the others as (curve, points, reason)."""
+    with_ci = "bd_rate_low" in table.columns
+    ci_label = f"{100 * table.attrs.get('ci', DEFAULT_CI):g} % CI"
+    header = ["curve", "points", "BD-rate [%]", *([ci_label] if with_ci else []), heading,
+              *([ci_label] if with_ci else []), "note"]
+    rows, skipped = [], []
     for r in table.itertuples(index=False):
-        bd_r = "" if math.isnan(r.bd_rate_pct) else f"{r.bd_rate_pct:+.2f}"
+        if math.isnan(r.bd_rate_pct):
+            skipped.append((r.curve, int(r.points), r.note.removeprefix(_NOT_COMPUTABLE)))
+            continue
         bd_q = "" if math.isnan(r.bd_quality) else f"{r.bd_quality * scale:+.3f}"
-        rows.append([r.curve, str(r.points), bd_r, bd_q, r.note])
-    return header, rows, [[None] * len(header) for _ in rows]
+        cells = [r.curve, str(r.points), f"{r.bd_rate_pct:+.2f}"]
+        if with_ci:
+            cells.append(_interval(r.bd_rate_low, r.bd_rate_high, 1.0, 2))
+        cells.append(bd_q)
+        if with_ci:
+            cells.append(_interval(r.bd_quality_low, r.bd_quality_high, scale, 3))
+        rows.append([*cells, r.note])
+    return (header, rows, [[None] * len(header) for _ in rows]), skipped
+
+
+def _not_computable_list(skipped: dict[tuple[str, str], list[str]], tables: int) -> list[str]:
+    """One line per (curve, reason): where it applies, unless it applies to every table."""
+    lines = []
+    for (curve, reason), where in skipped.items():
+        scope = "every table" if len(where) == tables else ", ".join(where)
+        lines.append(f"{curve}: {reason} ({scope})")
+    return lines
+
+
+def num_frames(df: pd.DataFrame) -> int | None:
+    """The number of test frames of a single-test-set table (None when no row says)."""
+    sizes = pd.to_numeric(df["num_images"], errors="coerce").dropna()
+    return int(sizes.max()) if len(sizes) else None
+
+
+def few_frames_caution(metric: str, frames: int | None) -> str | None:
+    """The caution a KITTI AP on fewer than :data:`FEW_FRAMES_FOR_AP` frames carries, else None."""
+    if not metric.startswith("kitti_ap") or frames is None or frames >= FEW_FRAMES_FOR_AP:
+        return None
+    return (f"Caution: KITTI AP on {frames} frame(s) (fewer than {FEW_FRAMES_FOR_AP}) rests on a handful of "
+            "objects; differences of several points are within its noise, and it has no bootstrap interval "
+            "(not a per-image mean).")
+
+
+def _headline(tables: dict[tuple[str, str], pd.DataFrame], metrics: list[str], df: pd.DataFrame,
+              dashed: frozenset[str], frames: int | None) -> str | None:
+    """One sentence: each learned curve's BD-rate (with its interval) against each anchor, on the
+    first metric whose tables have intervals (else the first metric with a computable value)."""
+    learned = sorted({str(c) for c, k in zip(df["curve"], df["codec"])
+                      if str(k) not in dashed and str(k) not in UNCOMPRESSED_CODECS})
+
+    def parts(metric: str, need_ci: bool) -> list[str]:
+        out = []
+        for curve in learned:
+            per_anchor = []
+            for (m, anchor), t in tables.items():
+                row = t[t["curve"] == curve] if m == metric else t.iloc[0:0]
+                if not len(row) or math.isnan(row["bd_rate_pct"].iloc[0]):
+                    continue
+                ci = ""
+                if "bd_rate_low" in row.columns and not math.isnan(row["bd_rate_low"].iloc[0]):
+                    ci = f" {_interval(row['bd_rate_low'].iloc[0], row['bd_rate_high'].iloc[0], 1.0, 1)}"
+                elif need_ci:
+                    continue
+                per_anchor.append(f"{row['bd_rate_pct'].iloc[0]:+.1f} %{ci} vs {anchor}")
+            if per_anchor:
+                out.append(f"{curve} {' and '.join(per_anchor)}")
+        return out
+
+    for need_ci in (True, False):
+        for metric in metrics:
+            found = parts(metric, need_ci)
+            if found:
+                label = metric_display(metric, pd.to_numeric(df[metric], errors="coerce"))[0].split(" [")[0]
+                t = next(t for (m, _), t in tables.items() if m == metric)
+                ci = (f", {100 * t.attrs['ci']:g} % bootstrap interval over the frames in brackets"
+                      if need_ci and "ci" in t.attrs else "")
+                over = f" over {frames} frames" if frames else ""
+                return (f"BD-rate of the learned codecs on {label}{over} (negative = fewer bits{ci}): "
+                        + "; ".join(found) + ".")
+    return None
 
 
 def _scaled(value, scale: float):
@@ -88,12 +186,18 @@ def _provenance(df: pd.DataFrame, out_dir: Path, rate: str, metrics: list[str]) 
     return header, rows, links
 
 
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+_TAG_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
+
+
 def _md_cell(text: str) -> str:
-    # Pipes end a cell, newlines end a row, and '<' would be read as HTML by most renderers.
-    return (
+    # Pipes end a cell and newlines end a row. '<' before a letter would open an HTML tag and '&name;'
+    # would be read as an entity: backslash escapes keep those literal without HTML entities in the
+    # source, so the Markdown reads as it renders ('>= 3 points' and '< 75 %' stay as they are).
+    escaped = (
         str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
-        .replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     )
+    return _ENTITY.sub(r"\\&", _TAG_OPEN.sub(r"\\<", escaped))
 
 
 def _md_table(table: _Table) -> str:
@@ -137,11 +241,14 @@ def write_report(
     out_dir: str | os.PathLike,
     anchor: str | Sequence[str],
     metrics: Iterable[str] = DEFAULT_METRICS,
-    anchors: set[str] | None = None,
+    dashed: set[str] | frozenset[str] | None = None,
     rate: str = "bpp_real",
     min_points: int = DEFAULT_MIN_POINTS,
     monotonic: Literal["strict", "pareto"] = "strict",
     method: str = DEFAULT_METHOD,
+    ci: float | None = DEFAULT_CI,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
 ) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` (plus the ``rd_<metric>.png`` plots) to ``out_dir``.
 
@@ -152,11 +259,17 @@ def write_report(
         anchor: anchor curve (or codec with one curve) of the BD tables, or several: one BD table
             per anchor and metric (e.g. a classical anchor and a learned baseline).
         metrics: metrics to report; those absent from the table are skipped.
-        anchors: codecs drawn dashed in the plots (default :data:`vcm.rd.plot.DEFAULT_ANCHORS`).
+        dashed: codecs drawn dashed in the plots, the classical ones (default
+            :data:`vcm.rd.plot.DEFAULT_ANCHORS`); the others are the learned codecs of the
+            opening sentence.
         rate: rate column.
         min_points: fewest points per curve for BD values.
         monotonic: ``"strict"`` or ``"pareto"`` (see :func:`vcm.rd.bd.bd_rate`).
         method: BD interpolation, ``"pchip"``, ``"cubic"`` or ``"akima"``.
+        ci: confidence level of the bootstrap intervals over the frames
+            (:mod:`vcm.rd.bootstrap`), None for none.
+        resamples: bootstrap resamples per BD value.
+        seed: seed of the resampling.
 
     Returns:
         ``(markdown_path, html_path)``.
@@ -175,8 +288,23 @@ def write_report(
     metrics = [m for m in metrics if m in df.columns and pd.to_numeric(df[m], errors="coerce").notna().any()]
     if not metrics:
         raise ValueError(f"none of the requested metrics is in the results table; available: {metric_columns(df)}")
+    dashed = DEFAULT_ANCHORS if dashed is None else frozenset(dashed)
+    frames = num_frames(df)
 
-    plots = {p.stem[len("rd_"):]: p for p in plot_rd(df, out_dir, metrics=metrics, anchors=anchors, rate=rate)}
+    plots = {p.stem[len("rd_"):]: p for p in plot_rd(df, out_dir, metrics=metrics, dashed=dashed, rate=rate)}
+    tables = {(m, a): bd_table(df, a, m, rate=rate, min_points=min_points, monotonic=monotonic, method=method,
+                               ci=ci, resamples=resamples, seed=seed)
+              for m in metrics for a in anchor_curves}
+    sections, skipped = {}, {}
+    for (metric, anchor_curve), table in tables.items():
+        heading, scale = bd_quality_heading(metric, pd.to_numeric(df[metric], errors="coerce"))
+        sections[metric, anchor_curve], rows_out = _bd_section(table, heading, scale)
+        for curve, points, reason in rows_out:
+            subject = anchor_curve if reason.startswith("anchor ") else curve
+            skipped.setdefault((subject, reason), []).append(f"{metric} vs {anchor_curve}")
+    not_computable = _not_computable_list(skipped, len(tables))
+    headline = _headline(tables, metrics, df, dashed, frames)
+
     detectors = sorted({f"{n} ({h})" for n, h in zip(df["detector_name"], df["detector_hash"]) if isinstance(h, str)})
     summary = [
         ("test set", test_set_label(df)),
@@ -186,23 +314,45 @@ def write_report(
         ("points", f"{len(df)} records, {df['curve'].nunique()} curves"),
         ("BD method", describe_method(method, min_points, monotonic)),
     ]
+    if ci is not None:
+        summary.append(("intervals", (f"{100 * ci:g} % percentile bootstrap over the frames ({resamples} resamples, "
+                                     f"seed {seed}; the same resampled frames for both curves); none for a metric "
+                                     "that is not a per-image mean (mAP, KITTI AP)")))
 
     md = ["# Rate-distortion report", ""]
-    md += [f"- **{_md_cell(k)}**: {_md_cell(v)}" for k, v in summary] + [""]
     h = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         "<title>Rate-distortion report</title>", f"<style>{_CSS}</style></head><body>",
-        "<h1>Rate-distortion report</h1>", "<ul>",
-        *[f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in summary], "</ul>",
+        "<h1>Rate-distortion report</h1>",
     ]
+    if headline:
+        md += [_md_cell(headline), ""]
+        h += [f"<p>{html.escape(headline)}</p>"]
+    md += [f"- **{_md_cell(k)}**: {_md_cell(v)}" for k, v in summary] + [""]
+    h += ["<ul>", *[f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in summary], "</ul>"]
+    if not_computable:
+        intro = "BD values not computable (left out of the tables below):"
+        md += ["## Not computable", "", intro, "", *[f"- {_md_cell(line)}" for line in not_computable], ""]
+        h += ["<h2>Not computable</h2>", f"<p>{html.escape(intro)}</p>", "<ul>",
+              *[f"<li>{html.escape(line)}</li>" for line in not_computable], "</ul>"]
     for metric in metrics:
         label, _ = metric_display(metric, pd.to_numeric(df[metric], errors="coerce"))
+        caution = few_frames_caution(metric, frames)
         for anchor_curve in anchor_curves:
-            table = _bd_section(df, anchor_curve, metric, rate, min_points, monotonic, method)
+            table = sections[metric, anchor_curve]
             heading = f"{label} (`{metric}`): BD vs {anchor_curve}"
-            md += [f"## {_md_cell(heading)}", "", _md_table(table), ""]
-            h += [f"<h2>{html.escape(label)} (<code>{html.escape(metric)}</code>): BD vs {html.escape(anchor_curve)}</h2>",
-                  _html_table(table)]
+            md += [f"## {_md_cell(heading)}", ""]
+            h += [f"<h2>{html.escape(label)} (<code>{html.escape(metric)}</code>): BD vs {html.escape(anchor_curve)}</h2>"]
+            if caution:
+                md += [f"**{_md_cell(caution)}**", ""]
+                h += [f"<p><b>{html.escape(caution)}</b></p>"]
+            if table[1]:
+                md += [_md_table(table), ""]
+                h += [_html_table(table)]
+            else:
+                empty = "No computable row (see Not computable)."
+                md += [empty, ""]
+                h += [f"<p>{html.escape(empty)}</p>"]
         if metric in plots:
             rel = _rel(plots[metric], out_dir)
             md += [f"![RD curves: {_md_cell(label)}](<{quote(rel)}>)", ""]

@@ -33,6 +33,7 @@ import pandas as pd
 
 from vcm.rd.record import RecordError, read_record
 from vcm.utils.io import atomic_write_text
+from vcm.utils.names import did_you_mean
 
 if TYPE_CHECKING:
     from vcm.rd.published import PublishedCurve
@@ -330,7 +331,9 @@ def resolve_curve(df: pd.DataFrame, name: str) -> str:
         return of_codec[0]
     if len(of_codec) > 1:
         raise ValueError(f"codec {name!r} has several curves {of_codec}; name one of them")
-    raise ValueError(f"no curve or codec named {name!r} in the results; curves: {curves}")
+    codecs = set(df["codec"].astype(str))
+    raise ValueError(f"no curve or codec named {name!r} in the results{did_you_mean(name, set(curves) | codecs)}; "
+                     f"curves: {curves}")
 
 
 @dataclass(frozen=True)

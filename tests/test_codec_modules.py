@@ -14,7 +14,7 @@ CODEC_MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.s
 
 
 def _build(name: str, tmp_path: Path, extra: tuple[str, ...] = ()):
-    from vcm.cli.train import build_model
+    from vcm.modules.build import build_model
 
     cfg = compose([f"model={name}", "quality=1", "model.codec.N=16", "model.codec.M=16", *extra], tmp_path)
     return build_model(cfg, None)

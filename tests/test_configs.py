@@ -70,7 +70,7 @@ def _datamodule(cfg):
 
 def _build_training(cfg):
     """Data module, model (with its loss) and a check of what was built."""
-    from vcm.cli.train import build_model
+    from vcm.modules.build import build_model
 
     dm = _datamodule(cfg)
     model = build_model(cfg, dm)
@@ -106,7 +106,7 @@ def test_loss_option_is_built(option, tmp_path):
 
 @pytest.mark.parametrize("option", config_options("scheduler"))
 def test_scheduler_option_is_built(option, tmp_path, cache):
-    from vcm.cli.train import build_model
+    from vcm.modules.build import build_model
 
     cfg = compose(["model=hyperprior"] + SYNTH + TINY_TRAIN + TINY_CODEC[:1] + TINY_WIDTHS + ["trainer.max_steps=100"],
                   tmp_path, cache)

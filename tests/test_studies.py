@@ -41,7 +41,7 @@ def _check_command(cmd: str, tmp: Path) -> str:
     if tool == "vcm-eval":
         assert cfg.get("codec") is not None, cmd
         return tool
-    from vcm.cli.train import build_model
+    from vcm.modules.build import build_model
 
     model = build_model(cfg, SimpleNamespace(class_names=["Car", "Pedestrian", "Cyclist"]))
     assert int(cfg.trainer.max_steps) > 0, cmd
@@ -187,7 +187,7 @@ def test_bench_roi_prints_every_point_with_its_roi_to_background_gap(tmp_path, c
 
 def test_bench_features_training_summary_reads_the_task_loss_share(tmp_path, capsys):
     from vcm.cli.bench_features import print_training_summary
-    from vcm.cli.study_runner import Study
+    from vcm.studies import Study
 
     st = Study("t", tmp_path, dry_run=True)
     log = st.run_dir("ta_msf_lmbda16") / "csv"

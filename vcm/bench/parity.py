@@ -1,16 +1,12 @@
 """Parity of the fast training settings: the same hyperprior trained in bf16-mixed + channels-last and in
 fp32 from the same seeds, all coded with real bitstreams on the validation frames.
 
-    python -m vcm.cli.bench parity              # make bench-parity: seeds 0 and 1, 4 x 2,000 steps (about 50 min on 2 cores)
-    python -m vcm.cli.bench parity --seeds 0    # one pair only
-    python -m vcm.cli.bench parity --fp32-modules h_a,h_s g_a,g_s   # + bf16 runs with these parts in fp32 (seed 0)
-    python -m vcm.cli.bench parity --dry-run    # print the commands only
-    python -m vcm.cli.bench parity --steps 3 --dataset kitti_tiny --seeds 0 --out /tmp/parity   # a smoke run
+The command is ``python -m vcm.cli.bench parity`` (:mod:`vcm.cli.bench_parity`, ``make bench-parity``).
 
 Each pair is ``vcm-train experiment=zoo_hyperprior quality=3 seed=<s>`` twice, so both runs see the
 same batches of 128-px crops of the kitti_mini training frames in the same order; only
 ``trainer.precision`` and ``model.channels_last`` differ. Each run is its own process, run through the
-study runner (:class:`vcm.cli.study_runner.Study`: every command printed before it runs, a log per step,
+study runner (:class:`vcm.studies.Study`: every command printed before it runs, a log per step,
 a finished step kept when the command is run again). Each final checkpoint is then measured by
 ``vcm-eval codec=checkpoint codec.ckpt=... split=val`` (real bitstreams, fp32 coding whatever the training
 precision). Goals, per seed: PSNR of the bf16 run within 0.1 dB of the fp32 run's, real bpp within 2 %.
@@ -25,7 +21,6 @@ code is non-zero only when a step failed.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,31 +42,6 @@ def base_overrides(steps: int, dataset: str) -> list[str]:
             f"trainer.val_check_interval={steps}", f"data={dataset}",
             # the run validates at its last step already
             "validate_after_fit=false"]
-
-
-def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m vcm.cli.bench parity", description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=2000, help="training steps of each run (default 2000)")
-    p.add_argument("--dataset", default="kitti_mini", choices=DATASETS,
-                   help="data config to train on (train split) and to measure on (val split) (default kitti_mini)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
-                   help="one bf16 / fp32 pair per seed (default 0 1: the seed-to-seed difference is the noise floor)")
-    p.add_argument("--fp32-modules", nargs="+", default=[], metavar="MODULES",
-                   help="also train, at the first seed, bf16 runs with these codec submodules in fp32 "
-                        "(model.fp32_modules), e.g. h_a,h_s g_a,g_s: which part a difference comes from")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"study folder (default {DEFAULT_OUT})")
-    p.add_argument("--jobs", type=int, default=1, choices=(1, 2),
-                   help="train the runs one after the other (1) or two at a time (2)")
-    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    a = p.parse_args(argv)
-    if a.steps < 1:
-        p.error(f"--steps must be >= 1, got {a.steps}")
-    if len(set(a.seeds)) != len(a.seeds):
-        p.error(f"--seeds must differ, got {a.seeds}")
-    for mods in a.fp32_modules:
-        if not all(m.replace("_", "").replace(".", "").isalnum() for m in mods.split(",")):
-            p.error(f"--fp32-modules {mods!r}: expected comma-separated submodule names, e.g. h_a,h_s")
-    return a
 
 
 def run_name(precision: str, seed: int) -> str:
@@ -136,11 +106,13 @@ def compare(runs: dict[str, dict[str, Any]], seeds: list[int], variants: list[st
     return diff, rows
 
 
-def _fmt(value: float, unit: str) -> str:
+def format_value(value: float, unit: str) -> str:
+    """A difference as printed in the summary: ``+0.05 dB`` or ``+1.20 %`` (``unit`` ``%``: a fraction)."""
     return f"{100 * value:+.2f} %" if unit == "%" else f"{value:+.3f} dB"
 
 
-def _goal(goal: float | None, unit: str) -> str:
+def format_goal(goal: float | None, unit: str) -> str:
+    """A goal as printed in the summary (None: the row is the noise floor, no goal)."""
     if goal is None:
         return "- (noise floor)"
     return f"within ±{100 * goal:.0f} %" if unit == "%" else f"within ±{goal:g} dB"
@@ -170,7 +142,7 @@ def render_markdown(result: dict) -> str:
                      f"{m['bpp_real']:.4f} | {est} |")
     lines += ["", "| check | measured | goal | result |", "|---|---:|---:|:---:|"]
     for r in result["summary"]:
-        lines.append(f"| {r['check']} | {_fmt(r['value'], r['unit'])} | {_goal(r['goal'], r['unit'])} | {r['result']} |")
+        lines.append(f"| {r['check']} | {format_value(r['value'], r['unit'])} | {format_goal(r['goal'], r['unit'])} | {r['result']} |")
     lines += ["", ("Training time is the wall-clock time of the whole `vcm-train` process (start-up and the validation "
                    "at the last step included) on a machine shared with other jobs: it shows the order of the speed-up; "
                    "the training-step benchmark (`python -m vcm.cli.bench --only precision`) measures it."), ""]
@@ -182,7 +154,7 @@ def run_parity(a: argparse.Namespace, command: str) -> tuple[int, dict[str, Any]
     from concurrent.futures import ThreadPoolExecutor
 
     from vcm.bench.common import _environment
-    from vcm.cli.study_runner import Study, read_json
+    from vcm.studies import Study, read_json
 
     study = Study("bench-parity", a.out, dry_run=a.dry_run)
     base = base_overrides(a.steps, a.dataset)
@@ -225,26 +197,3 @@ def run_parity(a: argparse.Namespace, command: str) -> tuple[int, dict[str, Any]
         "summary": rows,
     }
     return rc, result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m vcm.cli.bench parity``; returns the exit code."""
-    from vcm.utils.io import atomic_write_json, atomic_write_text
-
-    argv = sys.argv[2:] if argv is None else list(argv)
-    a = _parse(argv)
-    command = shlex.join(["python", "-m", "vcm.cli.bench", "parity", *argv])
-    rc, result = run_parity(a, command)
-    if result is None:
-        return rc
-    out = Path(a.out).resolve()
-    atomic_write_json(out / "parity.json", result)
-    atomic_write_text(out / "precision.md", render_markdown(result))
-    print("\n=== bf16-mixed + channels-last vs fp32 training (parity) ===")
-    for name, r in result["runs"].items():
-        m = r["metrics"]
-        print(f"  {name:<24} PSNR {m['psnr']:.3f} dB   bpp {m['bpp_real']:.4f}   ({r['num_images']} {a.dataset} val frames)")
-    for r in result["summary"]:
-        print(f"  {r['check']:<46} {_fmt(r['value'], r['unit']):>10}   {_goal(r['goal'], r['unit']):<15} {r['result']}")
-    print(f"\nwrote {out / 'parity.json'} and {out / 'precision.md'}")
-    return rc

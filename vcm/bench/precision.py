@@ -62,7 +62,7 @@ def _datamodule(cfg):
 
 def _build(cfg, dm, seed: int):
     """The LightningModule ``vcm-train`` builds for ``cfg``, its weights drawn from ``seed``."""
-    from vcm.cli.train import build_model
+    from vcm.modules.build import build_model
 
     torch.manual_seed(seed)
     return build_model(cfg, dm)

@@ -35,7 +35,7 @@ Five measurements, each a ratio against the same work done without vcm (or a tab
    with the same settings (goal <= 1.05); the training loader's batches/s (cached frames, the configured
    workers) against fast training steps/s (goal >= 3: the loader is never the bottleneck).
 
-``parity`` (:mod:`vcm.bench.parity`) is a separate command: the same hyperprior trained twice, bf16-mixed +
+``parity`` (:mod:`vcm.cli.bench_parity`) is a separate command: the same hyperprior trained twice, bf16-mixed +
 channels-last and fp32, then coded with real bitstreams on the kitti_mini validation frames (goals: PSNR
 within 0.1 dB, bpp within 2 %). ``python -m vcm.cli.bench parity --help`` lists its options.
 
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m vcm.cli.bench``; returns the exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["parity"]:
-        from vcm.bench.parity import main as parity_main
+        from vcm.cli.bench_parity import main as parity_main
 
         return parity_main(args[1:])
     a = _parse(argv)

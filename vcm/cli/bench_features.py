@@ -20,7 +20,7 @@ import csv
 import sys
 from pathlib import Path
 
-from vcm.cli.study_runner import Study, load_study, overrides
+from vcm.studies import Study, load_study, overrides
 from vcm.utils.config import PROJECT_ROOT
 
 #: the benchmark's settings, vcm/conf/study/bench_features.yaml

@@ -24,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vcm.cli.study_runner import Study, load_study, overrides
+from vcm.studies import Study, load_study, overrides
 from vcm.utils.config import PROJECT_ROOT
 
 #: the benchmark's settings (recipe, curves, default options), vcm/conf/study/bench_roi.yaml

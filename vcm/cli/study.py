@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vcm.cli.study_runner import Study, load_study, point_name, study_names
+from vcm.studies import Study, load_study, point_name, study_names
 from vcm.utils.config import PROJECT_ROOT
 
 # the presets of this script (vcm/conf/study/bench_*.yaml are those of the benchmark scripts)

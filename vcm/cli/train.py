@@ -33,6 +33,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vcm.cli.hydra_app import run_command
 from vcm.codecs.base import Needs
 from vcm.errors import ConfigError
+from vcm.modules.build import build_model
+from vcm.utils.checkpoint_meta import codec_metadata
 from vcm.utils.config import CONF_DIR, check_config, to_plain
 from vcm.utils.io import atomic_write_text
 
@@ -151,25 +153,6 @@ def build_callbacks(cfg: DictConfig, model) -> list:
     return callbacks
 
 
-def build_model(cfg: DictConfig, datamodule):
-    """Instantiate the LightningModule of ``cfg.model`` with the loss, detector and rate point."""
-    target = cfg.model.get("_target_", "")
-    if target.endswith("DetectorModule"):
-        if cfg.get("detector") is None:
-            raise ConfigError("model=detector needs a detector config: detector=resnet18_fpn (or resnet50_fpn_v2, mobilenet_v3_fpn)")
-        det = {k: v for k, v in to_plain(cfg.detector).items() if k not in ("_target_", "class_names")}
-        model = hydra.utils.instantiate(cfg.model, detector=det, class_names=list(datamodule.class_names))
-        return model
-    loss = hydra.utils.instantiate(cfg.loss) if cfg.get("loss") is not None else None
-    params = {"quality": cfg.get("quality"), "lmbda": cfg.get("lmbda")}
-    if cfg.get("loss") is not None and cfg.loss.get("alpha") is not None:
-        params["alpha"] = float(cfg.loss.alpha)
-    if cfg.model.get("det_weight") is not None:
-        params["det_weight"] = float(cfg.model.det_weight)
-    model = hydra.utils.instantiate(cfg.model, loss=loss, params={k: v for k, v in params.items() if v is not None})
-    return model
-
-
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train, validate and test one configuration.
 
@@ -207,18 +190,11 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
             callbacks.append(FrozenDetectorCallback(cfg.detector, config=to_plain(cfg.detector)))
         elif model.codec.needs is Needs.DETECTOR:
             raise ConfigError(f"model={model.codec_name} needs a detector: add detector=resnet18_fpn (or another vcm/conf/detector entry)")
-        model.vcm_meta.update({
-            "kind": kind,
-            "codec_name": model.codec_name,
-            "codec": to_plain(cfg.model.codec),
-            "model": to_plain(cfg.model),
-            "quality": cfg.get("quality"),
-            "lmbda": cfg.get("lmbda"),
-            "alpha": model.params.get("alpha"),
-            "det_weight": model.params.get("det_weight"),
-            "variant": cfg.get("variant"),
-            "class_names": list(datamodule.class_names),
-        })
+        model.vcm_meta.update(codec_metadata(
+            kind=kind, codec_name=model.codec_name, codec=to_plain(cfg.model.codec), model=to_plain(cfg.model),
+            rate_point={"quality": cfg.get("quality"), "lmbda": cfg.get("lmbda"), "alpha": model.params.get("alpha"),
+                        "det_weight": model.params.get("det_weight")},
+            variant=cfg.get("variant"), class_names=list(datamodule.class_names)))
     from vcm.rd.record import current_git_commit
 
     model.vcm_meta["git_commit"] = current_git_commit()

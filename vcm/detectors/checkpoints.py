@@ -33,10 +33,10 @@ def save_detector(path: str | os.PathLike, model: nn.Module, config: Mapping[str
     Returns:
         The written path.
     """
-    from vcm.detectors.frozen import FrozenDetector  # frozen.py builds on this module
-
     config = dict(config or {})
-    if isinstance(model, FrozenDetector):
+    # A FrozenDetector wraps the torchvision model in ``.model``; recognised by that, since frozen.py
+    # builds on this module and importing it here would close an import cycle.
+    if isinstance(getattr(model, "model", None), FasterRCNN):
         config.setdefault("backbone", model.backbone_name)
         config.setdefault("class_names", list(model.class_names))
         model = model.model

@@ -88,7 +88,8 @@ def test_publish_then_load_by_name_and_refuse_a_modified_file(scratch_zoo, tiny_
     blob = bytearray(weights.read_bytes())
     blob[-100] ^= 0xFF
     weights.write_bytes(bytes(blob))
-    with pytest.raises(zoo.ZooError, match=r"tiny-q2.*sha256.*registry says.*git checkout"):
+    # (the scratch zoo is no git checkout: the fix offered is the fetch, not git)
+    with pytest.raises(zoo.ZooError, match=r"tiny-q2.*sha256.*registry says.*vcm-zoo fetch tiny-q2 --from"):
         zoo_runner("tiny-q2")
     weights.unlink()
     with pytest.raises(zoo.ZooError, match="missing"):

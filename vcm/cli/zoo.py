@@ -4,7 +4,7 @@
     python -m vcm.cli.zoo codecs     # the scale hyperprior at four rate points (hyperprior-kitti-q*)
 
 Each model is trained with ``vcm-train`` on the kitti_mini train frames (chosen on val), written
-into ``vcm/zoo/`` with its registry entry (:mod:`vcm.zoo.publish`), evaluated with ``vcm-eval`` on
+into ``vcm/zoo/`` with its registry entry (``vcm-zoo add``, :mod:`vcm.zoo.publish`), evaluated with ``vcm-eval`` on
 the kitti_mini test frames through the shipped file itself, and the test metrics are attached to
 the entry. ``codecs`` trains one base run (quality 4) and fine-tunes the other rate points from it,
 then evaluates the JPEG / WebP / HEVC 4:4:4 anchors on the same frames and prints BD-rates.
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from vcm.cli.study_runner import EVAL, Study
+from vcm.studies import EVAL, Study
 
 BASE_QUALITY = 4
 FINETUNE_QUALITIES = (1, 3, 5)
@@ -38,12 +38,12 @@ def _chosen_checkpoint(study: Study, point: str) -> Path | None:
 def _publish(study: Study, point: str, ckpt: Path | None, name: str, minutes: float, notes: str | None = None) -> bool:
     if ckpt is None:
         return False
-    argv = [sys.executable, "-m", "vcm.zoo.publish", "add", str(ckpt), "--name", name, "--minutes", f"{minutes:.1f}"]
+    argv = [sys.executable, "-m", "vcm.cli.zoo_store", "add", str(ckpt), "--name", name, "--minutes", f"{minutes:.1f}"]
     return study.run(f"publish-{point}", argv + (["--notes", notes] if notes else []))
 
 
 def _attach(study: Study, point: str, name: str) -> bool:
-    return study.run(f"metrics-{point}", [sys.executable, "-m", "vcm.zoo.publish", "metrics", name,
+    return study.run(f"metrics-{point}", [sys.executable, "-m", "vcm.cli.zoo_store", "metrics", name,
                                           str(study.results / f"{point}.json")])
 
 

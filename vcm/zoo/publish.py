@@ -1,21 +1,20 @@
 """Put a trained codec or detector into vcm's zoo, and attach the metrics measured with it.
 
-    python -m vcm.zoo.publish add <run>/checkpoints/best.ckpt --name hyperprior-kitti-q4
-    python -m vcm.zoo.publish metrics hyperprior-kitti-q4 <vcm-eval record .json>
-
-``add`` writes ``vcm/zoo/weights/<name>.pt`` (floating-point tensors in float16, the training
-metadata kept, optimiser state dropped) and its registry entry (sha256, kind, architecture, rate
-point, the run's Hydra config, git commit, steps, minutes). ``metrics`` copies a vcm-eval record's
-metrics (which must have been measured with this very file: the record names the zoo model) into
-the entry. Both rewrite the registry atomically; nothing is half-written.
+The commands are ``vcm-zoo add`` and ``vcm-zoo metrics`` (:mod:`vcm.cli.zoo_store`). :func:`add` writes
+``vcm/zoo/weights/<name>.pt`` (floating-point tensors in float16, the training metadata kept,
+optimiser state dropped) and its registry entry (sha256, kind, architecture, rate point, the run's
+Hydra config, git commit, steps, minutes), with provenance that names no machine
+(:func:`machine_free_training`). :func:`set_metrics` copies a vcm-eval record's metrics (which must
+have been measured with this very file: the record names the zoo model) into the entry. Both rewrite
+the registry atomically; nothing is half-written.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import sys
-from pathlib import Path
+import math
+import os
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -23,6 +22,7 @@ import yaml
 
 from vcm import zoo
 from vcm.errors import ConfigError
+from vcm.utils.checkpoint_meta import DETECTOR_BUILD_KEYS, META_KEY
 from vcm.utils.io import atomic_write_bytes, atomic_write_text
 from vcm.zoo import ZooEntry, ZooError, _read_registry, sha256_file
 
@@ -41,6 +41,90 @@ def _run_config(ckpt: Path) -> dict[str, Any]:
     """The Hydra config vcm-train saved next to the checkpoint's run (``<run>/config.yaml``)."""
     config = ckpt.resolve().parent.parent / "config.yaml"
     return yaml.safe_load(config.read_text()) if config.is_file() else {}
+
+
+def _under(path: str, folder: str | None) -> bool:
+    return bool(folder) and (path == folder or path.startswith(folder.rstrip("/") + "/"))
+
+
+def machine_free_path(value: str, root: str | None, shared: str | None, runs: str | None) -> str:
+    """An absolute path of the training machine, as the registry keeps it.
+
+    Args:
+        value: any string; only an absolute path is rewritten.
+        root: the repository the run used (``paths.root_dir``).
+        shared: its shared-data folder (``paths.shared_dir``).
+        runs: the folder holding the run folders (the run's ``paths.output_dir``'s parent).
+
+    Returns:
+        Relative to the repository (``vcm/conf/...``, ``../shared/data/kitti_mini``), ``run:<run>/...``
+        for a path in a run folder, ``external:<file name>`` for any other path; ``value`` itself
+        when it is no absolute path.
+    """
+    if not isinstance(value, str) or not value.startswith("/"):
+        return value
+    path = os.path.normpath(value)
+    root, shared, runs = (os.path.normpath(f) if f else None for f in (root, shared, runs))
+    if _under(path, root) or _under(path, shared):
+        return PurePosixPath(os.path.relpath(path, root)).as_posix()
+    if _under(path, runs):
+        return "run:" + PurePosixPath(os.path.relpath(path, runs)).as_posix()
+    return "external:" + os.path.basename(path)
+
+
+def _map_strings(value: Any, fn) -> Any:
+    if isinstance(value, dict):
+        return {k: _map_strings(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, fn) for v in value]
+    return fn(value) if isinstance(value, str) else value
+
+
+def run_name(training: dict[str, Any]) -> str | None:
+    """The name of the run folder a registry entry's ``training`` comes from (``run``, else the folder
+    of its config's ``paths.output_dir``)."""
+    if training.get("run"):
+        return str(training["run"])
+    out = ((training.get("config") or {}).get("paths") or {}).get("output_dir")
+    return os.path.basename(os.path.normpath(out)) if isinstance(out, str) and out.startswith("/") else None
+
+
+def machine_free_training(training: dict[str, Any], published_runs: dict[str, str]) -> dict[str, Any]:
+    """``training`` of a registry entry with every machine path rewritten (:func:`machine_free_path`),
+    ``run`` set, and an ``init_from`` that is a published run's checkpoint named ``zoo:<name>``.
+
+    Args:
+        training: the entry's ``training`` (paths as the run recorded them, or already rewritten).
+        published_runs: ``{run folder name: zoo name}`` of the entries already published.
+    """
+    paths = (training.get("config") or {}).get("paths") or {}
+    out = paths.get("output_dir")
+    runs = os.path.dirname(os.path.normpath(out)) if isinstance(out, str) and out.startswith("/") else None
+    run = run_name(training)
+    clean = _map_strings(training, lambda s: machine_free_path(s, paths.get("root_dir"), paths.get("shared_dir"), runs))
+
+    def zoo_start(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("run:"):
+            start_run = PurePosixPath(value[len("run:"):]).parts[0]
+            if start_run in published_runs and start_run != run:
+                return f"{zoo.ZOO_PREFIX}{published_runs[start_run]}"
+        return value
+
+    clean["init_from"] = zoo_start(clean.get("init_from"))
+    if isinstance(clean.get("config"), dict) and "init_from" in clean["config"]:
+        clean["config"]["init_from"] = zoo_start(clean["config"]["init_from"])
+    if run:
+        clean["run"] = run
+    return clean
+
+
+def codec_quality(quality: int | None, lmbda: float | None, lambdas: dict[str, float] | None) -> int | None:
+    """The quality index a codec entry records: ``quality`` when the model's lambda table gives that
+    quality the codec's lambda, None for a codec trained at a lambda of its own."""
+    if quality is None or lmbda is None:
+        return quality
+    table_lmbda = (lambdas or {}).get(f"q{quality}")
+    return quality if table_lmbda is not None and math.isclose(float(table_lmbda), float(lmbda)) else None
 
 
 def _write_registry(found: dict[str, ZooEntry]) -> None:
@@ -68,14 +152,14 @@ def add(ckpt: str | Path, name: str, minutes: float | None = None, notes: str | 
     if not ckpt.is_file():
         raise ConfigError(f"checkpoint not found: {ckpt}")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    meta = dict(state.get("vcm") or {})
+    meta = dict(state.get(META_KEY) or {})
     kind = meta.get("kind")
     buffer = io.BytesIO()
     if kind == "detector":
         from vcm.detectors import load_detector_state
 
         weights, config = load_detector_state(ckpt)
-        config.update({k: v for k, v in (meta.get("detector") or {}).items() if k in ("backbone", "min_size", "max_size")})
+        config.update({k: v for k, v in (meta.get("detector") or {}).items() if k in DETECTOR_BUILD_KEYS})
         config["class_names"] = list(meta.get("class_names") or [])
         # Frozen BatchNorm: the detector is rebuilt with the pretrained-backbone variant.
         config["weights"] = (meta.get("detector") or {}).get("weights")
@@ -85,14 +169,15 @@ def add(ckpt: str | Path, name: str, minutes: float | None = None, notes: str | 
         from vcm.codecs.base import ENTROPY_BOUND_SUFFIXES
         from vcm.codecs.checkpoint import CODER_TABLE_SUFFIXES
 
-        # The range coder's tables are left out: update() rebuilds them from the weights at load.
         codec_state = {k: v for k, v in state["state_dict"].items()
                        if k.startswith("codec.") and not k.endswith(CODER_TABLE_SUFFIXES)}
         meta["zoo_name"] = name
         if git_commit:
             meta["git_commit"] = git_commit
-        torch.save({"vcm": meta, "state_dict": _half(codec_state, keep_fp32=("scale_table", *ENTROPY_BOUND_SUFFIXES))}, buffer)
-        architecture, quality, lmbda = str(meta.get("codec_name")), meta.get("quality"), meta.get("lmbda")
+        torch.save({META_KEY: meta, "state_dict": _half(codec_state, keep_fp32=("scale_table", *ENTROPY_BOUND_SUFFIXES))}, buffer)
+        lmbda = meta.get("lmbda")
+        architecture = str(meta.get("codec_name"))
+        quality = codec_quality(meta.get("quality"), lmbda, (meta.get("model") or {}).get("lambdas"))
         entry_kind = f"{kind}_codec"
     else:
         raise ConfigError(f"{ckpt} is not a vcm codec or detector checkpoint (its 'vcm' metadata has kind={kind!r})")
@@ -100,10 +185,11 @@ def add(ckpt: str | Path, name: str, minutes: float | None = None, notes: str | 
     atomic_write_bytes(path, buffer.getvalue())
     training = {"steps": int(state.get("global_step", 0)), "minutes": minutes,
                 "git_commit": git_commit or meta.get("git_commit"),
-                "init_from": meta.get("init_from"), "config": _run_config(ckpt)}
+                "init_from": meta.get("init_from"), "run": ckpt.resolve().parent.parent.name, "config": _run_config(ckpt)}
     if notes:
         training["notes"] = notes
     found = _read_registry()
+    training = machine_free_training(training, {run_name(e.training): n for n, e in found.items() if run_name(e.training)})
     found[name] = ZooEntry(name=name, kind=entry_kind, file=str(path.relative_to(zoo.ZOO_DIR)), sha256=sha256_file(path),
                            architecture=architecture, quality=quality, lmbda=lmbda, training=training)
     _write_registry(found)
@@ -125,32 +211,3 @@ def set_metrics(name: str, record_path: str | Path) -> ZooEntry:
     e.metrics = {**{k: record.get(k) for k in _RECORD_KEYS}, **{k: v for k, v in record["metrics"].items()}}
     _write_registry(found)
     return e
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vcm.zoo.publish", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    a_add = sub.add_parser("add", help="add a checkpoint to the zoo")
-    a_add.add_argument("ckpt")
-    a_add.add_argument("--name", required=True)
-    a_add.add_argument("--minutes", type=float)
-    a_add.add_argument("--notes")
-    a_add.add_argument("--git-commit", help="commit of the training code, when the checkpoint records none")
-    a_met = sub.add_parser("metrics", help="attach a vcm-eval record's metrics to a zoo entry")
-    a_met.add_argument("name")
-    a_met.add_argument("record")
-    a = p.parse_args(argv)
-    try:
-        if a.command == "add":
-            e = add(a.ckpt, a.name, minutes=a.minutes, notes=a.notes, git_commit=a.git_commit)
-        else:
-            e = set_metrics(a.name, a.record)
-    except (ConfigError, OSError) as err:
-        print(f"vcm zoo: error: {err}", file=sys.stderr)
-        return 2
-    print(f"{e.name}: {e.kind} {e.architecture} {e.file} sha256 {e.sha256[:16]}...")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -83,11 +83,16 @@ def test_an_installed_wheel_evaluates_and_codes_by_zoo_name_outside_the_checkout
     shutil.copyfile(zoo.entry(MODEL).path, served / f"{MODEL}.pt")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(served)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        env[zoo.ZOO_URL_ENV] = f"http://127.0.0.1:{server.server_address[1]}"
+        listed = _run([bin_dir / "vcm-zoo", "list"], cwd=work, env=env).stdout
+        assert f"{MODEL}" in listed and "not found (vcm-zoo fetch)" in listed
+        env[zoo.ZOO_URL_ENV] = url
         frame = kitti_tiny_root / "training" / "image_2" / "000001.png"
         _run([bin_dir / "vcm-compress", "--model", MODEL, frame, work / "frame.vcm"], cwd=work, env=env)
         _run([bin_dir / "vcm-decompress", "--model", MODEL, work / "frame.vcm", work / "decoded.png"], cwd=work, env=env)
+        fetched = _run([bin_dir / "vcm-zoo", "fetch", MODEL, "--from", url], cwd=work, env=env).stdout
+        assert f"{MODEL}: {tmp_path / 'zoo-cache' / MODEL}.pt (sha256 verified)" in fetched
     finally:
         server.shutdown()
         server.server_close()

@@ -118,7 +118,12 @@ def parse_label_file(path: str | Path, require_score: bool = False) -> list[Kitt
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not a text label file ({e}); expected KITTI label_2 lines") from None
     objects = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Lines end at LF only; a CR is whitespace within a line. splitlines() would also end a line at a
+    # lone CR, so "<15 fields>\r <score>" (a score appended to a CRLF file by an LF tool) would read
+    # as a line without its score and a line with only the score. A file of CR-only line ends is rare
+    # but read as such.
+    lines = text.split("\n") if "\n" in text or "\r" not in text else text.split("\r")
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         obj = parse_label_line(line, path, lineno)
@@ -177,8 +182,23 @@ def read_calib(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
+class HighBitDepthWarning(UserWarning):
+    """An image with more than 8 bits per sample was reduced to the 8 bits vcm codes."""
+
+
+def _is_16_bit(im: Image.Image) -> bool:
+    """True for an image stored with 16 bits per sample (before Pillow decodes it)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return True
+    return any(len(t) > 3 and str(t[3]).endswith((";16B", ";16", ";16L")) for t in (im.tile or []))
+
+
 def load_image(path: str | Path) -> torch.Tensor:
     """Load an image file as a uint8 RGB tensor [3, H, W]. Grey and RGBA images are converted to RGB.
+
+    Images with 16 bits per sample (16-bit PNG, grey or colour) are reduced to 8 bits by one rule,
+    the high byte of each sample (``v >> 8``, which is Pillow's own reduction of 16-bit colour), and
+    a :class:`HighBitDepthWarning` says so: vcm's codecs and anchors code 8-bit images.
 
     Raises:
         DataError: the file is missing, empty, truncated or not an image.
@@ -190,15 +210,19 @@ def load_image(path: str | Path) -> torch.Tensor:
         raise DataError(f"image file is empty: {path}; expected a PNG/JPEG image")
     try:
         with Image.open(path) as im:
+            high_bit_depth = _is_16_bit(im)
             im.load()
+            if high_bit_depth:
+                warnings.warn(f"{path}: 16 bits per sample, coded as 8 (the high byte of each sample); vcm codes "
+                              "8-bit images", HighBitDepthWarning, stacklevel=2)
             if im.mode != "RGB":
-                if im.mode not in ("L", "RGBA", "P", "LA", "I;16", "I", "CMYK", "YCbCr"):
+                if im.mode not in ("L", "RGBA", "P", "LA", "I;16", "I;16B", "I;16L", "I", "CMYK", "YCbCr"):
                     warnings.warn(f"{path}: unusual image mode {im.mode}, converting to RGB", stacklevel=2)
-                if im.mode in ("I;16", "I"):
-                    # 16-bit grey: scale to 8 bits before RGB conversion so it is not clipped to white.
-                    a = np.asarray(im, dtype=np.float64)
-                    a = np.clip(a / max(a.max(), 1.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                    im = Image.fromarray(a, mode="L")
+                if im.mode.startswith("I"):
+                    # 16-bit grey: the same high-byte rule as Pillow applies to 16-bit colour (a plain
+                    # convert would clip every value above 255 to white)
+                    a = np.asarray(im).astype(np.int64)
+                    im = Image.fromarray(np.clip(a >> 8, 0, 255).astype(np.uint8))
                 im = im.convert("RGB")
             arr = np.asarray(im, dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:

@@ -284,6 +284,9 @@ def fetch(name: str, source: str, dest: str | os.PathLike | None = None, force: 
         if actual != e.sha256:
             raise ZooError(f"zoo model {name!r}: {where} has sha256 {actual[:16]}..., the registry says {e.sha256[:16]}... "
                            "(a modified or other file); refused, nothing written")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private; a fetched file is as any other the user writes
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -143,13 +143,13 @@ def test_bad_folders_and_lines_are_clear_errors(label_dir, results_dir, tmp_path
     with pytest.raises(DataError, match=r"labels/000002\.txt:1: 3 fields, expected 15"):
         evaluate_kitti_folder(labels, results_dir)
 
-    # The command turns every one into one line on stderr and exit code 1.
-    assert main([str(labels), str(results_dir)]) == 1
+    # The command turns every one into one line on stderr and exit code 2 (a user error, as every command).
+    assert main([str(labels), str(results_dir)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("vcm-kitti-eval: error: ") and "000002.txt:1" in err and err.count("\n") == 1
-    assert main([str(tmp_path / "missing"), str(results_dir)]) == 1
+    assert main([str(tmp_path / "missing"), str(results_dir)]) == 2
     assert "label folder" in capsys.readouterr().err
-    assert main([str(label_dir), str(results_dir), "--classes", "Van"]) == 1
+    assert main([str(label_dir), str(results_dir), "--classes", "Van"]) == 2
     assert "got class 'Van'" in capsys.readouterr().err
 
 

@@ -5,8 +5,9 @@
     vcm-kitti-eval label_2/ results/ --json > ap.json
 
 Prints AP|R40 and AP|R11 at easy / moderate / hard in percent, as the devkit prints them; with
-``--json``, the same numbers (percent) as JSON. Exit code 0 on success, 1 on bad input (the
-message names the file and line), 2 on bad usage.
+``--json``, the same numbers (percent) as JSON. Exit status 0 on success, 2 on a user or input
+error (bad usage, or a bad label or results file: the message names the file and line), as every vcm
+command.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from vcm.metrics.kitti import DIFFICULTIES, KITTI_CLASSES
 from vcm.metrics.kitti_folder import evaluate_kitti_folder, format_kitti_table
 
 PROG = "vcm-kitti-eval"
+#: exit status of a user or input error, as every vcm command
+USER_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        only_result_frames=args.only_result_frames)
     except ValueError as e:  # DataError is a ValueError
         print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
+        return USER_ERROR
     if args.json:
         print(json.dumps(to_percent_json(result, args.label_dir, args.results_dir), indent=2))
     else:

@@ -3,8 +3,9 @@
 A preset (``--preset``) is a config file, ``vcm/conf/study/<preset>.yaml`` (its comments say what
 each key does; a new file there is a new preset):
 
-* ``demo``  (CPU): synthetic data; a short detector training; the hyperprior at two
-  rate points; JPEG and HEVC anchors; RD table, plots and report.
+* ``demo``  (CPU, minutes): real KITTI frames, the 10 kitti_mini test frames; the shipped detector
+  and the zoo's hyperprior at four rate points; JPEG and HEVC 4:4:4 anchors; a brief fine-tune of
+  the zoo hyperprior; RD table, BD-rates with bootstrap intervals, plots and report.
 * ``mini``  (CPU): real KITTI frames (kitti_mini), the shipped detector; the zoo's hyperprior,
   L-MSFC and TA-MSF; hyperprior and roi_hyperprior fine-tuned from the zoo at three rate points;
   anchors (jpeg, webp, hevc, av1, feature_hevc); RD table, BD-rates, plots, report.

@@ -30,7 +30,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vcm.cli.hydra_app import run_command
+from vcm.cli.hydra_app import check_overrides, run_command
 from vcm.codecs.base import Needs
 from vcm.errors import ConfigError
 from vcm.modules.build import build_model
@@ -298,6 +298,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    check_overrides("vcm-train", "train")
     _hydra_main()
 
 

@@ -80,8 +80,6 @@ MISTAKES = {
     "train_misspelled_key": ("vcm-train", ["trainer.max_stepz=3", "paths.log_dir={tmp}/logs"], "max_stepz"),
     "eval_wrong_type": ("vcm-eval", ["codec=jpeg", "codec.quality=abc", "paths.log_dir={tmp}/logs"], "abc"),
 }
-# Hydra rejects these before vcm runs and prints its own few lines (plus the HYDRA_FULL_ERROR hint), exit 1
-HYDRA_LEVEL = {"train_misspelled_key", "eval_wrong_type"}
 
 
 @pytest.mark.slow
@@ -91,13 +89,10 @@ def test_each_class_of_user_mistake_exits_nonzero_with_one_error_line(case, tmp_
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.png").write_text("not an image")
     r = run_cli(tool, [a.format(tmp=tmp_path) for a in args], timeout=240)
-    assert r.returncode != 0, f"{tool} {args} exited 0"
-    assert "Traceback" not in r.stderr, r.stderr
-    if case in HYDRA_LEVEL:
-        assert named in r.stderr and "HYDRA_FULL_ERROR=1" in r.stderr, r.stderr
-    else:
-        errors = [line for line in r.stderr.splitlines() if "error" in line.lower()]
-        assert len(errors) == 1 and named in errors[0], r.stderr
+    assert r.returncode == 2, f"{tool} {args} exited {r.returncode}: a user error exits 2"
+    assert "Traceback" not in r.stderr and "HYDRA_FULL_ERROR" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and named in errors[0], r.stderr
     assert not (tmp_path / "o.vcm").exists() and not (tmp_path / "o.png").exists()
 
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from vcm.errors import BitstreamError
+from vcm.errors import BitstreamError, ConfigError
 
 MAGIC = b"VA"
 HEADER_VERSION = 1
@@ -146,21 +146,23 @@ def as_rgb_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def check_choice(name: str, value: Any, valid: tuple) -> Any:
-    """Raise a ValueError listing the valid values when ``value`` is not one of them."""
+    """Raise a ConfigError (a ValueError: the user's setting) listing the valid values when ``value``
+    is not one of them."""
     if value not in valid:
-        raise ValueError(f"{name}={value!r} is not supported; valid values: {', '.join(map(repr, valid))}")
+        raise ConfigError(f"{name}={value!r} is not supported; valid values: {', '.join(map(repr, valid))}")
     return value
 
 
 def check_int(name: str, value: Any, lo: int, hi: int) -> int:
-    """Return ``value`` as int, raising a ValueError when it is not an integer in [lo, hi]."""
+    """Return ``value`` as int, raising a ConfigError (a ValueError: the user's setting) when it is not
+    an integer in [lo, hi]."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+            raise ConfigError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
     if not lo <= int(value) <= hi:
-        raise ValueError(f"{name} must be in {lo}..{hi}, got {value}")
+        raise ConfigError(f"{name} must be in {lo}..{hi}, got {value}")
     return int(value)
 
 

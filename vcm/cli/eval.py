@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vcm.anchors.base import FeatureAnchor, ImageAnchor
-from vcm.cli.hydra_app import run_command
+from vcm.cli.hydra_app import check_overrides, run_command
 from vcm.codecs.base import Needs
 from vcm.detectors.identity import build_detector as build_detector_from_config
 from vcm.detectors.identity import require_trained_detector
@@ -32,6 +32,7 @@ from vcm.evaluation.runners import AnchorFeatureRunner, AnchorImageRunner, Runne
 from vcm.metrics.kitti_folder import write_results_file
 from vcm.rd.record import make_record, write_record
 from vcm.utils.config import CONF_DIR, check_config, to_plain
+from vcm.utils.progress import progress_bar
 
 log = logging.getLogger("vcm.eval")
 
@@ -105,6 +106,7 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
         detector = None  # the detector stored with the codec: pixel metrics need none
     detections_dir = _detections_dir(cfg, detector)
     acc = MetricAccumulator(datamodule.class_names, detection=detector is not None)
+    bar = progress_bar(len(samples), f"{runner.name} on {datamodule.name}/{split}", cfg.get("progress", "auto"))
     for n, (ds, i) in enumerate(samples):
         image, target = ds[i]
         m, preds, _ = evaluate_image(runner, image, target if labelled else None, detector=detector,
@@ -115,8 +117,15 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
             frame = str(target.get("name") or f"{n:06d}")
             write_results_file(detections_dir / f"{frame}.txt", preds["boxes"], preds["scores"], preds["labels"],
                                datamodule.class_names)
-        log.info("[%d/%d] %s bpp_real=%.4f%s", n + 1, len(samples), m.get("name"), m.get("bpp_real", float("nan")),
-                 f" psnr={m['psnr']:.2f}" if "psnr" in m else "")
+        psnr = f" psnr={m['psnr']:.2f}" if "psnr" in m else ""
+        if bar is None:
+            log.info("[%d/%d] %s bpp_real=%.4f%s", n + 1, len(samples), m.get("name"), m.get("bpp_real", float("nan")),
+                     psnr)
+        else:  # the bar says how far and how long; the frame's line would break it
+            bar.set_postfix_str(f"bpp_real={m.get('bpp_real', float('nan')):.4f}{psnr}", refresh=False)
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     metrics = acc.compute()
     det_info = {"name": getattr(detector, "backbone_name", None), "weights_hash": detector.weights_hash()} if detector is not None else None
     record = make_record(
@@ -166,6 +175,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    check_overrides("vcm-eval", "eval")
     _hydra_main()
 
 

@@ -203,7 +203,7 @@ def main(argv: list[str]) -> int:
     cmd, out = argv[0], Path(argv[1])
     if cmd == "lmsfc-encode":
         model = tiny_lmsfc()
-        strings, z_shape, y_hat, sizes = model._encode(tiny_levels())
+        strings, z_shape, y_hat, sizes, _ = model._encode(tiny_levels())
         enc_side = model._reconstruct(y_hat, sizes)
         data = pack(model.codec_name, weights_hash(model), (64, 96), strings, z_shape,
                     {"sizes": [v for hw in sizes for v in hw]})

@@ -88,8 +88,8 @@ def test_random_and_corrupt_bytes(payload_args):
     flipped[200] ^= 0x01  # inside a string: the structure parses, only the CRC can tell
     with pytest.raises(BitstreamError, match="CRC32 mismatch"):
         unpack(bytes(flipped))
-    with pytest.raises(BitstreamError, match="unsupported .* version 2"):
-        unpack(MAGIC + bytes([2]) + bytes(data[5:]))
+    with pytest.raises(BitstreamError, match=f"unsupported .* version {FORMAT_VERSION + 1}"):
+        unpack(MAGIC + bytes([FORMAT_VERSION + 1]) + bytes(data[5:]))
 
 
 def test_wrong_codec_or_weights(payload_args):
@@ -112,9 +112,9 @@ def test_bad_arguments_to_pack():
 
 
 def test_header_is_small_and_counted():
-    """Overhead = the documented field sizes; a KITTI hyperprior frame pays 42 bytes (0.0007 bpp)."""
+    """Overhead = the documented field sizes; a KITTI hyperprior frame pays 47 bytes (0.0008 bpp)."""
     y, z = random_bytes(3000, 4), random_bytes(60, 5)
-    data = pack("hyperprior", HASH, (375, 1242), [[y], [z]], (6, 20))
+    data = pack("hyperprior", HASH, (375, 1242), [[y], [z]], (6, 20), check=0xDEADBEEF)
     overhead = len(data) - len(y) - len(z)
     expected = (
         4 + 1  # magic, version
@@ -124,11 +124,14 @@ def test_header_is_small_and_counted():
         + 3  # shape: list header + two small ints
         + 1  # no extra
         + 1 + 2 * 1 + _varint_len(3000) + _varint_len(60)  # groups, counts, lengths
+        + 1 + 4  # symbols check: flag, CRC32
         + 4  # CRC32
     )
-    assert overhead == expected == 42
+    assert overhead == expected == 47
+    assert unpack(data).check == 0xDEADBEEF
+    assert len(pack("hyperprior", HASH, (375, 1242), [[y], [z]], (6, 20))) == len(data) - 4  # no check: the flag alone
     small = pack("factorized", HASH, (100, 131), [[random_bytes(500, 6)]], (7, 9))
-    assert len(small) - 500 < 40
+    assert len(small) - 500 <= 40
 
 
 def test_image_round_trip_and_file_size(tmp_path):

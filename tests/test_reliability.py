@@ -248,7 +248,7 @@ def test_lmsfc_context_model_bitstream_decodes_bit_identically_in_other_processe
     enc_side = torch.load(tmp_path / "encoder_side.pt", weights_only=True)
     assert int((enc_side["y_hat"] != 0).sum()) > 20  # the context model had symbols to work on
     model = tiny_lmsfc()
-    strings, z_shape, _, sizes = model._encode(tiny_levels())
+    strings, z_shape, _, sizes, _ = model._encode(tiny_levels())
     here = model.decompress(strings, z_shape, sizes)["levels_hat"]
     pids = set()
     for t in (1, 2):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import logging
 import math
 from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from compressai.entropy_models import EntropyModel
+from compressai.entropy_models import EntropyModel, GaussianConditional
 from compressai.models.base import get_scale_table
 from torch import Tensor, nn
 
@@ -26,11 +27,15 @@ from torch import Tensor, nn
 #: fingerprint that bitstreams carry, and they do not enter the range coder.) New zoo files keep them in fp32.
 ENTROPY_BOUND_SUFFIXES = ("likelihood_lower_bound.bound", "lower_bound_scale.bound")
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "CodecContract",
     "Needs",
+    "build_indexes",
     "count_bits",
     "crop_image",
+    "ensure_tables",
     "is_updated",
     "net_aux_parameters",
     "pad_image",
@@ -244,6 +249,29 @@ def is_updated(model: nn.Module) -> bool:
     return all(m._offset.numel() > 0 and m._quantized_cdf.numel() > 0 for m in models)
 
 
+def ensure_tables(model: nn.Module, source: str | None = None) -> bool:
+    """Compute a codec's entropy tables once, when it has none (stored tables are never recomputed).
+
+    Tables computed here depend on this CPU's float arithmetic, so a bitstream written with them
+    decodes only where the same tables are computed: checkpoints written by vcm-train and zoo files
+    store their tables, and loading them never comes here.
+
+    Args:
+        model: a codec.
+        source: where the model came from (a checkpoint), named in the warning.
+
+    Returns:
+        True when the tables were computed now.
+    """
+    if is_updated(model):
+        return False
+    model.update(force=True)
+    if source is not None:
+        log.warning("%s stores no entropy tables: computed them on this machine; its bitstreams decode only where "
+                    "the same tables are computed (re-save the checkpoint to store them)", source)
+    return True
+
+
 class FineScaleTable:
     """Mixin for CompressAI models with a ``GaussianConditional``: a 4x finer default scale table.
 
@@ -261,6 +289,15 @@ class FineScaleTable:
         if scale_table is None:
             scale_table = get_scale_table(levels=self.scale_table_levels)
         return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
+
+
+def build_indexes(gc: GaussianConditional, scales: Tensor) -> Tensor:
+    """CompressAI's ``GaussianConditional.build_indexes`` by binary search (same indexes, ~10x faster
+    with 512 tables): the index of a scale is the number of table entries, the last one excepted,
+    below it (after the lower bound), as CompressAI's loop over the table counts it."""
+    scales = gc.lower_bound_scale(scales)
+    table = gc.scale_table[:-1].to(device=scales.device, dtype=scales.dtype)
+    return torch.searchsorted(table, scales.contiguous(), side="left").to(torch.int32)
 
 
 def warm_start(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, list[str]]:

@@ -11,16 +11,19 @@ from compressai.models.base import CompressionModel
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from vcm.codecs.base import ensure_tables
 from vcm.errors import ConfigError
 from vcm.zoo import resolve
 
-__all__ = ["codec_state_dict", "load_codec_checkpoint", "load_codec_state"]
+__all__ = ["CODER_TABLE_SUFFIXES", "ENTROPY_TABLE_SUFFIXES", "codec_state_dict", "load_codec_checkpoint", "load_codec_state"]
 
 
-#: State-dict entries of CompressAI's entropy models that ``update()`` computes from the weights
-#: (zoo files leave them out).
+#: State-dict entries of CompressAI's entropy models that ``update()`` computes from the weights: the
+#: range coder's tables. They are stored with the weights (checkpoints, zoo files) and used as stored,
+#: because ``update()`` gives other tables on other CPUs (float CDFs through vectorised math).
 CODER_TABLE_SUFFIXES = ("_quantized_cdf", "_offset", "_cdf_length")
-
+#: every entropy-table entry of a codec's state dict: the coder's tables and the Gaussian scale table
+ENTROPY_TABLE_SUFFIXES = (*CODER_TABLE_SUFFIXES, "scale_table")
 
 
 def codec_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -35,9 +38,10 @@ def load_codec_state(model: nn.Module, state: Mapping[str, Tensor]) -> None:
     ``load_state_dict`` resizes them first (CompressAI's own, or a codec's override such as
     roi_hyperprior's, whose second entropy bottleneck CompressAI's key remapping cannot handle).
     When a codec's override still meets a size mismatch, CompressAI's loader is used directly.
+    Stored tables are loaded as they are; a state without them (an old checkpoint or zoo file)
+    leaves them empty, and :func:`~vcm.codecs.base.ensure_tables` computes them once.
     """
-    # A zoo file leaves out the range coder's tables (update() rebuilds them from the weights): the
-    # model's own, still empty, buffers stand in for them.
+    # An old state without the range coder's tables: the model's own, still empty, buffers stand in.
     own = model.state_dict()
     state = {**{k: v for k, v in own.items() if k.endswith(CODER_TABLE_SUFFIXES) and k not in state}, **state}
     try:
@@ -70,4 +74,5 @@ def load_codec_checkpoint(ckpt: str | Path, map_location: str = "cpu") -> tuple[
         raise ConfigError(f"{path} is not a vcm codec checkpoint (no 'vcm' metadata with a codec config)")
     model = hydra.utils.instantiate(OmegaConf.create(meta["codec"]))
     load_codec_state(model, codec_state_dict(state["state_dict"]))
+    ensure_tables(model, source=str(ckpt))
     return model.eval(), meta

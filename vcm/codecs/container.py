@@ -1,7 +1,7 @@
 """vcm bitstream files: a small versioned header, the codec's strings, and a CRC32.
 
 Every byte of the file counts in ``bpp_real = 8 * len(file) / (H * W)``, so the header is made of
-varints (LEB128: 7 bits per byte, 1 byte below 128, 2 below 16384). Layout, version 1:
+varints (LEB128: 7 bits per byte, 1 byte below 128, 2 below 16384). Layout, version 2:
 
 =================  ===================================================================  ==========
 field              encoding                                                             bytes
@@ -15,6 +15,9 @@ latent shape       value (see below)                                            
 extra              varint count, then per entry: varint-length UTF-8 key + value        1 if empty
 strings            varint number of groups; per group: varint number of strings,        1 + G +
                    then per string: varint length + bytes                               sum(len + 1..3)
+symbols check      u8 flag (0: none, 1: present), then u32 little-endian: CRC32 of       1 + 4
+                   the decoded symbols, table indexes and means
+                   (:func:`vcm.codecs.exact.symbols_check`), verified by the decoder
 CRC32              u32 little-endian, over every byte before it                         4
 =================  ===================================================================  ==========
 
@@ -33,8 +36,8 @@ change of this layout, or of how a codec turns latents into strings, bumps ``FOR
 in the same change, either keeps a reader for the old version (``unpack`` dispatching on the version
 byte) or refuses it with a one-line ``BitstreamError`` that names the version and the last vcm
 release that reads it; never decode an old file with the new reader. The old goldens stay
-committed; new ones are added with ``python -m tests.golden.make``. Version 1 is the only version so
-far; a file with any other version byte is refused.
+committed; new ones are added with ``python -m tests.golden.make``. Versions 1 and 2 are read; a
+file with any other version byte is refused.
 """
 from __future__ import annotations
 
@@ -52,10 +55,22 @@ from torch import Tensor, nn
 from vcm.codecs.base import crop_image, is_updated, pad_image, weights_hash
 from vcm.errors import BitstreamError
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "Payload", "decode_image", "encode_image", "pack", "unpack"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "READABLE_VERSIONS",
+    "Payload",
+    "decode_image",
+    "decompress_payload",
+    "encode_image",
+    "pack",
+    "unpack",
+]
 
 MAGIC = b"VCM1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: the versions this vcm reads (1: float entropy parameters, no symbols check)
+READABLE_VERSIONS = (1, 2)
 _CRC_BYTES = 4
 _MAX_VARINT_BYTES = 10
 _MAX_DEPTH = 8
@@ -72,6 +87,9 @@ class Payload:
         shape: the latent shape passed to ``decompress``; nested lists come back as tuples.
         extra: further integers or nested tuples of integers (e.g. feature-level sizes).
         strings: groups of byte strings, as returned by ``compress``.
+        check: CRC32 of the decoded symbols, table indexes and means (:func:`vcm.codecs.exact.symbols_check`),
+            None when the codec writes none (CompressAI's own models) or the file is format 1.
+        version: the file's format version.
     """
 
     codec: str
@@ -80,6 +98,8 @@ class Payload:
     shape: tuple
     extra: dict[str, Any] = field(default_factory=dict)
     strings: list[list[bytes]] = field(default_factory=list)
+    check: int | None = None
+    version: int = FORMAT_VERSION
 
 
 # ---------------------------------------------------------------------- writing
@@ -141,6 +161,7 @@ def pack(
     strings: Sequence[Sequence[bytes]],
     shape: Any,
     extra: Mapping[str, Any] | None = None,
+    check: int | None = None,
 ) -> bytes:
     """Write a vcm bitstream.
 
@@ -151,6 +172,7 @@ def pack(
         strings: ``compress(...)["strings"]``: groups of byte strings.
         shape: ``compress(...)["shape"]``: an integer or (nested) sequence of integers.
         extra: further named integers / (nested) integer lists, e.g. ``{"sizes": [[h, w], ...]}``.
+        check: ``compress(...)["check"]`` (CRC32 of the decoded symbols), or None.
 
     Returns:
         The complete file content.
@@ -180,6 +202,13 @@ def pack(
                 raise ValueError(f"strings[{g}] holds a {type(s).__name__}, expected bytes")  # noqa: TRY004
             out += _varint(len(s))
             out += s
+    if check is None:
+        out.append(0)
+    else:
+        if not 0 <= int(check) <= 0xFFFFFFFF:
+            raise ValueError(f"check must be an unsigned 32-bit integer, got {check!r}")
+        out.append(1)
+        out += struct.pack("<I", int(check))
     out += struct.pack("<I", zlib.crc32(out) & 0xFFFFFFFF)
     return bytes(out)
 
@@ -231,7 +260,7 @@ class _Reader:
         return -(v >> 2) - 1 if v & 2 else v >> 2
 
 
-def _parse(data: bytes, end: int) -> tuple[Payload, int]:
+def _parse(data: bytes, end: int, version: int = FORMAT_VERSION) -> tuple[Payload, int]:
     """Read the fields after magic and version from ``data[:end]``; returns the payload and where it stopped."""
     r = _Reader(data, end)
     r.pos = len(MAGIC) + 1
@@ -251,10 +280,17 @@ def _parse(data: bytes, end: int) -> tuple[Payload, int]:
             length = r.varint(f"the length of string {s} of group {g}")
             group.append(r.take(length, f"string {s} of group {g} ({length} bytes)"))
         strings.append(group)
+    check = None
+    if version >= 2:
+        flag = r.take(1, "the symbols-check flag")[0]
+        if flag not in (0, 1):
+            raise BitstreamError(f"corrupt vcm bitstream: symbols-check flag {flag} (expected 0 or 1)")
+        if flag:
+            check = struct.unpack("<I", r.take(4, "the symbols check"))[0]
     if orig_h < 1 or orig_w < 1:
         raise BitstreamError(f"corrupt vcm bitstream: original size {orig_h}x{orig_w}")
     shape = shape if isinstance(shape, tuple) else (shape,)
-    return Payload(codec, weights, (orig_h, orig_w), shape, extra, strings), r.pos
+    return Payload(codec, weights, (orig_h, orig_w), shape, extra, strings, check, version), r.pos
 
 
 def unpack(data: bytes, expected_codec: str | None = None, expected_hash: str | None = None) -> Payload:
@@ -281,21 +317,22 @@ def unpack(data: bytes, expected_codec: str | None = None, expected_hash: str | 
     if len(data) < len(MAGIC) + 1:
         raise BitstreamError(f"truncated vcm bitstream: it ends while reading the format version (byte {len(data)})")
     version = data[len(MAGIC)]
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise BitstreamError(
-            f"unsupported vcm bitstream format version {version}; this vcm reads version {FORMAT_VERSION}"
+            f"unsupported vcm bitstream format version {version}; this vcm reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     body_end = len(data) - _CRC_BYTES
     stored = struct.unpack("<I", data[body_end:])[0] if body_end > len(MAGIC) else None
     computed = zlib.crc32(data[:body_end]) & 0xFFFFFFFF if stored is not None else None
     if stored is not None and stored == computed:
-        payload, pos = _parse(data, body_end)
+        payload, pos = _parse(data, body_end, version)
         if pos != body_end:
             raise BitstreamError(f"corrupt vcm bitstream: {body_end - pos} unexplained bytes before the CRC32")
     else:
         # Say what is missing when the file was cut short; a complete file with a wrong CRC is corrupt.
         try:
-            _, pos = _parse(data, len(data))
+            _, pos = _parse(data, len(data), version)
         except BitstreamError as e:
             # a flipped length byte also reads past the end: the CRC cannot say which happened
             hint = "; or the file is corrupt (its CRC32 does not match)" if "truncated" in str(e) else ""
@@ -389,7 +426,8 @@ def encode_image(model: nn.Module, x: Tensor, cond: Any = None, codec_name: str 
     h, w = x.shape[-2:]
     x_pad, _ = pad_image(x, int(getattr(model, "min_div", 1)))
     out = model.compress(x_pad) if cond is None else model.compress(x_pad, cond=cond)
-    return pack(codec_name or _codec_name(model), weights_hash(model), (h, w), out["strings"], out["shape"])
+    return pack(codec_name or _codec_name(model), weights_hash(model), (h, w), out["strings"], out["shape"],
+                check=out.get("check"))
 
 
 @torch.no_grad()
@@ -424,7 +462,9 @@ def decode_image(model: nn.Module, data: bytes, codec_name: str | None = None) -
     if not flat or any(s < 1 or s > max(h, w) for s in flat):
         raise BitstreamError(f"corrupt vcm bitstream: latent shape {payload.shape} for a {h}x{w} image")
     try:
-        x_hat = model.decompress(payload.strings, payload.shape)["x_hat"]
+        x_hat = decompress_payload(model, payload)["x_hat"]
+    except BitstreamError:
+        raise
     except (ValueError, AssertionError, RuntimeError, IndexError, TypeError) as e:
         raise BitstreamError(f"the {payload.codec} decoder failed on this bitstream: {e}") from e
     min_div = int(getattr(model, "min_div", 1))
@@ -434,6 +474,27 @@ def decode_image(model: nn.Module, data: bytes, codec_name: str | None = None) -
             f"decoded image is {tuple(x_hat.shape[-2:])}, expected {want} for a {h}x{w} image padded to {min_div}"
         )
     return crop_image(x_hat, (0, want[1] - w, 0, want[0] - h)).clamp(0, 1)
+
+
+def decompress_payload(model: nn.Module, payload: Payload, **kwargs: Any) -> dict:
+    """``model.decompress`` as the payload's format version asks: format 1 with the codec's float
+    entropy parameters (``decompress_float``, as such files were written), format 2 with its exact
+    ones and the encoder's symbols check (:mod:`vcm.codecs.exact`). Codecs without an exact path
+    (CompressAI's own models) decode with their own ``decompress``.
+
+    Args:
+        model: the codec.
+        payload: from :func:`unpack`.
+        **kwargs: further arguments of the codec's ``decompress`` (e.g. a feature codec's ``sizes``).
+    """
+    exact = hasattr(model, "decompress_float") or getattr(model, "exact_entropy_parameters", False)
+    if not exact:
+        return model.decompress(payload.strings, payload.shape, **kwargs)
+    if payload.version == 1:
+        if hasattr(model, "decompress_float"):
+            return model.decompress_float(payload.strings, payload.shape, **kwargs)
+        return model.decompress(payload.strings, payload.shape, exact=False, **kwargs)
+    return model.decompress(payload.strings, payload.shape, check=payload.check, **kwargs)
 
 
 def _flatten(v: Any) -> list[int]:

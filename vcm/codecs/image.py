@@ -13,11 +13,20 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
 from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
 from compressai.zoo.image import cfgs as ZOO_CFGS
 from torch import Tensor
 
 from vcm.codecs.base import CodecContract, FineScaleTable
+from vcm.codecs.exact import (
+    decode_gaussian,
+    encode_gaussian,
+    exact_forward,
+    symbols_check,
+    verify_check,
+)
+from vcm.errors import BitstreamError
 
 __all__ = [
     "FactorizedImageCodec",
@@ -88,16 +97,37 @@ class _ImageCodecMixin(CodecContract):
         return super().forward(x)
 
     def compress(self, x: Tensor, cond: Any = None) -> dict:
-        """Entropy-code ``x`` (needs ``update()`` first).
+        """Entropy-code ``x`` (needs ``update()`` first), with CPU-independent entropy parameters.
 
         Args:
             x: images [B, 3, H, W] in [0, 1], H and W multiples of ``min_div``.
             cond: ignored.
 
         Returns:
-            ``{"strings": list of groups, each a list of B bytes, "shape": latent (h, w)}``.
+            ``{"strings": list of groups, each a list of B bytes, "shape": latent (h, w), "check":
+            CRC32 of the decoded symbols, indexes and means (:mod:`vcm.codecs.exact`)}``.
         """
-        return super().compress(x)
+        return self._compress_exact(x)
+
+    def decompress(self, strings: list, shape: Any, check: int | None = None) -> dict:
+        """Decode what :meth:`compress` wrote (entropy parameters computed exactly, ``check`` verified).
+
+        Returns:
+            ``{"x_hat": [B, 3, H, W]}`` in [0, 1].
+
+        Raises:
+            BitstreamError: the decoded symbols fail ``check``.
+        """
+        return self._decompress_exact(strings, shape, check)
+
+    def decompress_float(self, strings: list, shape: Any) -> dict:
+        """CompressAI's own decoding with float entropy parameters (format-1 files, written that way)."""
+        return super().decompress(strings, shape)
+
+
+def _check_groups(strings: Any, n: int, codec: str) -> None:
+    if not isinstance(strings, (list, tuple)) or len(strings) != n:
+        raise BitstreamError(f"{codec} expects {n} string groups, got {len(strings) if isinstance(strings, (list, tuple)) else strings!r}")
 
 
 class FactorizedImageCodec(_ImageCodecMixin, FactorizedPrior):
@@ -110,6 +140,19 @@ class FactorizedImageCodec(_ImageCodecMixin, FactorizedPrior):
     min_div = 16
     quality_channels = _BMSHJ2018_FACTORIZED_CHANNELS
 
+    # no network between the symbols and their tables: the stored tables make it CPU-independent
+    def _compress_exact(self, x: Tensor) -> dict:
+        y = self.g_a(x)
+        strings = self.entropy_bottleneck.compress(y)
+        y_hat = self.entropy_bottleneck.decompress(strings, y.shape[-2:])
+        return {"strings": [strings], "shape": tuple(int(s) for s in y.shape[-2:]), "check": symbols_check([y_hat])}
+
+    def _decompress_exact(self, strings: list, shape: Any, check: int | None) -> dict:
+        _check_groups(strings, 1, self.codec_name)
+        y_hat = self.entropy_bottleneck.decompress(list(strings[0]), tuple(int(s) for s in shape))
+        verify_check(check, symbols_check([y_hat]))
+        return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
+
 
 class HyperpriorImageCodec(FineScaleTable, _ImageCodecMixin, ScaleHyperprior):
     """Ballé et al. 2018 scale hyperprior (CompressAI ``ScaleHyperprior``), z at stride 64.
@@ -121,6 +164,22 @@ class HyperpriorImageCodec(FineScaleTable, _ImageCodecMixin, ScaleHyperprior):
     min_div = 64
     quality_channels = _BMSHJ2018_HYPERPRIOR_CHANNELS
 
+    def _compress_exact(self, x: Tensor) -> dict:
+        y = self.g_a(x)
+        z = self.h_a(torch.abs(y))
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        y_strings, check = encode_gaussian(self.gaussian_conditional, y, exact_forward(self.h_s, z_hat, "h_s"),
+                                           side=[z_hat])
+        return {"strings": [y_strings, z_strings], "shape": tuple(int(s) for s in z.shape[-2:]), "check": check}
+
+    def _decompress_exact(self, strings: list, shape: Any, check: int | None) -> dict:
+        _check_groups(strings, 2, self.codec_name)
+        z_hat = self.entropy_bottleneck.decompress(list(strings[1]), tuple(int(s) for s in shape))
+        y_hat = decode_gaussian(self.gaussian_conditional, strings[0], exact_forward(self.h_s, z_hat, "h_s"),
+                                check=check, side=[z_hat], device=z_hat.device)
+        return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
+
 
 class MeanScaleImageCodec(FineScaleTable, _ImageCodecMixin, MeanScaleHyperprior):
     """Minnen et al. 2018 mean-scale hyperprior (CompressAI ``MeanScaleHyperprior``), z at stride 64.
@@ -131,6 +190,23 @@ class MeanScaleImageCodec(FineScaleTable, _ImageCodecMixin, MeanScaleHyperprior)
     codec_name = "mean_scale"
     min_div = 64
     quality_channels = _MBT2018_MEAN_CHANNELS
+
+    def _compress_exact(self, x: Tensor) -> dict:
+        y = self.g_a(x)
+        z = self.h_a(y)
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        scales, means = exact_forward(self.h_s, z_hat, "h_s").chunk(2, 1)
+        y_strings, check = encode_gaussian(self.gaussian_conditional, y, scales, means, side=[z_hat])
+        return {"strings": [y_strings, z_strings], "shape": tuple(int(s) for s in z.shape[-2:]), "check": check}
+
+    def _decompress_exact(self, strings: list, shape: Any, check: int | None) -> dict:
+        _check_groups(strings, 2, self.codec_name)
+        z_hat = self.entropy_bottleneck.decompress(list(strings[1]), tuple(int(s) for s in shape))
+        scales, means = exact_forward(self.h_s, z_hat, "h_s").chunk(2, 1)
+        y_hat = decode_gaussian(self.gaussian_conditional, strings[0], scales, means, check=check, side=[z_hat],
+                                device=z_hat.device)
+        return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
 
 
 def factorized(quality: int | None = None, N: int | None = None, M: int | None = None) -> FactorizedImageCodec:

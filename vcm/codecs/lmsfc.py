@@ -28,6 +28,14 @@ from compressai.models import CompressionModel
 from torch import Tensor, nn
 
 from vcm.codecs.base import CodecContract, FineScaleTable, Needs
+from vcm.codecs.exact import (
+    decode_gaussian,
+    encode_gaussian,
+    exact_forward,
+    on_grid,
+    symbols_check,
+    verify_check,
+)
 from vcm.codecs.lmsfc_transforms import DRNet, DRNetLight, FENet
 from vcm.detectors.features import p6_from_p5
 from vcm.errors import BitstreamError, ConfigError
@@ -187,7 +195,9 @@ class LMSFC(CodecContract, FineScaleTable, CompressionModel):
     """
 
     levels: tuple[str, ...] = LEVELS
-    needs = Needs.DETECTOR  # its input is the frozen detector's P2..P5
+    needs = Needs.DETECTOR
+    #: compress computes the entropy parameters exactly; decompress(..., exact=False) reads format-1 files
+    exact_entropy_parameters = True  # its input is the frozen detector's P2..P5
 
     def __init__(
         self,
@@ -345,14 +355,18 @@ class LMSFC(CodecContract, FineScaleTable, CompressionModel):
             "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
         }
 
+    def _hyper_params(self, z_hat: Tensor, exact: bool) -> Tensor:
+        """``h_s(z_hat)`` [B,2M,h,w]: float64 and CPU-independent when ``exact`` (:mod:`vcm.codecs.exact`)."""
+        return exact_forward(self.h_s, z_hat, "h_s") if exact else self.h_s(z_hat)
+
     @torch.no_grad()
     def _encode(
         self, levels: Mapping[str, Tensor]
-    ) -> tuple[list[list[bytes]], tuple[int, int], Tensor, list[list[int]]]:
+    ) -> tuple[list[list[bytes]], tuple[int, int], Tensor, list[list[int]], int]:
         """Entropy-codes the levels; also returns the ``y_hat`` the decoder will rebuild.
 
         Returns:
-            ``(strings, z_shape, y_hat [B,M,h,w], sizes)``.
+            ``(strings, z_shape, y_hat [B,M,h,w], sizes, check)``.
         """
         self._require_cpu("compress")
         tensors, sizes = self._check_levels(levels)
@@ -361,50 +375,54 @@ class LMSFC(CodecContract, FineScaleTable, CompressionModel):
         z_shape = (int(z.shape[-2]), int(z.shape[-1]))
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z_shape)
-        params = self.h_s(z_hat)
+        params = self._hyper_params(z_hat, exact=True)
         if self.entropy_model == "context":
             p = _CONTEXT_KERNEL // 2
             y_hat = F.pad(y, (p, p, p, p))
-            y_strings = [
-                self._compress_ar(y_hat[i : i + 1], params[i : i + 1]) for i in range(y.shape[0])
-            ]
+            coded = [self._compress_ar(y_hat[i : i + 1], params[i : i + 1]) for i in range(y.shape[0])]
+            y_strings = [string for string, _ in coded]
+            check = symbols_check([z_hat, *(t for _, parts in coded for t in parts)])
             y_hat = y_hat[..., p:-p, p:-p]
         else:
             scales_hat, means_hat = params.chunk(2, 1)
-            indexes = self.gaussian_conditional.build_indexes(scales_hat)
-            y_strings = self.gaussian_conditional.compress(y, indexes, means=means_hat)
-            y_hat = self.gaussian_conditional.quantize(y, "dequantize", means_hat)
-        return [y_strings, z_strings], z_shape, y_hat, sizes
+            y_strings, check = encode_gaussian(self.gaussian_conditional, y, scales_hat, means_hat, side=[z_hat])
+            y_hat = self.gaussian_conditional.quantize(y, "dequantize", means_hat.to(y.device, torch.float32))
+        return [y_strings, z_strings], z_shape, y_hat, sizes, check
 
     def compress(self, levels: Mapping[str, Tensor]) -> dict:
-        """Real entropy coding (call ``update(force=True)`` first).
+        """Real entropy coding (call ``update(force=True)`` first), CPU-independent entropy parameters.
 
         Args:
             levels: dict with "p2".."p5", each [B,F,h_l,w_l].
 
         Returns:
             ``{"strings": [y_strings, z_strings] (one bytes per image each), "shape": (h_z, w_z),
-            "sizes": [[h2,w2],[h3,w3],[h4,w4],[h5,w5]]}``.
+            "sizes": [[h2,w2],[h3,w3],[h4,w4],[h5,w5]], "check": CRC32 of the decoded symbols}``.
         """
-        strings, z_shape, _, sizes = self._encode(levels)
-        return {"strings": strings, "shape": z_shape, "sizes": sizes}
+        strings, z_shape, _, sizes, check = self._encode(levels)
+        return {"strings": strings, "shape": z_shape, "sizes": sizes, "check": check}
 
     @torch.no_grad()
     def decompress(
-        self, strings: list[list[bytes]], shape: Sequence[int], sizes: Sequence[Sequence[int]]
+        self, strings: list[list[bytes]], shape: Sequence[int], sizes: Sequence[Sequence[int]],
+        check: int | None = None, exact: bool = True,
     ) -> dict:
-        """Decodes the bitstreams made by :meth:`compress` on the same device type.
+        """Decodes the bitstreams made by :meth:`compress`.
 
         Args:
             strings: ``[y_strings, z_strings]``.
             shape: ``(h_z, w_z)`` from :meth:`compress`.
             sizes: original ``[h_l, w_l]`` of P2..P5 from :meth:`compress`.
+            check: the encoder's :func:`~vcm.codecs.exact.symbols_check`, verified when given.
+            exact: CPU-independent entropy parameters (what :meth:`compress` writes); False decodes
+                format-1 files, written with float parameters.
 
         Returns:
             ``{"levels_hat": OrderedDict p2..p6 of [B,F,h_l,w_l]}``.
 
         Raises:
-            BitstreamError: the strings, shape and sizes do not belong together.
+            BitstreamError: the strings, shape and sizes do not belong together, or the decoded
+                symbols fail ``check``.
             RuntimeError: the context model is not on CPU.
         """
         self._require_cpu("decompress")
@@ -427,39 +445,51 @@ class LMSFC(CodecContract, FineScaleTable, CompressionModel):
                 f"(padded P2 {expected} needs shape {(expected[0] // ratio, expected[1] // ratio)})"
             )
         z_hat = self.entropy_bottleneck.decompress(list(strings[1]), shape)
-        params = self.h_s(z_hat)
+        params = self._hyper_params(z_hat, exact)
         if self.entropy_model == "context":
             p = _CONTEXT_KERNEL // 2
             height, width = shape[0] * _Z_TO_Y, shape[1] * _Z_TO_Y
             y_hat = torch.zeros(
                 (z_hat.shape[0], self.M, height + 2 * p, width + 2 * p),
-                dtype=params.dtype,
-                device=params.device,
+                dtype=torch.float32,
+                device=z_hat.device,
             )
-            for i, y_string in enumerate(strings[0]):
-                self._decompress_ar(y_string, y_hat[i : i + 1], params[i : i + 1])
+            parts = [self._decompress_ar(y_string, y_hat[i : i + 1], params[i : i + 1], exact)
+                     for i, y_string in enumerate(strings[0])]
+            if exact:
+                verify_check(check, symbols_check([z_hat, *(t for image in parts for t in image)]))
             y_hat = y_hat[..., p:-p, p:-p]
         else:
             scales_hat, means_hat = params.chunk(2, 1)
-            indexes = self.gaussian_conditional.build_indexes(scales_hat)
-            y_hat = self.gaussian_conditional.decompress(
-                list(strings[0]), indexes, dtype=means_hat.dtype, means=means_hat
-            )
+            if exact:
+                y_hat = decode_gaussian(self.gaussian_conditional, strings[0], scales_hat, means_hat, check=check,
+                                        side=[z_hat], device=z_hat.device)
+            else:
+                indexes = self.gaussian_conditional.build_indexes(scales_hat)
+                y_hat = self.gaussian_conditional.decompress(
+                    list(strings[0]), indexes, dtype=means_hat.dtype, means=means_hat
+                )
         return {"levels_hat": self._reconstruct(y_hat, sizes)}
 
     # ------------------------------------------------------------------ autoregressive coding
 
-    def _gaussian_params_at(
-        self, y_pad: Tensor, params: Tensor, h: int, w: int, weight: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    def _gaussian_params_at(self, y_pad: Tensor, params: Tensor, h: int, w: int, exact: bool) -> tuple[Tensor, Tensor]:
         """Scales and means [1,M,1,1] at position (h, w) from the decoded neighbourhood.
 
-        Encoder and decoder both call this with the same masked weight and the same crop shape,
-        so the floating-point computation is the same on both sides.
+        Encoder and decoder both call this on the same crop; with ``exact`` the result has the same
+        bits on every CPU (:mod:`vcm.codecs.exact`), and the means come back as float32.
         """
         k = _CONTEXT_KERNEL
-        ctx_p = F.conv2d(y_pad[:, :, h : h + k, w : w + k], weight, bias=self.context_prediction.bias)
+        crop = y_pad[:, :, h : h + k, w : w + k]
         p = params[:, :, h : h + 1, w : w + 1]
+        if exact:
+            ctx_p = exact_forward(self.context_prediction, crop, "context_prediction", padding=0)
+            gaussian_params = exact_forward(self.entropy_parameters, torch.cat((on_grid(p), ctx_p), dim=1),
+                                            "entropy_parameters")
+            scales_hat, means_hat = gaussian_params.chunk(2, 1)
+            return scales_hat, means_hat.to(y_pad.device, torch.float32)
+        weight = self.context_prediction.weight * self.context_prediction.mask
+        ctx_p = F.conv2d(crop, weight, bias=self.context_prediction.bias)
         gaussian_params = self.entropy_parameters(torch.cat((p, ctx_p), dim=1))
         scales_hat, means_hat = gaussian_params.chunk(2, 1)
         return scales_hat, means_hat
@@ -483,60 +513,82 @@ class LMSFC(CodecContract, FineScaleTable, CompressionModel):
         return y_pad[..., p:-p, p:-p]
 
     def _scan_ar(
-        self, y_pad: Tensor, params: Tensor, symbols: list[int] | None = None, indexes: list[int] | None = None
+        self, y_pad: Tensor, params: Tensor, symbols: list[int] | None = None, indexes: list[int] | None = None,
+        means: list[Tensor] | None = None,
     ) -> None:
         """Quantises one image's ``y`` in the decoding order, writing ``y_hat`` into ``y_pad`` in place.
 
         Args:
             y_pad: [1,M,h+4,w+4], ``y`` zero-padded by 2; overwritten with ``y_hat``.
             params: [1,2M,h,w] from ``h_s``.
-            symbols, indexes: when given, receive the symbols and CDF indexes to entropy-code.
+            symbols, indexes, means: when given, receive the symbols and CDF indexes to entropy-code
+                and the means they are coded around.
         """
-        weight = self.context_prediction.weight * self.context_prediction.mask
         p = _CONTEXT_KERNEL // 2
         for h in range(params.shape[-2]):
             for w in range(params.shape[-1]):
-                scales_hat, means_hat = self._gaussian_params_at(y_pad, params, h, w, weight)
+                scales_hat, means_hat = self._gaussian_params_at(y_pad, params, h, w, exact=True)
                 y_cur = y_pad[:, :, h + p : h + p + 1, w + p : w + p + 1]
                 y_q = self.gaussian_conditional.quantize(y_cur, "symbols", means_hat)
                 y_pad[:, :, h + p : h + p + 1, w + p : w + p + 1] = self.gaussian_conditional.dequantize(
                     y_q, means_hat
                 )
-                if symbols is not None and indexes is not None:
+                if symbols is not None and indexes is not None and means is not None:
                     symbols.extend(y_q.flatten().tolist())
                     indexes.extend(self.gaussian_conditional.build_indexes(scales_hat).flatten().tolist())
+                    means.append(means_hat.flatten())
 
-    def _compress_ar(self, y_pad: Tensor, params: Tensor) -> bytes:
+    def _compress_ar(self, y_pad: Tensor, params: Tensor) -> tuple[bytes, list[Tensor]]:
         """Codes one image's ``y`` position by position, writing ``y_hat`` into ``y_pad`` in place.
 
         Args:
             y_pad: [1,M,h+4,w+4], ``y`` zero-padded by 2; overwritten with ``y_hat``.
             params: [1,2M,h,w] from ``h_s``.
+
+        Returns:
+            The string, and the symbols, indexes and means its check covers.
         """
         cdf, cdf_lengths, offsets = self._cdf_tables()
         symbols: list[int] = []
         indexes: list[int] = []
-        self._scan_ar(y_pad, params, symbols, indexes)
+        means: list[Tensor] = []
+        self._scan_ar(y_pad, params, symbols, indexes, means)
         encoder = BufferedRansEncoder()
         encoder.encode_with_indexes(symbols, indexes, cdf, cdf_lengths, offsets)
-        return encoder.flush()
+        return encoder.flush(), _check_parts(symbols, indexes, means)
 
-    def _decompress_ar(self, y_string: bytes, y_pad: Tensor, params: Tensor) -> None:
-        """Decodes one image's ``y_hat`` into ``y_pad`` [1,M,h+4,w+4] (zeros on entry)."""
+    def _decompress_ar(self, y_string: bytes, y_pad: Tensor, params: Tensor, exact: bool) -> list[Tensor]:
+        """Decodes one image's ``y_hat`` into ``y_pad`` [1,M,h+4,w+4] (zeros on entry).
+
+        Returns:
+            The decoded symbols, indexes and means (what the encoder's check covers).
+        """
         cdf, cdf_lengths, offsets = self._cdf_tables()
-        weight = self.context_prediction.weight * self.context_prediction.mask
         p = _CONTEXT_KERNEL // 2
         decoder = RansDecoder()
         decoder.set_stream(y_string)
+        symbols: list[int] = []
+        all_indexes: list[int] = []
+        means: list[Tensor] = []
         for h in range(params.shape[-2]):
             for w in range(params.shape[-1]):
-                scales_hat, means_hat = self._gaussian_params_at(y_pad, params, h, w, weight)
+                scales_hat, means_hat = self._gaussian_params_at(y_pad, params, h, w, exact)
                 indexes = self.gaussian_conditional.build_indexes(scales_hat).flatten().tolist()
                 rv = decoder.decode_stream(indexes, cdf, cdf_lengths, offsets)
+                symbols.extend(rv)
+                all_indexes.extend(indexes)
+                means.append(means_hat.flatten())
                 rv = torch.tensor(rv, dtype=torch.int32, device=y_pad.device).reshape(1, -1, 1, 1)
                 y_pad[:, :, h + p : h + p + 1, w + p : w + p + 1] = self.gaussian_conditional.dequantize(
                     rv, means_hat
                 )
+        return _check_parts(symbols, all_indexes, means)
+
+
+def _check_parts(symbols: list[int], indexes: list[int], means: list[Tensor]) -> list[Tensor]:
+    """What the check of one autoregressively coded image covers, as tensors."""
+    return [torch.tensor(symbols, dtype=torch.int32), torch.tensor(indexes, dtype=torch.int32),
+            torch.cat(means) if means else torch.zeros(0)]
 
 
 def lmsfc(

@@ -14,6 +14,7 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from vcm.codecs.base import CodecContract, FineScaleTable, Needs
+from vcm.codecs.exact import decode_gaussian, encode_gaussian, exact_forward
 from vcm.data.masks import boxes_to_mask, cell_coverage
 
 __all__ = ["ROI_SOURCES", "RoiHyperprior", "RoiMap", "box_condition"]
@@ -467,8 +468,8 @@ class RoiHyperprior(CodecContract, FineScaleTable, CompressionModel):
         """Entropy-code ``x`` (needs ``update()`` first).
 
         Returns:
-            ``{"strings": [y_strings, z_strings, w_strings], "shape": (z_h, z_w, w_h, w_w)}``, each group
-            a list of B byte strings.
+            ``{"strings": [y_strings, z_strings, w_strings], "shape": (z_h, z_w, w_h, w_w), "check": CRC32}``,
+            each group a list of B byte strings; the scales are computed exactly (:mod:`vcm.codecs.exact`).
         """
         self._check_input(x)
         feats, geometry = self._features(cond, x)
@@ -482,31 +483,46 @@ class RoiHyperprior(CodecContract, FineScaleTable, CompressionModel):
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
         w_strings = self.entropy_bottleneck_obj.compress(w)
         w_hat = self.entropy_bottleneck_obj.decompress(w_strings, w.shape[-2:])
-        indexes = self.gaussian_conditional.build_indexes(self._scales(z_hat, w_hat))
-        y_strings = self.gaussian_conditional.compress(y, indexes)
+        y_strings, check = encode_gaussian(self.gaussian_conditional, y, self._scales_exact(z_hat, w_hat),
+                                           side=[z_hat, w_hat])
         shape = (*(int(s) for s in z.shape[-2:]), *(int(s) for s in w.shape[-2:]))
-        return {"strings": [y_strings, z_strings, w_strings], "shape": shape}
+        return {"strings": [y_strings, z_strings, w_strings], "shape": shape, "check": check}
+
+    def _side_latents(self, strings: list[list[bytes]], shape: Sequence[int]) -> tuple[Tensor, Tensor]:
+        if not isinstance(strings, (list, tuple)) or len(strings) != 3:
+            raise ValueError(f"RoiHyperprior.decompress expects 3 string groups (y, z, w), got {len(strings)}")
+        if len(shape) != 4:
+            raise ValueError(f"RoiHyperprior.decompress expects shape (z_h, z_w, w_h, w_w), got {tuple(shape)}")
+        z_hat = self.entropy_bottleneck.decompress(list(strings[1]), (int(shape[0]), int(shape[1])))
+        w_hat = self.entropy_bottleneck_obj.decompress(list(strings[2]), (int(shape[2]), int(shape[3])))
+        return z_hat, w_hat
+
+    def _scales_exact(self, z_hat: Tensor, w_hat: Tensor) -> Tensor:
+        """:meth:`_scales` with the same bits on every CPU (:mod:`vcm.codecs.exact`)."""
+        both = torch.cat([exact_forward(self.h_s, z_hat, "h_s"), exact_forward(self.h_s_obj, w_hat, "h_s_obj")], dim=1)
+        return exact_forward(self.h_s_fuse, both, "h_s_fuse")
 
     @torch.no_grad()
-    def decompress(self, strings: list[list[bytes]], shape: Sequence[int]) -> dict:
+    def decompress(self, strings: list[list[bytes]], shape: Sequence[int], check: int | None = None) -> dict:
         """Decode without any detector.
 
         Args:
             strings: ``[y_strings, z_strings, w_strings]`` as returned by :meth:`compress`.
             shape: ``(z_h, z_w, w_h, w_w)``.
+            check: the encoder's :func:`~vcm.codecs.exact.symbols_check`, verified when given.
 
         Returns:
             ``{"x_hat": [B, 3, H, W]}`` clamped to [0, 1].
         """
-        if not isinstance(strings, (list, tuple)) or len(strings) != 3:
-            raise ValueError(f"RoiHyperprior.decompress expects 3 string groups (y, z, w), got {len(strings)}")
-        if len(shape) != 4:
-            raise ValueError(f"RoiHyperprior.decompress expects shape (z_h, z_w, w_h, w_w), got {tuple(shape)}")
-        z_shape = (int(shape[0]), int(shape[1]))
-        w_shape = (int(shape[2]), int(shape[3]))
-        z_hat = self.entropy_bottleneck.decompress(list(strings[1]), z_shape)
-        w_hat = self.entropy_bottleneck_obj.decompress(list(strings[2]), w_shape)
+        z_hat, w_hat = self._side_latents(strings, shape)
+        y_hat = decode_gaussian(self.gaussian_conditional, strings[0], self._scales_exact(z_hat, w_hat), check=check,
+                                side=[z_hat, w_hat], device=z_hat.device)
+        return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
+
+    @torch.no_grad()
+    def decompress_float(self, strings: list[list[bytes]], shape: Sequence[int]) -> dict:
+        """Decoding with float scales, as format-1 files were written."""
+        z_hat, w_hat = self._side_latents(strings, shape)
         indexes = self.gaussian_conditional.build_indexes(self._scales(z_hat, w_hat))
         y_hat = self.gaussian_conditional.decompress(list(strings[0]), indexes, z_hat.dtype)
-        x_hat = self.g_s(y_hat).clamp_(0, 1)
-        return {"x_hat": x_hat}
+        return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}

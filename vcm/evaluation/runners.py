@@ -25,10 +25,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from vcm.codecs.base import Needs, count_bits, is_updated, pad_image, weights_hash
+from vcm.codecs.base import (
+    Needs,
+    count_bits,
+    ensure_tables,
+    is_updated,
+    pad_image,
+    weights_hash,
+)
 from vcm.codecs.checkpoint import load_codec_checkpoint
 from vcm.codecs.compressai_zoo import compressai_codec
-from vcm.codecs.container import decode_image, encode_image, pack, unpack
+from vcm.codecs.container import (
+    decode_image,
+    decompress_payload,
+    encode_image,
+    pack,
+    unpack,
+)
 
 __all__ = [
     "AnchorFeatureRunner",
@@ -166,7 +179,8 @@ class LearnedCodec:
     """What the learned-codec runners share: name, rate-point params, weights hash, device, ``needs``.
 
     Args:
-        model: the codec; ``update(force=True)`` is called once unless ``update=False``.
+        model: the codec; its entropy tables are computed when it has none, unless ``update=False``
+            (stored tables are used as they are: :func:`vcm.codecs.base.ensure_tables`).
         name: codec name recorded in bitstreams and results.
         params: e.g. ``{"quality": 3, "lmbda": 0.0067}``.
     """
@@ -176,7 +190,7 @@ class LearnedCodec:
         self.name = name or getattr(model, "codec_name", type(model).__name__)
         self.params = dict(params or {})
         if update:
-            model.update(force=True)
+            ensure_tables(model)
         self.weights_hash = weights_hash(model)
         self.meta: dict[str, Any] = {}
 
@@ -220,14 +234,15 @@ class LearnedFeatureRunner(LearnedCodec, FeatureRunner):
     def encode(self, levels, orig_hw) -> bytes:
         enc = self.model.compress(OrderedDict((k, levels[k].to(self.device)) for k in self.model.levels))
         sizes = [int(v) for hw in enc["sizes"] for v in hw]
-        return pack(self.name, self.weights_hash, tuple(orig_hw), enc["strings"], tuple(enc["shape"]), {"sizes": sizes})
+        return pack(self.name, self.weights_hash, tuple(orig_hw), enc["strings"], tuple(enc["shape"]), {"sizes": sizes},
+                    check=enc.get("check"))
 
     @torch.no_grad()
     def decode(self, data: bytes):
         p = unpack(data, expected_codec=self.name, expected_hash=self.weights_hash)
         flat = list(p.extra["sizes"])
         sizes = [flat[i:i + 2] for i in range(0, len(flat), 2)]
-        out = self.model.decompress(p.strings, p.shape, sizes)
+        out = decompress_payload(self.model, p, sizes=sizes)
         return out["levels_hat"]
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from torchvision.utils import draw_bounding_boxes
 
 from vcm.codecs.base import net_aux_parameters
-from vcm.codecs.checkpoint import codec_state_dict, load_codec_state
+from vcm.codecs.checkpoint import ENTROPY_TABLE_SUFFIXES, codec_state_dict, load_codec_state
 from vcm.codecs.precision import run_in_fp32, use_fp32_entropy_models
 from vcm.errors import ConfigError
 from vcm.evaluation.pipeline import MetricAccumulator, evaluate_image
@@ -330,6 +330,14 @@ class CodecModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The entropy tables are written with the weights, computed from them now (in fp32), so that
+        # every machine that loads the checkpoint codes with the same tables.
+        with torch.no_grad(), torch.autocast(device_type=self.device.type, enabled=False):
+            self.codec.update(force=True)
+        state = checkpoint.setdefault("state_dict", {})
+        for name, table in self.codec.state_dict().items():
+            if name.endswith(ENTROPY_TABLE_SUFFIXES):
+                state[f"codec.{name}"] = table.detach().clone()
         checkpoint["vcm"] = dict(self.vcm_meta)
         sch = getattr(self, "_scheduler", None)
         if sch is not None:

@@ -11,6 +11,7 @@ import pytest
 from vcm.cli.rd import main as rd
 from vcm.rd.bd import bd_quality, bd_rate, bd_table, percent_below
 from vcm.rd.bootstrap import (
+    add_intervals,
     bd_over_resamples,
     bootstrap_interval,
     per_image_curve,
@@ -68,7 +69,7 @@ def test_full_frame_set_in_every_resample_gives_the_plain_bd(tmp_path):
 def test_interval_contains_the_estimate_and_is_reproducible(tmp_path):
     anchor, test = _curves(_results(tmp_path / "r", frames=10))
     df = collect(tmp_path / "r")
-    table = bd_table(df, "jpeg", "psnr", ci=0.95, resamples=300, seed=7)
+    table = add_intervals(bd_table(df, "jpeg", "psnr"), df, 0.95, resamples=300, seed=7)
     row = table.iloc[0]
     assert row["bd_rate_low"] <= row["bd_rate_pct"] <= row["bd_rate_high"]
     assert row["bd_quality_low"] <= row["bd_quality"] <= row["bd_quality_high"]
@@ -107,7 +108,8 @@ def test_not_computable_resamples_are_counted(tmp_path):
     anchor, test = _curves(folder)
     result = bootstrap_interval(anchor, test, resamples=200)
     assert 0 < result.not_computable < 200
-    table = bd_table(collect(folder), "jpeg", "psnr", monotonic="pareto", ci=0.9, resamples=200)
+    df = collect(folder)
+    table = add_intervals(bd_table(df, "jpeg", "psnr", monotonic="pareto"), df, 0.9, resamples=200)
     skipped = int(table["ci_not_computable"].iloc[0])
     assert skipped == 0 or f"{skipped} of 200 resamples not computable" in table["note"].iloc[0]
 
@@ -118,7 +120,7 @@ def test_dataset_level_metrics_get_no_interval_with_the_reason(tmp_path):
     _write_curve(folder, "learned", ANCHOR_RATES, 5, 0.5, 0.5, 1, {"map_50": 0.0})
     df = collect(folder)
     df["map_50"] = df["psnr"] / 100.0  # a monotonic dataset-level metric absent from per_image
-    table = bd_table(df, "jpeg", "map_50", ci=0.95, resamples=20)
+    table = add_intervals(bd_table(df, "jpeg", "map_50"), df, 0.95, resamples=20)
     assert math.isnan(table["bd_rate_low"].iloc[0]) and not math.isnan(table["bd_rate_pct"].iloc[0])
     assert "no interval:" in table["note"].iloc[0] and "no per-image map_50" in table["note"].iloc[0]
 

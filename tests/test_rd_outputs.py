@@ -201,3 +201,21 @@ def test_wandb_logs_into_an_existing_run_without_finishing_it(results, tmp_path,
         wandb.teardown()
     data = next(folder.glob("run-*.wandb")).read_bytes()
     assert b"eval_rd/points" in data and b"eval_rd/psnr" in data and b"after" in data
+
+
+def test_every_classical_codec_config_is_drawn_dashed(tmp_path):
+    """A plot tells anchors from learned codecs by DEFAULT_ANCHORS: every anchor config's codec is in it."""
+    import hydra
+    from helpers import compose, config_options
+
+    from vcm.anchors.base import FeatureAnchor, ImageAnchor
+    from vcm.rd.plot import DEFAULT_ANCHORS
+
+    learned = {"checkpoint", "zoo", "compressai"}  # need weights; their curves are the learned ones
+    anchors = {}
+    for option in sorted(set(config_options("codec")) - learned - {"none"}):
+        codec = hydra.utils.instantiate(compose([f"codec={option}"], tmp_path / option, name="eval").codec)
+        assert isinstance(codec, (ImageAnchor, FeatureAnchor)), option
+        anchors[option] = codec.name
+    assert {"jpeg", "hevc444", "feature_hevc"} <= set(anchors)
+    assert set(anchors.values()) <= DEFAULT_ANCHORS, set(anchors.values()) - DEFAULT_ANCHORS

@@ -34,7 +34,7 @@ from vcm.rd.bd import (
     bd_table,
     describe_method,
 )
-from vcm.rd.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from vcm.rd.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, add_intervals
 from vcm.rd.plot import DEFAULT_ANCHORS, DEFAULT_METRICS
 from vcm.rd.report import DEFAULT_CI, few_frames_caution, num_frames
 from vcm.rd.table import (
@@ -254,8 +254,9 @@ def _cmd_bd(args) -> int:
     df = _load(args)
     monotonic = "pareto" if args.pareto else "strict"
     table = bd_table(df, args.anchor, args.metric, rate=args.rate, min_points=args.min_points,
-                     monotonic=monotonic, method=args.method, ci=args.ci or None, resamples=args.resamples,
-                     seed=args.seed)
+                     monotonic=monotonic, method=args.method)
+    if args.ci:
+        table = add_intervals(table, df, args.ci, args.resamples, args.seed)
     heading, scale = bd_quality_heading(args.metric, pd.to_numeric(df[args.metric], errors="coerce"))
     print(f"BD vs {table.attrs['anchor']} ({table.attrs['anchor_points']} points) on {args.metric}, "
           f"rate {args.rate}; {describe_method(args.method, args.min_points, monotonic)}")

@@ -9,7 +9,7 @@
 * :mod:`vcm.rd.bd`: Bjontegaard delta rate / quality, pchip, cubic or akima (``bd_rate``,
   ``bd_quality``, ``bd_table``).
 * :mod:`vcm.rd.bootstrap`: bootstrap intervals of BD values over the frames, from the records'
-  per-image values (``bootstrap_interval``, ``add_intervals``; ``bd_table(..., ci=0.95)``).
+  per-image values (``bootstrap_interval``; ``add_intervals`` adds them to a ``bd_table``).
 * :mod:`vcm.rd.plot`, :mod:`vcm.rd.report`, :mod:`vcm.rd.wandb_log`: RD plots, Markdown/HTML
   reports, W&B logging.
 * :mod:`vcm.cli.rd`: the ``vcm-rd`` command.

@@ -314,9 +314,6 @@ def bd_table(
     min_points: int = DEFAULT_MIN_POINTS,
     monotonic: Literal["strict", "pareto"] = "strict",
     method: Method = DEFAULT_METHOD,
-    ci: float | None = None,
-    resamples: int | None = None,
-    seed: int | None = None,
 ):
     """BD-rate and BD-quality of every curve of a results table against one anchor curve.
 
@@ -329,18 +326,14 @@ def bd_table(
         min_points: fewest points per curve.
         monotonic: ``"strict"`` or ``"pareto"`` (see :func:`bd_rate`).
         method: ``"pchip"``, ``"cubic"`` or ``"akima"`` (see :func:`bd_rate`).
-        ci: confidence level of a bootstrap interval over the test frames (e.g. 0.95), or None
-            for none (see :mod:`vcm.rd.bootstrap`).
-        resamples: bootstrap resamples (default :data:`vcm.rd.bootstrap.DEFAULT_RESAMPLES`).
-        seed: seed of the resampling (default :data:`vcm.rd.bootstrap.DEFAULT_SEED`).
 
     Returns:
         DataFrame with columns ``curve, codec, points, bd_rate_pct, bd_quality, note``; one row per
         curve other than the anchor and the uncompressed reference (codec ``none``).
         ``bd_rate_pct``/``bd_quality`` are NaN when not computable and ``note`` then reads
         ``"not computable: <reason>"``; a low overlap of the curves is also told in ``note``.
-        With ``ci``, also ``bd_rate_low, bd_rate_high, bd_quality_low, bd_quality_high,
-        ci_not_computable`` (see :func:`vcm.rd.bootstrap.add_intervals`).
+        Its ``attrs`` name the anchor, metric, rate and BD options, from which
+        :func:`vcm.rd.bootstrap.add_intervals` adds bootstrap intervals.
 
     Raises:
         ValueError: if the anchor, the metric or the rate column is not in the table, the table
@@ -404,11 +397,6 @@ def bd_table(
     out = pd.DataFrame(rows, columns=["curve", "codec", "points", "bd_rate_pct", "bd_quality", "note"])
     out.attrs.update(anchor=anchor_curve, metric=metric, rate=rate, anchor_points=len(a_pts.rate), method=method,
                      min_points=min_points, monotonic=monotonic)
-    if ci is not None:
-        from vcm.rd.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, add_intervals
-
-        out = add_intervals(out, df, ci, DEFAULT_RESAMPLES if resamples is None else resamples,
-                            DEFAULT_SEED if seed is None else seed)
     return out
 
 

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from vcm.rd.bd import DEFAULT_METHOD, DEFAULT_MIN_POINTS, bd_table, describe_method
-from vcm.rd.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from vcm.rd.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, add_intervals
 from vcm.rd.plot import (
     DEFAULT_ANCHORS,
     DEFAULT_METRICS,
@@ -292,9 +292,10 @@ def write_report(
     frames = num_frames(df)
 
     plots = {p.stem[len("rd_"):]: p for p in plot_rd(df, out_dir, metrics=metrics, dashed=dashed, rate=rate)}
-    tables = {(m, a): bd_table(df, a, m, rate=rate, min_points=min_points, monotonic=monotonic, method=method,
-                               ci=ci, resamples=resamples, seed=seed)
+    tables = {(m, a): bd_table(df, a, m, rate=rate, min_points=min_points, monotonic=monotonic, method=method)
               for m in metrics for a in anchor_curves}
+    if ci is not None:
+        tables = {key: add_intervals(t, df, ci, resamples, seed) for key, t in tables.items()}
     sections, skipped = {}, {}
     for (metric, anchor_curve), table in tables.items():
         heading, scale = bd_quality_heading(metric, pd.to_numeric(df[metric], errors="coerce"))

@@ -122,7 +122,11 @@ def test_dataset_level_metrics_get_no_interval_with_the_reason(tmp_path):
     df["map_50"] = df["psnr"] / 100.0  # a monotonic dataset-level metric absent from per_image
     table = add_intervals(bd_table(df, "jpeg", "map_50"), df, 0.95, resamples=20)
     assert math.isnan(table["bd_rate_low"].iloc[0]) and not math.isnan(table["bd_rate_pct"].iloc[0])
-    assert "no interval:" in table["note"].iloc[0] and "no per-image map_50" in table["note"].iloc[0]
+    assert table.attrs["no_interval"].startswith("no interval vs jpeg: ")  # said once, not in every row
+    assert "no per-image map_50" in table.attrs["no_interval"] and "interval" not in table["note"].iloc[0]
+    md = write_report(df, tmp_path / "rep", "jpeg", metrics=["psnr", "map_50"], resamples=20)[0].read_text()
+    section = md[md.index("BD vs jpeg", md.index("map_50")):]
+    assert "No interval vs jpeg: " in section and "| 95 % CI |" not in section.split("![")[0]
 
 
 def test_bad_bootstrap_options_are_refused(tmp_path):

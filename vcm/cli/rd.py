@@ -227,7 +227,7 @@ def _value(value: float, scale: float, digits: int) -> str:
 
 
 def _format_bd(table: pd.DataFrame, quality_heading: str, scale: float) -> str:
-    with_ci = "bd_rate_low" in table.columns
+    with_ci = "bd_rate_low" in table.columns and "no_interval" not in table.attrs
     ci = f"{100 * table.attrs.get('ci', DEFAULT_CI):g} % CI"
     header = ("curve", "points", "BD-rate [%]", *([ci] if with_ci else []), quality_heading,
               *([ci] if with_ci else []), "note")
@@ -261,8 +261,8 @@ def _cmd_bd(args) -> int:
     print(f"BD vs {table.attrs['anchor']} ({table.attrs['anchor_points']} points) on {args.metric}, "
           f"rate {args.rate}; {describe_method(args.method, args.min_points, monotonic)}")
     if args.ci:
-        print(f"intervals: {100 * args.ci:g} % percentile bootstrap over the frames, {args.resamples} resamples, "
-              f"seed {args.seed}")
+        print(table.attrs.get("no_interval") or f"intervals: {100 * args.ci:g} % percentile bootstrap over the "
+              f"frames, {args.resamples} resamples, seed {args.seed}")
     caution = few_frames_caution(args.metric, num_frames(df))
     if caution:
         print(f"{PROG}: warning: {caution}", file=sys.stderr)

@@ -300,7 +300,9 @@ def add_intervals(
     Returns:
         A copy with the columns of :data:`INTERVAL_COLUMNS` (NaN where there is no interval,
         ``ci_not_computable`` = resamples of the BD-rate that gave no value) and the reason for a
-        missing interval, or the count of not computable resamples, added to ``note``.
+        missing interval, or the count of not computable resamples, added to ``note``. When the
+        anchor has no per-image values (a metric that is not a per-image mean), no row has an
+        interval and ``attrs["no_interval"]`` says why, once.
     """
     from vcm.rd.table import curve_points
 
@@ -313,15 +315,18 @@ def add_intervals(
         out[col] = np.nan
     cache: dict[str, dict] = {}
     anchor = per_image_curve(curve_points(df, a["anchor"], a["rate"], a["metric"]).rows, a["rate"], a["metric"], cache)
+    out.attrs.update(table.attrs, ci=confidence, resamples=resamples, seed=seed)
+    if isinstance(anchor, NotComputable):  # no row can have one: said once, not in every note
+        out.attrs["no_interval"] = f"no interval vs {a['anchor']}: {anchor.reason}"
+        return out
     for i, row in out.iterrows():
         if math.isnan(row["bd_rate_pct"]):
             continue
         notes = [row["note"]] if row["note"] else []
         test = per_image_curve(curve_points(df, row["curve"], a["rate"], a["metric"]).rows, a["rate"], a["metric"],
                                cache)
-        missing = anchor if isinstance(anchor, NotComputable) else test
-        if isinstance(missing, NotComputable):
-            notes.append(f"no interval: {missing.reason}")
+        if isinstance(test, NotComputable):
+            notes.append(f"no interval: {test.reason}")
         else:
             rate_ci = bootstrap_interval(anchor, test, confidence, "quality", resamples, seed, **options)
             out.loc[i, ["bd_rate_low", "bd_rate_high", "ci_not_computable"]] = [
@@ -332,5 +337,4 @@ def add_intervals(
             if rate_ci.not_computable:
                 notes.append(f"{rate_ci.not_computable} of {resamples} resamples not computable")
         out.loc[i, "note"] = "; ".join(notes)
-    out.attrs.update(table.attrs, ci=confidence, resamples=resamples, seed=seed)
     return out

@@ -72,7 +72,7 @@ def _interval(low: float, high: float, scale: float, digits: int) -> str:
 
 def _bd_section(table: pd.DataFrame, heading: str, scale: float) -> tuple[_Table, list[tuple[str, int, str]]]:
     """The computable rows of a BD table as a report table, and the others as (curve, points, reason)."""
-    with_ci = "bd_rate_low" in table.columns
+    with_ci = "bd_rate_low" in table.columns and "no_interval" not in table.attrs
     ci_label = f"{100 * table.attrs.get('ci', DEFAULT_CI):g} % CI"
     header = ["curve", "points", "BD-rate [%]", *([ci_label] if with_ci else []), heading,
               *([ci_label] if with_ci else []), "note"]
@@ -347,6 +347,10 @@ def write_report(
             if caution:
                 md += [f"**{_md_cell(caution)}**", ""]
                 h += [f"<p><b>{html.escape(caution)}</b></p>"]
+            no_interval = tables[metric, anchor_curve].attrs.get("no_interval")
+            if no_interval and not caution:  # the caution already says it for KITTI AP
+                md += [_md_cell(no_interval.capitalize() + "."), ""]
+                h += [f"<p>{html.escape(no_interval.capitalize())}.</p>"]
             if table[1]:
                 md += [_md_table(table), ""]
                 h += [_html_table(table)]

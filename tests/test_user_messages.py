@@ -158,3 +158,23 @@ def test_study_help_says_what_the_demo_runs(capsys):
     text = capsys.readouterr().out
     demo = text[text.index("* ``demo``"):text.index("* ``mini``")]
     assert "kitti_mini" in demo and "synthetic" not in demo, demo
+
+
+def test_study_steps_say_how_far_and_about_how_long_is_left(tmp_path):
+    from vcm.cli.study import planned_steps
+    from vcm.studies.runner import Study, load_study
+    from vcm.utils.progress import time_left
+
+    # make demo: the uncompressed reference, 4 zoo points, JPEG x3, HEVC 4:4:4 x4, one fine-tune and its evaluation
+    st = Study("demo", tmp_path / "demo")
+    assert planned_steps(st, load_study("demo"), trains_detector=False) == {"train": 1, "eval": 13}
+    assert planned_steps(st, load_study("demo"), False, only={"jpeg"}) == {"train": 0, "eval": 3}
+
+    planned = {"train": 2, "eval": 4}
+    assert time_left(planned, []) == "0/6 steps"
+    steps = [{"kind": "eval", "seconds": 30.0}, {"kind": "eval", "status": "kept (record exists)"}]
+    # 2 evals left at 30 s, 2 trainings left estimated from the only timed step: 2 x 30 s
+    assert time_left(planned, steps) == "2/6 steps, about 2.0 min left"
+    steps.append({"kind": "train", "seconds": 300.0})
+    assert time_left(planned, steps) == "3/6 steps, about 6.0 min left"  # 1 x 300 s + 2 x 30 s
+    assert time_left({}, steps) == ""

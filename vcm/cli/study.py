@@ -56,10 +56,25 @@ def train_detector(st: Study, p: dict, dry_run: bool) -> str | None:
     return str(best or st.run_dir("detector") / "checkpoints" / "best-EPOCH-STEP.ckpt")
 
 
+def planned_steps(st: Study, p: dict, trains_detector: bool, only: set[str] | None = None) -> dict[str, int]:
+    """The vcm-train / vcm-eval commands :func:`run_study` will run, by kind (for the time-left estimate)."""
+    def want(name: str) -> bool:
+        return only is None or name in only
+
+    evals = int(want("none")) + sum(len(values) for codec, knobs in (p.get("anchors") or {}).items() if want(codec)
+                                    for values in knobs.values())
+    trains = int(trains_detector)
+    for name, _, points, _ in learned_codecs(p):
+        todo = [rp for rp in points if want(name) and not st.done(f"eval_{point_name(name, rp)}")]
+        trains, evals = trains + len(todo), evals + len(todo)
+    return {"train": trains, "eval": evals}
+
+
 def run_study(preset: str, out: Path, detector_ckpt: str | None = None, dry_run: bool = False,
               only: set[str] | None = None) -> int:
     p = load_study(preset)
     st = Study(preset, out, dry_run=dry_run)
+    st.planned = planned_steps(st, p, (detector_ckpt or p["detector"].get("checkpoint")) is None, only)
     data = p["data"]
 
     # 1. The detector every task metric depends on.

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from vcm.errors import ConfigError
 from vcm.utils.config import CONF_DIR
 from vcm.utils.io import atomic_write_json
+from vcm.utils.progress import time_left
 
 # Each step runs this interpreter on the entry point's module (the same code whether or not the
 # console scripts were reinstalled); printed commands name the console script's module.
@@ -78,6 +79,9 @@ class Study:
     dry_run: bool = False
     steps: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
+    # steps the study will run by kind ("train", "eval"): each finished step then says how far the
+    # study is and about how long it has left (vcm.utils.progress.time_left)
+    planned: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
         self.out = Path(self.out).resolve()
@@ -112,15 +116,18 @@ class Study:
                 rc = -9
         dt = time.time() - t
         ok = rc == 0
-        self.steps.append({"point": point, "cmd": cmd, "status": "ok" if ok else f"failed (exit {rc})", "seconds": round(dt, 1), "log": str(log)})
+        kind = {tuple(TRAIN): "train", tuple(EVAL): "eval"}.get(tuple(argv[:3]), "other")
+        self.steps.append({"point": point, "cmd": cmd, "status": "ok" if ok else f"failed (exit {rc})", "seconds": round(dt, 1),
+                           "log": str(log), "kind": kind})
+        progress = f"; {left}" if (left := time_left(self.planned, self.steps)) else ""
         if not ok:
             tail = log.read_text(errors="replace").strip().splitlines()[-15:]
             self.failures.append({"point": point, "exit": rc, "log": str(log), "tail": tail})
-            print(f"[{self.name}] {point} FAILED (exit {rc}) after {dt:.0f}s; last lines of {log}:", flush=True)
+            print(f"[{self.name}] {point} FAILED (exit {rc}) after {dt:.0f}s{progress}; last lines of {log}:", flush=True)
             for line in tail:
                 print("    " + line, flush=True)
         else:
-            print(f"[{self.name}] {point} done in {dt:.0f}s", flush=True)
+            print(f"[{self.name}] {point} done in {dt:.0f}s{progress}", flush=True)
         self._save()
         return ok
 
@@ -131,7 +138,7 @@ class Study:
         done = run / "TRAINED"
         if done.is_file() and ckpt.is_file() and not self.dry_run:
             print(f"[{self.name}] {point}: trained already ({ckpt}), kept", flush=True)
-            step = {"point": point, "status": "kept (trained)"}
+            step = {"point": point, "status": "kept (trained)", "kind": "train"}
             marker = done.read_text().split()  # "ok <seconds the training took>" (older markers: "ok")
             if len(marker) == 2 and marker[1].replace(".", "", 1).isdigit():
                 step["trained_seconds"] = float(marker[1])
@@ -154,7 +161,7 @@ class Study:
     def evaluate(self, point: str, overrides: list[str], timeout: float | None = None) -> bool:
         if self.done(point) and not self.dry_run:
             print(f"[{self.name}] {point}: record exists, skipped", flush=True)
-            self.steps.append({"point": point, "status": "kept (record exists)"})
+            self.steps.append({"point": point, "status": "kept (record exists)", "kind": "eval"})
             return True
         return self.run(point, [*EVAL, *overrides, f"hydra.run.dir={self.run_dir(point)}",
                                 f"paths.results_dir={self.results}", f"run_name={point}"], timeout)

@@ -51,3 +51,32 @@ def progress_bar(total: int, description: str, setting: object = "auto", stream:
 
     return tqdm(total=total, desc=description, unit="image", file=sys.stderr if stream is None else stream,
                 dynamic_ncols=True, leave=True)
+
+
+def time_left(planned: dict[str, int], steps: list[dict]) -> str:
+    """How far a study is and about how long it has left: ``"5/14 steps, about 6.2 min left"``.
+
+    Each kind of step (``"train"``, ``"eval"``) is estimated from the mean time of the finished
+    steps of that kind (of any kind while none has finished), times the steps of that kind still to
+    run; steps kept from an earlier run count as done and take no time.
+
+    Args:
+        planned: the number of steps the study will take, by kind.
+        steps: the steps so far, dicts with ``kind`` and, when they ran, ``seconds``.
+
+    Returns:
+        The text, or "" when nothing is planned.
+    """
+    total = sum(planned.values())
+    if not total:
+        return ""
+    done = {kind: [s for s in steps if s.get("kind") == kind] for kind in planned}
+    finished = sum(len(v) for v in done.values())
+    timed = [float(s["seconds"]) for s in steps if s.get("kind") in planned and "seconds" in s]
+    if not timed:
+        return f"{finished}/{total} steps"
+    left = 0.0
+    for kind, count in planned.items():
+        own = [float(s["seconds"]) for s in done[kind] if "seconds" in s] or timed
+        left += max(count - len(done[kind]), 0) * sum(own) / len(own)
+    return f"{finished}/{total} steps, about {left / 60:.1f} min left"

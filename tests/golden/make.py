@@ -8,14 +8,20 @@ and records in ``manifest.json``:
 - ``file``: the committed bitstream; ``bytes_sha256`` its sha256 (re-encoding the same input with the
   same model must give these bytes);
 - ``decoded_sha256``: sha256 of what decoding gives (uint8 pixels [3,H,W] of an image; float32
-  levels p2..p5 (p6) of a feature codec, in level order).
+  levels p2..p5 (p6) of a feature codec, in level order): anchors must decode to exactly this;
+- learned codecs: ``symbols_check`` (the container's CRC of the decoded symbols, indexes and means,
+  which the decoder verifies: the symbols are exact on any CPU) and ``decoded_file``, the decoded
+  output itself, which a decode on any CPU must match within :data:`PIXEL_TOLERANCE` /
+  :data:`LEVEL_TOLERANCE` (the synthesis transforms are float arithmetic);
+- ``legacy_of``: a file of an earlier format version kept to show it still decodes (built by that case).
 
-``tests/test_golden.py`` checks both. Inputs: ``inputs/synthetic.png`` (a 64x96 crop of a synthetic
+``tests/test_golden.py`` checks all of it. Inputs: ``inputs/synthetic.png`` (a 64x96 crop of a synthetic
 frame, committed), ``inputs/levels.npz`` (fixed-seed feature levels, committed; widened to 256 channels
 for the zoo's feature codecs, see :func:`levels256_input`) and a 64x96 crop of a
 real KITTI frame read from ``../shared/data`` (its pixel sha256 is checked; tests that need it
 are ``needs_shared``). The small models' weights are committed under ``weights/`` so the goldens
-do not depend on torch's initialisation.
+do not depend on torch's initialisation, and so are their entropy tables (``<family>.tables.npz``),
+as vcm stores them with every checkpoint and zoo file.
 
 Run from the repository root::
 
@@ -160,9 +166,8 @@ def _seeded_model(family: str) -> torch.nn.Module:
     return model.eval()
 
 
-# Entropy-coding tables: update(force=True) rebuilds them from the weights when a model is loaded (as
-# every vcm entry point does), so they are not stored; a change in how CompressAI builds them changes
-# the weights hash in the bitstream and fails the goldens, as it must.
+# Entropy-coding tables: stored in weights/<family>.tables.pt, computed once from the weights, as
+# vcm stores them with every checkpoint and zoo file (update() computes other tables on other CPUs).
 _TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
@@ -171,14 +176,34 @@ def _weights_only(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items() if not k.endswith(_TABLES)}
 
 
-def small_model(family: str) -> torch.nn.Module:
-    """The family's small golden model, its weights read from ``weights/<family>.pt``."""
+def _load_weights(family: str) -> torch.nn.Module:
     model = _small_model(family).eval()
     state = torch.load(WEIGHTS / f"{family}.pt", map_location="cpu", weights_only=True)
-    # nn.Module's own loader: CompressAI's wants the tables that update(force=True) rebuilds below
+    # nn.Module's own loader: CompressAI's wants the tables, which come next
     missing, unexpected = torch.nn.Module.load_state_dict(model, state, strict=False)
     if unexpected or any(not k.endswith(_TABLES) for k in missing):
         raise RuntimeError(f"weights/{family}.pt does not fit the {family} model: missing {missing}, unexpected {unexpected}")
+    return model
+
+
+def _write_tables(family: str) -> None:
+    """Compute the family's tables once (only when absent: they are part of its goldens)."""
+    path = WEIGHTS / f"{family}.tables.npz"
+    if not path.is_file():
+        model = _load_weights(family)
+        model.update(force=True)
+        # compressed: a 512-scale Gaussian table is 6.4 MB of int32, mostly the zeros that pad its rows
+        np.savez_compressed(path, **{k: v.numpy() for k, v in model.state_dict().items() if k.endswith(_TABLES)})
+
+
+def small_model(family: str) -> torch.nn.Module:
+    """The family's small golden model: weights from ``weights/<family>.pt``, tables from ``<family>.tables.npz``."""
+    from vcm.codecs.checkpoint import load_codec_state
+
+    model = _load_weights(family)
+    with np.load(WEIGHTS / f"{family}.tables.npz") as z:
+        tables = {k: torch.from_numpy(z[k].copy()) for k in z.files}
+    load_codec_state(model, {**model.state_dict(), **tables})
     return model
 
 
@@ -195,7 +220,7 @@ def _learned_image(model, name: str | None = None) -> Coder:
     from vcm.evaluation.pipeline import codec_condition
     from vcm.evaluation.runners import LearnedImageRunner, to_float_batch
 
-    runner = LearnedImageRunner(model, name=name)  # update(force=True), as every vcm entry point does
+    runner = LearnedImageRunner(model, name=name)  # the stored tables, as every vcm entry point uses them
 
     def encode(image):
         targets = [{"boxes": torch.tensor(ROI_BOXES)}] if getattr(model, "needs_boxes", False) else None
@@ -336,6 +361,56 @@ def file_of(case: Case) -> Path:
     return GOLDEN / "files" / f"{case.name}.{'vcm' if case.container == 'vcm' else 'anchor'}"
 
 
+# A learned codec's decoded output depends on float convolutions (g_s), which differ slightly from CPU
+# to CPU: its golden records the decoded output itself, compared within these tolerances, and the
+# symbols exactly (the container's symbols check, verified by the decoder).
+PIXEL_TOLERANCE = 2  # uint8 levels, per pixel
+LEVEL_TOLERANCE = 1e-3  # feature levels: |a - b| <= LEVEL_TOLERANCE * (1 + |b|)
+
+
+def reference_of(name: str, decoded) -> Path:
+    """Where a learned golden's decoded output is kept: a PNG for an image, an npz for levels."""
+    return GOLDEN / "files" / f"{name}.decoded.{'npz' if isinstance(decoded, dict) else 'png'}"
+
+
+def write_reference(path: Path, decoded) -> None:
+    from PIL import Image
+
+    if isinstance(decoded, dict):
+        np.savez_compressed(path, **{k: v.detach().cpu().numpy().astype(np.float32) for k, v in decoded.items()})
+    else:
+        Image.fromarray(np.ascontiguousarray(decoded.permute(1, 2, 0).numpy())).save(path, format="PNG")
+
+
+def read_reference(path: Path):
+    from PIL import Image
+
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            return OrderedDict((k, torch.from_numpy(z[k].copy())) for k in z.files)
+    with Image.open(path) as im:
+        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
+
+
+def within_tolerance(decoded, reference) -> str | None:
+    """None when ``decoded`` matches ``reference`` within the tolerances above, else what differs."""
+    if isinstance(reference, dict):
+        if list(decoded) != list(reference):
+            return f"levels {list(decoded)} != {list(reference)}"
+        for k, ref in reference.items():
+            got = decoded[k].detach().cpu().float()
+            if got.shape != ref.shape:
+                return f"{k}: shape {tuple(got.shape)} != {tuple(ref.shape)}"
+            excess = ((got - ref).abs() - LEVEL_TOLERANCE * (1 + ref.abs())).max().item()
+            if excess > 0:
+                return f"{k}: off by more than {LEVEL_TOLERANCE} (1 + |ref|) (excess {excess:.3g})"
+        return None
+    if tuple(decoded.shape) != tuple(reference.shape):
+        return f"shape {tuple(decoded.shape)} != {tuple(reference.shape)}"
+    worst = (decoded.int() - reference.int()).abs().max().item()
+    return None if worst <= PIXEL_TOLERANCE else f"a pixel is off by {worst} levels (tolerance {PIXEL_TOLERANCE})"
+
+
 # ------------------------------------------------------------------------------------------ generator
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.golden.make", description=__doc__.split("\n\n")[0])
@@ -359,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     for family in LEARNED_IMAGE + LEARNED_FEATURE:
         if not (WEIGHTS / f"{family}.pt").is_file():
             torch.save(_weights_only(_seeded_model(family)), WEIGHTS / f"{family}.pt")
+        _write_tables(family)
     kitti = kitti_input()
     if kitti is not None:
         sha = decoded_sha256(kitti)
@@ -390,14 +466,21 @@ def main(argv: list[str] | None = None) -> int:
             continue
         coder = case.build()
         data = coder.encode(input_of(case.input))
-        decoded = decoded_sha256(coder.decode(data))
+        output = coder.decode(data)
         file_of(case).write_bytes(data)
         manifest["cases"][name] = {
             "file": str(file_of(case).relative_to(GOLDEN)), "family": case.family, "input": case.input,
             "container": case.container,
             "format_version": FORMAT_VERSION if case.container == "vcm" else HEADER_VERSION,
-            "bytes": len(data), "bytes_sha256": sha256_bytes(data), "decoded_sha256": decoded, "versions": versions(),
+            "bytes": len(data), "bytes_sha256": sha256_bytes(data), "decoded_sha256": decoded_sha256(output),
+            "versions": versions(),
         }
+        if case.container == "vcm":
+            from vcm.codecs.container import unpack
+
+            write_reference(reference_of(name, output), output)
+            manifest["cases"][name]["decoded_file"] = str(reference_of(name, output).relative_to(GOLDEN))
+            manifest["cases"][name]["symbols_check"] = unpack(data).check
         print(f"wrote {file_of(case).relative_to(ROOT)} ({len(data)} bytes)")
         written += 1
     manifest["cases"] = dict(sorted(manifest["cases"].items()))

@@ -15,7 +15,7 @@ DETECTOR_CKPT ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow test-all demo bench bench-parity bench-roi bench-features paper-mini paper detector zoo golden lint clean
+.PHONY: help install test test-slow test-all demo bench bench-portability bench-parity bench-roi bench-features paper-mini paper detector zoo golden lint clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ demo: $(STAMP) ## Shipped zoo codecs and detector on the 10 kitti_mini test fram
 
 bench: $(STAMP) ## Speed/overhead benchmarks: vcm vs CompressAI, real vs estimated bpp, Lightning vs plain loop, anchors, bf16 vs fp32 training
 	$(BIN)/python -m vcm.cli.bench
+
+bench-portability: $(STAMP) ## Entropy-table index flips under other CPU kernels, float vs exact h_s, on every kitti_mini frame x the zoo hyperpriors, and the exact path's speed (~10 min)
+	$(BIN)/python -m vcm.cli.bench_portability $(ARGS)
 
 bench-parity: $(STAMP) ## bf16-mixed vs fp32 training of the hyperprior, seeds 0 and 1 (4 x 2,000 steps, two at a time, ~55 min): PSNR / bpp on kitti_mini val
 	OMP_NUM_THREADS=1 $(BIN)/python -m vcm.cli.bench parity --jobs 2 $(ARGS)

@@ -178,3 +178,17 @@ def test_study_steps_say_how_far_and_about_how_long_is_left(tmp_path):
     steps.append({"kind": "train", "seconds": 300.0})
     assert time_left(planned, steps) == "3/6 steps, about 6.0 min left"  # 1 x 300 s + 2 x 30 s
     assert time_left({}, steps) == ""
+
+
+@pytest.mark.slow
+def test_tensorboard_run_holds_metrics_and_sample_images(tmp_path, kitti_tiny_root):
+    from helpers import TINY_TRAIN
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vcm.cli.train import train
+
+    train(compose([*TINY_TRAIN, "data=kitti_tiny", "model=factorized", "quality=1", "model.codec.N=16",
+                   "model.codec.M=24", "logger=tensorboard", "test_after_fit=false"], tmp_path))
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert any(tag.startswith("val/") for tag in events.Tags()["scalars"]), events.Tags()
+    assert any(tag.startswith("val/samples/") for tag in events.Tags()["images"]), events.Tags()

@@ -22,7 +22,11 @@ from torch import nn
 from torchvision.utils import draw_bounding_boxes
 
 from vcm.codecs.base import net_aux_parameters
-from vcm.codecs.checkpoint import ENTROPY_TABLE_SUFFIXES, codec_state_dict, load_codec_state
+from vcm.codecs.checkpoint import (
+    ENTROPY_TABLE_SUFFIXES,
+    codec_state_dict,
+    load_codec_state,
+)
 from vcm.codecs.precision import run_in_fp32, use_fp32_entropy_models
 from vcm.errors import ConfigError
 from vcm.evaluation.pipeline import MetricAccumulator, evaluate_image
@@ -307,7 +311,7 @@ class CodecModule(L.LightningModule):
 
     # ------------------------------------------------------------------ sample images
     def log_sample(self, stage: str, original: torch.Tensor, decoded: torch.Tensor, target: dict, preds: dict | None) -> None:
-        """Save a decoded image with ground-truth (green) and detected (red) boxes; to wandb too."""
+        """Save a decoded image with ground-truth (green) and detected (red) boxes; to wandb or TensorBoard too."""
         if self._logged_images >= self.num_log_images or self.global_rank != 0 or self.trainer.sanity_checking:
             return
         img = decoded.cpu()
@@ -326,6 +330,8 @@ class CodecModule(L.LightningModule):
         for lg in self.loggers:
             if type(lg).__name__ == "WandbLogger":
                 lg.log_image(key=f"{stage}/samples", images=[img.permute(1, 2, 0).numpy()], caption=[name], step=self.global_step)
+            elif type(lg).__name__ == "TensorBoardLogger":
+                lg.experiment.add_image(f"{stage}/samples/{name}", img, self.global_step)
         self._logged_images += 1
 
     # ------------------------------------------------------------------ checkpoints

@@ -180,3 +180,13 @@ def test_report_opens_with_the_learned_codecs_bd_rate_and_cautions_kitti_ap(tmp_
     assert rd(["report", str(folder), "--out", str(tmp_path / "rep2"), "--anchor", "jpeg", "--metrics", "psnr",
                "--anchors", "jpeg", "--resamples", "50"]) == 0
     assert "--anchors is deprecated, use --dashed" in capsys.readouterr().err
+
+
+def test_vcm_rd_bd_cautions_a_kitti_ap_on_few_frames(tmp_path, capsys):
+    folder = tmp_path / "r"
+    _write_curve(folder, "jpeg", ANCHOR_RATES, 5, 1.0, 0.5, 0, {"kitti_ap_car_moderate": 20.0})
+    assert rd(["bd", "--anchor", "jpeg", "--metric", "kitti_ap_car_moderate", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert "vcm-rd: warning: Caution: KITTI AP on 5 frame(s) (fewer than 20)" in err, err
+    assert rd(["bd", "--anchor", "jpeg", str(folder)]) == 0  # psnr: no caution
+    assert "Caution" not in capsys.readouterr().err

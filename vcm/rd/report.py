@@ -127,16 +127,16 @@ def _headline(tables: dict[tuple[str, str], pd.DataFrame], metrics: list[str], d
         out = []
         for curve in learned:
             per_anchor = []
-            for (m, anchor), t in tables.items():
-                row = t[t["curve"] == curve] if m == metric else t.iloc[0:0]
-                if not len(row) or math.isnan(row["bd_rate_pct"].iloc[0]):
+            for (m, anchor), table in tables.items():
+                found = table[table["curve"] == curve]
+                if m != metric or not len(found) or math.isnan(found["bd_rate_pct"].iloc[0]):
                     continue
-                ci = ""
-                if "bd_rate_low" in row.columns and not math.isnan(row["bd_rate_low"].iloc[0]):
-                    ci = f" {_interval(row['bd_rate_low'].iloc[0], row['bd_rate_high'].iloc[0], 1.0, 1)}"
-                elif need_ci:
+                r = found.iloc[0]
+                has_ci = "bd_rate_low" in found.columns and not math.isnan(r["bd_rate_low"])
+                if need_ci and not has_ci:
                     continue
-                per_anchor.append(f"{row['bd_rate_pct'].iloc[0]:+.1f} %{ci} vs {anchor}")
+                ci = f" {_interval(r['bd_rate_low'], r['bd_rate_high'], 1.0, 1)}" if has_ci else ""
+                per_anchor.append(f"{r['bd_rate_pct']:+.1f} %{ci} vs {anchor}")
             if per_anchor:
                 out.append(f"{curve} {' and '.join(per_anchor)}")
         return out

@@ -79,11 +79,6 @@ class BootstrapInterval:
     not_computable: int
     frames: int
 
-    def __str__(self) -> str:
-        if math.isnan(self.low):
-            return f"no interval: none of {self.resamples} resamples computable"
-        return f"[{self.low:+.2f}, {self.high:+.2f}]"
-
 
 def _frame_ids(per_image: Sequence[dict]) -> list[str]:
     names = [item.get("name") for item in per_image]
@@ -93,8 +88,10 @@ def _frame_ids(per_image: Sequence[dict]) -> list[str]:
 
 
 def _per_image_column(per_image: Sequence[dict], key: str) -> np.ndarray:
+    """[F] the values of ``key``, NaN where an image has none (or a value that is not a number)."""
     values = [item.get(key) for item in per_image]
-    return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
+    return np.array([float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+                     for v in values], dtype=np.float64)
 
 
 def _mean_matches(values: np.ndarray, recorded: float) -> bool:

@@ -148,7 +148,7 @@ def test_image_round_trip_and_file_size(tmp_path):
     assert p.orig_hw == (100, 131) and p.codec == "hyperprior" and p.shape == (2, 3)
     # the file is the strings plus the documented header and CRC, nothing else
     lengths = [len(s) for g in p.strings for s in g]
-    header = 4 + 1 + 1 + len("hyperprior") + 8 + 1 + 2 + 3 + 1 + 1 + 2 + sum(map(_varint_len, lengths)) + 4
+    header = 4 + 1 + 1 + len("hyperprior") + 8 + 1 + 2 + 3 + 1 + 1 + 2 + sum(map(_varint_len, lengths)) + 5 + 4
     assert path.stat().st_size == sum(lengths) + header
     out = decode_image(model, path.read_bytes())
     assert out.shape == (1, 3, 100, 131) and out.dtype == torch.float32
@@ -184,7 +184,7 @@ def test_decode_refuses_other_models_and_broken_payloads():
 
     h = weights_hash(model)
     one_group = pack("hyperprior", h, (64, 64), [[b"\x00\x01"]], (1, 1))
-    with pytest.raises(BitstreamError, match="decoder failed"):
+    with pytest.raises(BitstreamError, match="expects 2 string groups"):
         decode_image(model, one_group)
     huge = pack("hyperprior", h, (64, 64), [[b"a"], [b"b"]], (100000, 1))
     with pytest.raises(BitstreamError, match="latent shape"):

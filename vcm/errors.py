@@ -10,7 +10,18 @@ class DataError(VcmError, ValueError):
 
 
 class BitstreamError(VcmError, ValueError):
-    """A bitstream is truncated, corrupt, or was made by another codec or other weights."""
+    """A bitstream is truncated, corrupt, or was made by another codec or other weights.
+
+    The message is always one short line, whatever a crafted file puts into it (a name, a shape).
+    """
+
+    MAX_MESSAGE = 400
+
+    def __init__(self, message: object = ""):
+        text = " ".join(str(message).split())
+        if len(text) > self.MAX_MESSAGE:
+            text = text[: self.MAX_MESSAGE - 15] + " ... (shortened)"
+        super().__init__(text)
 
 
 class ConfigError(VcmError, ValueError):

@@ -187,6 +187,11 @@ class CompressAIImageCodec(CodecContract, CompressionModel):
         """The model's ``decompress(strings, shape)``."""
         return self.model.decompress(strings, shape)
 
+    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """The ``shape`` the model's ``compress`` writes: its coded latent at its downsampling factor."""
+        factor = int(getattr(self.model, "downsampling_factor", self.min_div))
+        return (height // factor, width // factor)
+
     def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
         """The model's own ``update`` (CompressAI's default scale table)."""
         return self.model.update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
@@ -53,7 +54,9 @@ import torch
 from torch import Tensor, nn
 
 from vcm.codecs.base import crop_image, is_updated, pad_image, weights_hash
+from vcm.codecs.guard import guard_entropy_coders
 from vcm.errors import BitstreamError
+from vcm.utils.limits import check_picture_size
 
 __all__ = [
     "FORMAT_VERSION",
@@ -74,6 +77,9 @@ READABLE_VERSIONS = (1, 2)
 _CRC_BYTES = 4
 _MAX_VARINT_BYTES = 10
 _MAX_DEPTH = 8
+#: codec names and extra keys: short identifiers (a file is refused otherwise, before anything else)
+MAX_NAME = 64
+_NAME = re.compile(rf"[A-Za-z0-9_.\-]{{1,{MAX_NAME}}}")
 
 
 @dataclass(frozen=True)
@@ -139,8 +145,8 @@ def _value(v: Any, what: str, depth: int = 0) -> bytes:
 
 
 def _text(s: str, what: str) -> bytes:
-    if not isinstance(s, str) or not s:
-        raise ValueError(f"{what} must be a non-empty string, got {s!r}")
+    if not isinstance(s, str) or not _NAME.fullmatch(s):
+        raise ValueError(f"{what} must be 1-{MAX_NAME} letters, digits, '_', '-' or '.', got {s!r}")
     raw = s.encode("utf-8")
     return _varint(len(raw)) + raw
 
@@ -245,7 +251,10 @@ class _Reader:
         raise BitstreamError(f"corrupt vcm bitstream: {what} is not a valid varint (byte {self.pos})")
 
     def text(self, what: str) -> str:
-        raw = self.take(self.varint(f"the length of {what}"), what)
+        length = self.varint(f"the length of {what}")
+        if length > MAX_NAME:
+            raise BitstreamError(f"corrupt vcm bitstream: {what} is {length} bytes long (at most {MAX_NAME})")
+        raw = self.take(length, what)
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -265,6 +274,9 @@ def _parse(data: bytes, end: int, version: int = FORMAT_VERSION) -> tuple[Payloa
     r = _Reader(data, end)
     r.pos = len(MAGIC) + 1
     codec = r.text("the codec name")
+    if not _NAME.fullmatch(codec):
+        raise BitstreamError(f"corrupt vcm bitstream: codec name {codec[:40]!r} (expected 1-{MAX_NAME} letters, "
+                             "digits, '_', '-', '.')")
     weights = r.take(8, "the weights hash").hex()
     orig_h = r.varint("the original height")
     orig_w = r.varint("the original width")
@@ -272,6 +284,8 @@ def _parse(data: bytes, end: int, version: int = FORMAT_VERSION) -> tuple[Payloa
     extra: dict[str, Any] = {}
     for i in range(r.varint("the number of extra entries")):
         key = r.text(f"the name of extra entry {i}")
+        if not _NAME.fullmatch(key):
+            raise BitstreamError(f"corrupt vcm bitstream: extra entry name {key[:40]!r}")
         extra[key] = r.value(f"extra entry {key!r}")
     strings: list[list[bytes]] = []
     for g in range(r.varint("the number of string groups")):
@@ -454,21 +468,30 @@ def decode_image(model: nn.Module, data: bytes, codec_name: str | None = None) -
     payload = unpack(data, expected_codec=codec_name)
     _check_expected(payload, codec_name, weights_hash(model), model_codec=_codec_name(model))
     h, w = payload.orig_hw
+    check_picture_size(h, w, "vcm bitstream")
+    min_div = int(getattr(model, "min_div", 1))
+    padded = (math.ceil(h / min_div) * min_div, math.ceil(w / min_div) * min_div)
     if any(len(group) != 1 for group in payload.strings):
         raise BitstreamError(
             f"decode_image decodes one image, the bitstream holds {[len(g) for g in payload.strings]} strings per group"
         )
-    flat = _flatten(payload.shape)
-    if not flat or any(s < 1 or s > max(h, w) for s in flat):
-        raise BitstreamError(f"corrupt vcm bitstream: latent shape {payload.shape} for a {h}x{w} image")
+    latent_shape = getattr(model, "latent_shape", None)
+    if latent_shape is not None:
+        expected = tuple(latent_shape(*padded))
+        if tuple(payload.shape) != expected:
+            raise BitstreamError(f"corrupt vcm bitstream: latent shape {payload.shape} for a {h}x{w} image "
+                                 f"(this codec codes it as {expected})")
+    else:
+        flat = _flatten(payload.shape)
+        if not flat or len(flat) > 4 or any(s < 1 or s > max(padded) for s in flat):
+            raise BitstreamError(f"corrupt vcm bitstream: latent shape {payload.shape} for a {h}x{w} image")
     try:
         x_hat = decompress_payload(model, payload)["x_hat"]
     except BitstreamError:
         raise
-    except (ValueError, AssertionError, RuntimeError, IndexError, TypeError) as e:
+    except (ValueError, AssertionError, RuntimeError, IndexError, TypeError, KeyError, MemoryError, OverflowError) as e:
         raise BitstreamError(f"the {payload.codec} decoder failed on this bitstream: {e}") from e
-    min_div = int(getattr(model, "min_div", 1))
-    want = (math.ceil(h / min_div) * min_div, math.ceil(w / min_div) * min_div)
+    want = padded
     if tuple(x_hat.shape[-2:]) != want:
         raise BitstreamError(
             f"decoded image is {tuple(x_hat.shape[-2:])}, expected {want} for a {h}x{w} image padded to {min_div}"
@@ -480,13 +503,15 @@ def decompress_payload(model: nn.Module, payload: Payload, **kwargs: Any) -> dic
     """``model.decompress`` as the payload's format version asks: format 1 with the codec's float
     entropy parameters (``decompress_float``, as such files were written), format 2 with its exact
     ones and the encoder's symbols check (:mod:`vcm.codecs.exact`). Codecs without an exact path
-    (CompressAI's own models) decode with their own ``decompress``.
+    (CompressAI's own models) decode with their own ``decompress``. The range decoder only ever sees
+    bounded copies of the strings (:mod:`vcm.codecs.guard`).
 
     Args:
         model: the codec.
         payload: from :func:`unpack`.
         **kwargs: further arguments of the codec's ``decompress`` (e.g. a feature codec's ``sizes``).
     """
+    guard_entropy_coders(model)
     exact = hasattr(model, "decompress_float") or getattr(model, "exact_entropy_parameters", False)
     if not exact:
         return model.decompress(payload.strings, payload.shape, **kwargs)

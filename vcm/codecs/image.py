@@ -124,6 +124,10 @@ class _ImageCodecMixin(CodecContract):
         """CompressAI's own decoding with float entropy parameters (format-1 files, written that way)."""
         return super().decompress(strings, shape)
 
+    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """The ``shape`` :meth:`compress` writes for an input of ``height`` x ``width`` (multiples of ``min_div``)."""
+        return (height // self.min_div, width // self.min_div)
+
 
 def _check_groups(strings: Any, n: int, codec: str) -> None:
     if not isinstance(strings, (list, tuple)) or len(strings) != n:

@@ -36,6 +36,7 @@ from vcm.codecs.exact import (
     symbols_check,
     verify_check,
 )
+from vcm.codecs.guard import guarded_string
 from vcm.codecs.lmsfc_transforms import DRNet, DRNetLight, FENet
 from vcm.detectors.features import p6_from_p5
 from vcm.errors import BitstreamError, ConfigError
@@ -566,7 +567,7 @@ class LMSFC(CodecContract, FineScaleTable, CompressionModel):
         cdf, cdf_lengths, offsets = self._cdf_tables()
         p = _CONTEXT_KERNEL // 2
         decoder = RansDecoder()
-        decoder.set_stream(y_string)
+        decoder.set_stream(guarded_string(y_string, self.M * params.shape[-2] * params.shape[-1], "y string"))
         symbols: list[int] = []
         all_indexes: list[int] = []
         means: list[Tensor] = []

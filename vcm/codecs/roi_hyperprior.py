@@ -497,6 +497,10 @@ class RoiHyperprior(CodecContract, FineScaleTable, CompressionModel):
         w_hat = self.entropy_bottleneck_obj.decompress(list(strings[2]), (int(shape[2]), int(shape[3])))
         return z_hat, w_hat
 
+    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """The ``shape`` :meth:`compress` writes for an input of ``height`` x ``width`` (multiples of 64)."""
+        return (height // 64, width // 64, height // 64, width // 64)
+
     def _scales_exact(self, z_hat: Tensor, w_hat: Tensor) -> Tensor:
         """:meth:`_scales` with the same bits on every CPU (:mod:`vcm.codecs.exact`)."""
         both = torch.cat([exact_forward(self.h_s, z_hat, "h_s"), exact_forward(self.h_s_obj, w_hat, "h_s_obj")], dim=1)

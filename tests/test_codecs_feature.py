@@ -19,7 +19,7 @@ from vcm.codecs.lmsfc import (
     LMSFC_N,
     LMSFC_N_LIGHT,
     _pad_bottom_right,
-    _padded_p2_size,
+    padded_p2_size,
     lmsfc,
     ta_msf,
 )
@@ -73,7 +73,7 @@ def tiny(arch: str, entropy_model: str) -> LMSFC:
     ],
 )
 def test_padded_p2_size_holds_every_level_and_is_consistent(sizes, expected):
-    h2, w2 = _padded_p2_size(sizes)
+    h2, w2 = padded_p2_size(sizes)
     assert (h2, w2) == expected
     assert h2 % 64 == 0 and w2 % 64 == 0
     for (h, w), s in zip(sizes, (1, 2, 4, 8)):
@@ -100,7 +100,7 @@ def test_levels_are_padded_consistently_at_the_bottom_right(case):
     model = tiny("lmsfc", "hyperprior")
     levels = fpn_levels(sizes)
     padded = model._pad(list(levels.values()), sizes)
-    h2, w2 = _padded_p2_size(sizes)
+    h2, w2 = padded_p2_size(sizes)
     for name, t, (h, w), s in zip(LEVELS, padded, sizes, (1, 2, 4, 8)):
         assert t.shape[-2:] == (h2 // s, w2 // s)
         assert torch.equal(t[..., :h, :w], levels[name])
@@ -121,7 +121,7 @@ def test_forward_shapes_and_exact_crop(arch, entropy_model, case):
         assert torch.isfinite(hat[name]).all()
     assert torch.equal(hat["p6"], F.max_pool2d(hat["p5"], kernel_size=1, stride=2))
     assert hat["p6"].shape[-2:] == (math.ceil(sizes[3][0] / 2), math.ceil(sizes[3][1] / 2))
-    h2, w2 = _padded_p2_size(sizes)
+    h2, w2 = padded_p2_size(sizes)
     assert out["likelihoods"]["y"].shape[1:] == (48, h2 // 16, w2 // 16)
     assert out["likelihoods"]["z"].shape[1:] == (32, h2 // 64, w2 // 64)
 
@@ -150,7 +150,7 @@ def test_compress_decompress_round_trip(arch, entropy_model, case):
     y_strings, z_strings = enc["strings"]
     assert len(y_strings) == len(z_strings) == 2
     assert all(isinstance(s, bytes) and len(s) > 0 for s in y_strings + z_strings)
-    h2, w2 = _padded_p2_size(sizes)
+    h2, w2 = padded_p2_size(sizes)
     assert tuple(enc["shape"]) == (h2 // 64, w2 // 64)
     assert enc["sizes"] == sizes
 

@@ -61,16 +61,22 @@ def test_publish_then_load_by_name_and_refuse_a_modified_file(scratch_zoo, tiny_
     e = publish.add(tiny_checkpoint, "tiny-q2", minutes=0.1)
     assert e.kind == "image_codec" and e.architecture == "hyperprior" and e.quality == 2 and e.lmbda == 0.0035
     saved = torch.load(e.path, map_location="cpu", weights_only=False)
-    # Weights in float16; the range coder's tables left out (update() rebuilds them); scale tables and
-    # the entropy models' bounds in fp32 (1e-9 would be 0 in float16).
+    # Weights in float16; the range coder's tables stored (computed once, from the float16 weights);
+    # scale tables and the entropy models' bounds in fp32 (1e-9 would be 0 in float16).
     fp32 = ("scale_table", *ENTROPY_BOUND_SUFFIXES)
     assert all(v.dtype == torch.float16 for k, v in saved["state_dict"].items() if v.is_floating_point() and not k.endswith(fp32))
     bounds = {k: v for k, v in saved["state_dict"].items() if k.endswith("likelihood_lower_bound.bound")}
     assert bounds and all(v.dtype == torch.float32 and float(v) == pytest.approx(1e-9) for v in bounds.values())
-    assert not any(k.endswith(("_quantized_cdf", "_offset", "_cdf_length")) for k in saved["state_dict"])
-    # The zoo model is the checkpoint's codec with its weights rounded to float16 (bounds exact).
+    tables = {k: v for k, v in saved["state_dict"].items() if k.endswith(("_quantized_cdf", "_offset", "_cdf_length"))}
+    assert len(tables) == 6 and all(v.dtype == torch.int32 and v.numel() > 0 for v in tables.values())
+    # The zoo model is the checkpoint's codec with its weights rounded to float16 (bounds exact); its
+    # tables are used as stored, never recomputed at load.
     ref, _ = load_codec_checkpoint(tiny_checkpoint)
-    model, meta = load_codec_checkpoint("zoo:tiny-q2")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(type(ref), "update", lambda *a, **k: pytest.fail("loading a zoo file recomputed its tables"))
+        model, meta = load_codec_checkpoint("zoo:tiny-q2")
+    for k, v in tables.items():
+        assert torch.equal(model.state_dict()[k[len("codec."):]], v), k
     assert meta["zoo_name"] == "tiny-q2"
     for (k, a), (_, b) in zip(ref.state_dict().items(), model.state_dict().items()):
         if a.is_floating_point() and not k.endswith(("_quantized_cdf", "_offset", "_cdf_length")):

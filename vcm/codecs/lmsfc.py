@@ -97,7 +97,7 @@ def _check_quality(quality: int | None) -> None:
         raise ConfigError(f"quality={quality!r} is not valid; expected one of {sorted(LMSFC_M)}")
 
 
-def _padded_p2_size(sizes: Sequence[Sequence[int]]) -> tuple[int, int]:
+def padded_p2_size(sizes: Sequence[Sequence[int]]) -> tuple[int, int]:
     """Padded size of P2 such that every padded level is P2's padded size over its scale.
 
     The padded P2 must hold P2 and every coarser level scaled up to P2's resolution; for the
@@ -167,7 +167,7 @@ class LMSFC(CodecContract, FineScaleTable, CompressionModel):
         and means come from ``h_s`` alone (mean-scale hyperprior, no context model).
 
     Padding rule: the padded P2 size is the smallest multiple of 64 that holds P2 and every coarser
-    level scaled up to P2's resolution (see :func:`_padded_p2_size`); P3, P4 and P5 are padded to
+    level scaled up to P2's resolution (see :func:`padded_p2_size`); P3, P4 and P5 are padded to
     exactly 1/2, 1/4 and 1/8 of it, so the padded sizes are consistent with the strided fusion.
     Padding is at the bottom and right (reflect; replicate where reflect is impossible) and is
     cropped off after decoding, so every output level has exactly its input size.
@@ -289,7 +289,7 @@ class LMSFC(CodecContract, FineScaleTable, CompressionModel):
         return tensors, [[int(t.shape[-2]), int(t.shape[-1])] for t in tensors]
 
     def _pad(self, tensors: list[Tensor], sizes: list[list[int]]) -> list[Tensor]:
-        h2, w2 = _padded_p2_size(sizes)
+        h2, w2 = padded_p2_size(sizes)
         return [_pad_bottom_right(t, h2 // s, w2 // s) for t, s in zip(tensors, _LEVEL_SCALE)]
 
     def _reconstruct(self, y_hat: Tensor, sizes: Sequence[Sequence[int]]) -> OrderedDict[str, Tensor]:
@@ -439,7 +439,7 @@ class LMSFC(CodecContract, FineScaleTable, CompressionModel):
             )
         shape = (int(shape[0]), int(shape[1]))
         ratio = _P2_MULTIPLE
-        expected = _padded_p2_size(sizes)
+        expected = padded_p2_size(sizes)
         if (shape[0] * ratio, shape[1] * ratio) != expected:
             raise BitstreamError(
                 f"hyper-latent shape {shape} does not match level sizes {sizes} "

@@ -42,6 +42,9 @@ from vcm.codecs.container import (
     pack,
     unpack,
 )
+from vcm.codecs.lmsfc import padded_p2_size
+from vcm.errors import BitstreamError
+from vcm.utils.limits import check_picture_size
 
 __all__ = [
     "AnchorFeatureRunner",
@@ -240,10 +243,38 @@ class LearnedFeatureRunner(LearnedCodec, FeatureRunner):
     @torch.no_grad()
     def decode(self, data: bytes):
         p = unpack(data, expected_codec=self.name, expected_hash=self.weights_hash)
-        flat = list(p.extra["sizes"])
-        sizes = [flat[i:i + 2] for i in range(0, len(flat), 2)]
-        out = decompress_payload(self.model, p, sizes=sizes)
+        sizes = feature_level_sizes(p, len(self.model.levels))
+        try:
+            out = decompress_payload(self.model, p, sizes=sizes)
+        except BitstreamError:
+            raise
+        except (ValueError, AssertionError, RuntimeError, IndexError, TypeError, KeyError, MemoryError, OverflowError) as e:
+            raise BitstreamError(f"the {p.codec} decoder failed on this bitstream: {e}") from e
         return out["levels_hat"]
+
+
+def feature_level_sizes(payload, n_levels: int) -> list[list[int]]:
+    """The level sizes a feature codec's file declares, checked before anything is allocated.
+
+    ``extra["sizes"]`` must hold ``n_levels`` positive (h, w) pairs, and the padded P2 the codec
+    builds for them (every coarser level scaled up to P2's resolution) and the original image must
+    stay within the picture-size limit (:mod:`vcm.utils.limits`; P2 has a sixteenth of the
+    detector input's pixels).
+
+    Raises:
+        BitstreamError: a missing, malformed or too large entry.
+    """
+
+    check_picture_size(*payload.orig_hw, "feature bitstream (original image)")
+    flat = payload.extra.get("sizes")
+    if not isinstance(flat, tuple) or len(flat) != 2 * n_levels or not all(isinstance(v, int) for v in flat):
+        raise BitstreamError(f"feature bitstream: extra 'sizes' must be {n_levels} (h, w) pairs, got {flat!r}")
+    sizes = [list(flat[i:i + 2]) for i in range(0, len(flat), 2)]
+    if any(v < 1 for v in flat) or any(v > 1 << 20 for v in flat):
+        raise BitstreamError(f"feature bitstream: level sizes {sizes} hold an empty or absurd level")
+    h2, w2 = padded_p2_size(sizes)
+    check_picture_size(4 * h2, 4 * w2, "feature bitstream (the detector input its levels imply)")
+    return sizes
 
 
 def runner_from_checkpoint(ckpt: str | Path, device: str = "cpu"):

@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from vcm import zoo
+from vcm.codecs.base import ENTROPY_BOUND_SUFFIXES
 from vcm.errors import ConfigError
 from vcm.utils.checkpoint_meta import DETECTOR_BUILD_KEYS, META_KEY
 from vcm.utils.io import atomic_write_bytes, atomic_write_text
@@ -35,6 +36,65 @@ def _half(state: dict[str, torch.Tensor], keep_fp32: tuple[str, ...] = ()) -> di
     return {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() and not k.endswith(keep_fp32)
                 else v.detach().to("cpu")).contiguous()
             for k, v in state.items()}
+
+
+#: entries a zoo file keeps in fp32: the Gaussian scale table and the entropy models' constant bounds
+_FP32_SUFFIXES = ("scale_table", *ENTROPY_BOUND_SUFFIXES)
+
+
+def with_entropy_tables(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` (a zoo file's ``codec.*`` weights, as shipped) with the entropy tables computed from it.
+
+    The tables are computed once, here, from the weights exactly as the file ships them (float16),
+    and stored in the file: every machine that loads it codes with these tables (``update()``
+    computes other ones on other CPUs).
+    """
+    import hydra
+    from omegaconf import OmegaConf
+
+    from vcm.codecs.checkpoint import (
+        CODER_TABLE_SUFFIXES,
+        ENTROPY_TABLE_SUFFIXES,
+        codec_state_dict,
+        load_codec_state,
+    )
+
+    model = hydra.utils.instantiate(OmegaConf.create(meta["codec"]))
+    weights = {k: v for k, v in state.items() if not k.endswith(CODER_TABLE_SUFFIXES)}
+    load_codec_state(model, codec_state_dict(weights))
+    model.update(force=True)
+    tables = {f"codec.{k}": v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
+              if k.endswith(ENTROPY_TABLE_SUFFIXES)}
+    for key, table in tables.items():
+        if key in weights and not torch.equal(weights[key], table):
+            raise ZooError(f"{key}: the stored scale table differs from the one update() builds here; not overwritten")
+    return {**weights, **tables}
+
+
+def store_tables(name: str) -> ZooEntry:
+    """Re-publish zoo codec ``name`` with its entropy tables in the file (weights unchanged).
+
+    Zoo files written before the tables were stored leave them out; this writes the file again with
+    them, and the registry's sha256 with a note.
+    """
+    found = _read_registry()
+    if name not in found or found[name].kind == "detector":
+        raise ZooError(f"no zoo codec called {name!r}")
+    e = found[name]
+    path = zoo.weights_path(name)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state["state_dict"] = with_entropy_tables(state[META_KEY], state["state_dict"])
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    e.sha256 = sha256_file(path)
+    note = "entropy tables stored in the file (weights unchanged), so every machine codes with the same tables"
+    notes = e.training.get("notes")
+    if not notes or note not in notes:
+        e.training["notes"] = f"{notes}; {note}" if notes else note
+    found[name] = e
+    _write_registry(found)
+    return e
 
 
 def _run_config(ckpt: Path) -> dict[str, Any]:
@@ -166,7 +226,6 @@ def add(ckpt: str | Path, name: str, minutes: float | None = None, notes: str | 
         torch.save({"format": "vcm.detector", "version": 1, "config": config, "state_dict": _half(weights)}, buffer)
         architecture, quality, lmbda, entry_kind = str(config.get("backbone")), None, None, "detector"
     elif kind in ("image", "feature"):
-        from vcm.codecs.base import ENTROPY_BOUND_SUFFIXES
         from vcm.codecs.checkpoint import CODER_TABLE_SUFFIXES
 
         codec_state = {k: v for k, v in state["state_dict"].items()
@@ -174,7 +233,8 @@ def add(ckpt: str | Path, name: str, minutes: float | None = None, notes: str | 
         meta["zoo_name"] = name
         if git_commit:
             meta["git_commit"] = git_commit
-        torch.save({META_KEY: meta, "state_dict": _half(codec_state, keep_fp32=("scale_table", *ENTROPY_BOUND_SUFFIXES))}, buffer)
+        torch.save({META_KEY: meta, "state_dict": with_entropy_tables(meta, _half(codec_state, keep_fp32=_FP32_SUFFIXES))},
+                   buffer)
         lmbda = meta.get("lmbda")
         architecture = str(meta.get("codec_name"))
         quality = codec_quality(meta.get("quality"), lmbda, (meta.get("model") or {}).get("lambdas"))

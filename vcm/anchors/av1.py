@@ -51,4 +51,4 @@ class Av1Anchor(YuvImageAnchor):
         return encode_picture("libsvtav1", PIX_FMTS[(chroma, bit_depth)], planes, bit_depth, opts)
 
     def _decode_planes(self, payload: bytes, chroma: str, bit_depth: int, height: int, width: int) -> list[np.ndarray]:
-        return decode_picture("libdav1d", payload, PIX_FMTS[(chroma, bit_depth)], bit_depth, self.name)
+        return decode_picture("libdav1d", payload, PIX_FMTS[(chroma, bit_depth)], bit_depth, self.name, (height, width))

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from vcm.errors import BitstreamError, ConfigError
+from vcm.utils.limits import check_picture_size
 
 MAGIC = b"VA"
 HEADER_VERSION = 1
@@ -227,6 +228,7 @@ class ImageAnchor(_Anchor):
         h, w = reader.take(_SIZE)
         if h == 0 or w == 0:
             raise BitstreamError(f"{self.name}: header holds an empty image size {h}x{w}")
+        check_picture_size(h, w, self.name)
         fields = reader.take(self.fields_struct)
         payload = reader.payload()
         out = self._decode(payload, h, w, fields)

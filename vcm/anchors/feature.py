@@ -51,6 +51,7 @@ from vcm.anchors.vtm import VtmTools
 from vcm.anchors.yuv import PAD_MULTIPLE, padded_size
 from vcm.detectors.features import p6_from_p5
 from vcm.errors import BitstreamError
+from vcm.utils.limits import check_picture_size
 
 #: Levels every feature anchor transmits; p6 is rebuilt from p5.
 CODED_LEVELS = ("p2", "p3", "p4", "p5")
@@ -313,6 +314,7 @@ class FrameFeatureAnchor(FeatureAnchor):
         header, payload = FeatureHeader.unpack(data, self.codec_id, self.name)
         layout = frame_layout(header.shapes, header.names)
         ph, pw = padded_size(layout.height, layout.width, PAD_MULTIPLE, self.min_side)
+        check_picture_size(ph, pw, f"{self.name} (the frame its levels tile)")
         frame = self._decode_frame(payload, header.bit_depth, ph, pw)
         if frame.shape[0] < layout.height or frame.shape[1] < layout.width:
             raise BitstreamError(f"{self.name}: decoded frame {frame.shape} is smaller than the layout's {ph}x{pw}")
@@ -361,7 +363,7 @@ class FeatureHevcAnchor(FrameFeatureAnchor):
         return encode_picture("libx265", PIX_FMTS[("400", self.bit_depth)], [frame], self.bit_depth, opts)
 
     def _decode_frame(self, payload: bytes, bit_depth: int, height: int, width: int) -> np.ndarray:
-        (y,) = decode_picture("hevc", payload, PIX_FMTS[("400", bit_depth)], bit_depth, self.name)
+        (y,) = decode_picture("hevc", payload, PIX_FMTS[("400", bit_depth)], bit_depth, self.name, (height, width))
         return y
 
 

@@ -15,13 +15,16 @@ _JPEG_SUBSAMPLING = {"444": 0, "422": 1, "420": 2}
 def _pillow_decode(payload: bytes, height: int, width: int, fmt: str, name: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(payload), formats=[fmt]) as im:
-            im.load()
+            # the size is known from the file's header: refuse before any pixel is decoded
             if im.size != (width, height):
                 raise BitstreamError(f"{name}: payload holds a {im.size[0]}x{im.size[1]} image, header says {width}x{height}")
+            if getattr(im, "n_frames", 1) != 1:
+                raise BitstreamError(f"{name}: payload holds {im.n_frames} pictures, expected 1")
+            im.load()
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except BitstreamError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, SyntaxError, ValueError, MemoryError, Image.DecompressionBombError) as e:
         raise BitstreamError(f"{name}: Pillow could not decode the {fmt} payload: {e}") from e
 
 

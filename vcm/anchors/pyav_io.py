@@ -110,8 +110,59 @@ def encode_picture(
     return data
 
 
-def decode_picture(codec: str, data: bytes, pix_fmt: str, bit_depth: int, name: str) -> list[np.ndarray]:
+def _leb128(data: bytes, pos: int) -> tuple[int, int]:
+    value = 0
+    for i in range(8):
+        if pos + i >= len(data):
+            raise ValueError("an OBU size runs past the end")
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, pos + i + 1
+    raise ValueError("an OBU size is longer than 8 bytes")
+
+
+def av1_temporal_units(data: bytes) -> int:
+    """Temporal units of an AV1 low-overhead OBU stream (every OBU with its size, as SVT-AV1 writes it).
+
+    Raises:
+        ValueError: not such a stream, or bytes after its last OBU.
+    """
+    pos, units = 0, 0
+    while pos < len(data):
+        header = data[pos]
+        if header & 0x80 or not header & 0x02:
+            raise ValueError(f"byte {pos} is no OBU header with a size field")
+        obu_type = (header >> 3) & 0x0F
+        size, pos = _leb128(data, pos + 1 + (1 if header & 0x04 else 0))
+        pos += size
+        if pos > len(data):
+            raise ValueError("the last OBU runs past the end")
+        units += obu_type == 2  # OBU_TEMPORAL_DELIMITER
+    return units
+
+
+def _check_stream_kind(codec: str, data: bytes, name: str) -> None:
+    """Refuse a payload that is not the header's codec's kind of stream (e.g. AV1 under an HEVC id)."""
+    if codec == "hevc" and not (data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01"))):
+        raise BitstreamError(f"{name}: the payload is no HEVC Annex-B stream (it starts with {data[:4].hex()})")
+    if codec == "libdav1d":
+        try:
+            units = av1_temporal_units(data)
+        except ValueError as e:
+            raise BitstreamError(f"{name}: the payload is no AV1 OBU stream: {e}") from None
+        if units != 1:
+            raise BitstreamError(f"{name}: the payload holds {units} AV1 temporal units, expected 1")
+
+
+def decode_picture(codec: str, data: bytes, pix_fmt: str, bit_depth: int, name: str,
+                   size: tuple[int, int] | None = None) -> list[np.ndarray]:
     """Decode exactly one picture; anything else raises :class:`BitstreamError`.
+
+    The payload is checked before the picture is decoded: the header's kind of stream, one access
+    unit (FFmpeg's parser splits concatenated pictures), and the coded size the parser reads from
+    the parameter sets equal to ``size``, so a crafted payload cannot make the decoder allocate a
+    larger picture than the header declares (and the caller checked against the pixel limit).
 
     Args:
         codec: FFmpeg decoder name, e.g. "hevc" or "libdav1d".
@@ -119,19 +170,33 @@ def decode_picture(codec: str, data: bytes, pix_fmt: str, bit_depth: int, name: 
         pix_fmt: expected pixel format of the decoded picture.
         bit_depth: 8 or 10.
         name: anchor name for messages.
+        size: the coded (padded) (height, width) the header implies; None: not checked.
 
     Returns:
         The decoded planes (uint16 [h_i, w_i], luma first), of the coded (padded) size.
     """
     _require(codec, "r")
+    _check_stream_kind(codec, data, name)
     try:
         ctx = av.CodecContext.create(codec, "r")
-        frames = list(ctx.decode(av.Packet(data))) + list(ctx.decode(None))
-    except (av.FFmpegError, ValueError, OSError) as e:
+        packets = list(ctx.parse(data)) + list(ctx.parse(None))
+        if len(packets) != 1:
+            raise BitstreamError(f"{name}: payload holds {len(packets)} pictures, expected 1")
+        coded = (ctx.height, ctx.width)
+        if size is not None and coded != (0, 0) and coded != tuple(size):
+            raise BitstreamError(f"{name}: payload codes a {coded[1]}x{coded[0]} picture, the header implies "
+                                 f"{size[1]}x{size[0]}")
+        frames = list(ctx.decode(packets[0])) + list(ctx.decode(None))
+    except BitstreamError:
+        raise
+    except (av.FFmpegError, ValueError, OSError, MemoryError) as e:
         raise BitstreamError(f"{name}: the {codec} decoder rejected the payload: {e}") from e
     if len(frames) != 1:
         raise BitstreamError(f"{name}: payload decoded to {len(frames)} pictures, expected 1")
     frame = frames[0]
+    if size is not None and (frame.height, frame.width) != tuple(size):
+        raise BitstreamError(f"{name}: decoded picture is {frame.width}x{frame.height}, the header implies "
+                             f"{size[1]}x{size[0]}")
     if frame.format.name != pix_fmt:
         raise BitstreamError(f"{name}: decoded picture is {frame.format.name}, header says {pix_fmt}")
     return read_planes(frame, bit_depth)

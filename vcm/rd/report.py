@@ -92,11 +92,18 @@ def _bd_section(table: pd.DataFrame, heading: str, scale: float) -> tuple[_Table
     return (header, rows, [[None] * len(header) for _ in rows]), skipped
 
 
-def _not_computable_list(skipped: dict[tuple[str, str], list[str]], tables: int) -> list[str]:
-    """One line per (curve, reason): where it applies, unless it applies to every table."""
+def _not_computable_list(skipped: dict[tuple[str, str], list[str]], tables: int, comparable: int) -> list[str]:
+    """One line per (curve, reason): the tables it concerns, unless that is every table (or every
+    table whose anchor curve is computable: a table without one holds no other reason)."""
     lines = []
     for (curve, reason), where in skipped.items():
-        scope = "every table" if len(where) == tables else ", ".join(where)
+        where = list(dict.fromkeys(where))
+        if len(where) == tables:
+            scope = "every table"
+        elif len(where) == comparable and not reason.startswith("anchor "):
+            scope = "every table with a computable anchor"
+        else:
+            scope = ", ".join(where)
         lines.append(f"{curve}: {reason} ({scope})")
     return lines
 
@@ -296,14 +303,17 @@ def write_report(
               for m in metrics for a in anchor_curves}
     if ci is not None:
         tables = {key: add_intervals(t, df, ci, resamples, seed) for key, t in tables.items()}
-    sections, skipped = {}, {}
+    sections, skipped, comparable = {}, {}, 0
     for (metric, anchor_curve), table in tables.items():
         heading, scale = bd_quality_heading(metric, pd.to_numeric(df[metric], errors="coerce"))
         sections[metric, anchor_curve], rows_out = _bd_section(table, heading, scale)
-        for curve, points, reason in rows_out:
+        anchor_failed = False
+        for curve, _points, reason in rows_out:
+            anchor_failed |= reason.startswith("anchor ")
             subject = anchor_curve if reason.startswith("anchor ") else curve
             skipped.setdefault((subject, reason), []).append(f"{metric} vs {anchor_curve}")
-    not_computable = _not_computable_list(skipped, len(tables))
+        comparable += not anchor_failed
+    not_computable = _not_computable_list(skipped, len(tables), comparable)
     headline = _headline(tables, metrics, df, dashed, frames)
 
     detectors = sorted({f"{n} ({h})" for n, h in zip(df["detector_name"], df["detector_hash"]) if isinstance(h, str)})

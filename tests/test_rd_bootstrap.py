@@ -190,3 +190,19 @@ def test_vcm_rd_bd_cautions_a_kitti_ap_on_few_frames(tmp_path, capsys):
     assert "vcm-rd: warning: Caution: KITTI AP on 5 frame(s) (fewer than 20)" in err, err
     assert rd(["bd", "--anchor", "jpeg", str(folder)]) == 0  # psnr: no caution
     assert "Caution" not in capsys.readouterr().err
+
+
+def test_not_computable_list_names_an_anchor_failure_once(tmp_path):
+    folder = tmp_path / "r"
+    _write_curve(folder, "jpeg", ANCHOR_RATES, 4, 1.0, 0.5, 0)
+    _write_curve(folder, "learned", [r / 2 for r in ANCHOR_RATES], 4, 0.5, 0.5, 1)
+    _write_curve(folder, "webp", (0.3,), 4, 0.8, 0.5, 5)
+    df = collect(folder)
+    # a dataset-level metric on which the anchor's rate falls where its quality rises
+    jpeg_map = iter([0.3, 0.2, 0.4, 0.5])  # by rate (the table's order)
+    df["map_50"] = [next(jpeg_map) if c == "jpeg" else 0.05 * (i + 1) for i, c in enumerate(df["curve"])]
+    md = write_report(df, tmp_path / "rep", "jpeg", metrics=["psnr", "map_50"], resamples=20)[0].read_text()
+    listing = md[md.index("## Not computable"):md.index("## PSNR")]
+    assert listing.count("- jpeg: anchor curve is not monotonic") == 1
+    assert "(map_50 vs jpeg)" in listing and "map_50 vs jpeg, map_50 vs jpeg" not in listing
+    assert "- webp: test curve has 1 point(s), at least 3 needed (every table with a computable anchor)" in listing

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from vcm.errors import VcmError
 from vcm.evaluation.pipeline import codec_condition
 from vcm.evaluation.runners import ImageRunner, runner_from_checkpoint, to_float_batch
 from vcm.utils.io import atomic_write_bytes
+from vcm.utils.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
 
 
 class CodecSession:
@@ -34,7 +36,8 @@ class CodecSession:
     def __init__(self, ckpt: str | Path, device: str = "cpu"):
         self.runner = runner_from_checkpoint(ckpt, device=device)
         if not isinstance(self.runner, ImageRunner):
-            raise VcmError(f"{ckpt} holds a feature codec; vcm-compress codes images (use vcm-eval for feature codecs)")
+            raise VcmError(f"{ckpt} holds a feature codec; vcm-compress and vcm-decompress code images "
+                           "(feature codecs run inside vcm-eval: codec=zoo codec.name=<name>)")
         self.detector = None
         if self.runner.needs is Needs.DETECTOR:
             self.detector = trained_detector(self.runner.meta.get("detector"), device, codec=f"{ckpt}: the codec")
@@ -116,7 +119,14 @@ def decompress_main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("input", help="bitstream file")
     p.add_argument("output", help="PNG file to write")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help=f"largest picture (H x W) to decode from a file; default {MAX_PIXELS_ENV} or "
+                        f"{DEFAULT_MAX_PIXELS // 1_000_000} MP")
     a = p.parse_args(argv)
+    if a.max_pixels is not None:
+        if a.max_pixels < 1:
+            p.error(f"--max-pixels {a.max_pixels}: expected a positive number of pixels")
+        os.environ[MAX_PIXELS_ENV] = str(a.max_pixels)
     try:
         data = Path(a.input).read_bytes()
         session = CodecSession(_codec_spec(a), a.device)
@@ -124,7 +134,7 @@ def decompress_main(argv: list[str] | None = None) -> int:
         image = session.decompress(data)
         dt = time.perf_counter() - t0
         atomic_write_bytes(a.output, _png_bytes(image))
-    except FileNotFoundError as e:
+    except OSError as e:
         print(f"vcm-decompress: error: {e}", file=sys.stderr)
         return 2
     except VcmError as e:

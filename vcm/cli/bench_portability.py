@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=0, help="first N frames only (0: all)")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--timing-frames", type=int, default=5)
+    p.add_argument("--timing-only", action="store_true", help="only the float vs exact coding time, bytes and PSNR")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
@@ -78,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench-portability: error: no frames under {a.root}/training/image_2", file=sys.stderr)
         return 2
     models = [m.strip() for m in a.models.split(",") if m.strip()]
+    if a.timing_only:
+        for name in models:
+            _timing(name, frames[: a.timing_frames])
+        return 0
     latents, here, n_latents = {}, {}, 0
     t0 = time.perf_counter()
     for name in models:
@@ -124,32 +129,41 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _timing(name: str, frames: list[Path]) -> None:
-    """Encode and decode time of the float path (CompressAI's) and the exact path, interleaved."""
+    """Encode and decode time, bytes and PSNR of the float path (CompressAI's) and the exact path, interleaved."""
     from compressai.models import ScaleHyperprior
 
+    from vcm.codecs.base import crop_image
     from vcm.codecs.checkpoint import load_codec_checkpoint
     from vcm.data.kitti import load_image
+    from vcm.evaluation.runners import to_uint8
+    from vcm.metrics.image import psnr
 
     model, _ = load_codec_checkpoint(f"zoo:{name}")
-    times = {k: 0.0 for k in ("float_enc", "exact_enc", "float_dec", "exact_dec")}
+    stats = {k: 0.0 for k in ("float_enc", "exact_enc", "float_dec", "exact_dec", "float_bytes", "exact_bytes",
+                              "float_psnr", "exact_psnr")}
     with torch.no_grad():
         for f in frames:
-            x, _ = pad_image(load_image(f).float()[None] / 255, model.min_div)
+            image = load_image(f)
+            x, pad = pad_image(image.float()[None] / 255, model.min_div)
             for path, enc, dec in (("float", lambda x=x: ScaleHyperprior.compress(model, x), ScaleHyperprior.decompress),
                                    ("exact", lambda x=x: model.compress(x), None)):
                 t = time.perf_counter()
                 out = enc()
-                times[f"{path}_enc"] += time.perf_counter() - t
+                stats[f"{path}_enc"] += time.perf_counter() - t
                 t = time.perf_counter()
                 if dec is None:
-                    model.decompress(out["strings"], out["shape"], check=out["check"])
+                    x_hat = model.decompress(out["strings"], out["shape"], check=out["check"])["x_hat"]
                 else:
-                    dec(model, out["strings"], out["shape"])
-                times[f"{path}_dec"] += time.perf_counter() - t
+                    x_hat = dec(model, out["strings"], out["shape"])["x_hat"]
+                stats[f"{path}_dec"] += time.perf_counter() - t
+                stats[f"{path}_bytes"] += sum(len(s[0]) for s in out["strings"])
+                stats[f"{path}_psnr"] += float(psnr(to_uint8(crop_image(x_hat, pad)), image))
     n = len(frames)
-    print(f"\n{name}, {n} frames, one thread: encode {times['float_enc'] / n:.3f} s (float) vs {times['exact_enc'] / n:.3f} s "
-          f"(exact) = {times['exact_enc'] / times['float_enc']:.3f}x; decode {times['float_dec'] / n:.3f} s vs "
-          f"{times['exact_dec'] / n:.3f} s = {times['exact_dec'] / times['float_dec']:.3f}x")
+    m = {k: v / n for k, v in stats.items()}
+    print(f"\n{name}, {n} frames, one thread: encode {m['float_enc']:.3f} s (float) vs {m['exact_enc']:.3f} s "
+          f"(exact) = {m['exact_enc'] / m['float_enc']:.3f}x; decode {m['float_dec']:.3f} s vs {m['exact_dec']:.3f} s = "
+          f"{m['exact_dec'] / m['float_dec']:.3f}x; strings {m['float_bytes']:.1f} vs {m['exact_bytes']:.1f} bytes; "
+          f"PSNR {m['float_psnr']:.3f} vs {m['exact_psnr']:.3f} dB")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -299,7 +299,7 @@ def test_roi_rate_includes_w_and_decoder_needs_no_detector():
     assert set(out["likelihoods"]) == {"y", "z", "w"}
     assert count_bits(out["likelihoods"]) > count_bits({k: out["likelihoods"][k] for k in ("y", "z")})
 
-    assert list(inspect.signature(model.decompress).parameters) == ["strings", "shape", "check"]
+    assert list(inspect.signature(model.decompress).parameters) == ["strings", "shape", "check", "gain"]
     enc = model.compress(x, cond)
     assert len(enc["strings"]) == 3 and all(len(g) == 1 for g in enc["strings"])
     assert enc["shape"] == (1, 2, 1, 2)

@@ -24,10 +24,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-from compressai.models import CompressionModel
+from compressai.models import CompressionModel, ScaleHyperprior
 from torch import Tensor, nn
 
 from vcm.codecs.base import CodecContract
+from vcm.codecs.exact import LatentAnalysis, code_analysis
+from vcm.codecs.image import analyse_hyperprior, decode_hyperprior
 from vcm.errors import ConfigError
 
 __all__ = [
@@ -179,13 +181,30 @@ class CompressAIImageCodec(CodecContract, CompressionModel):
         """``{"x_hat": [B, 3, H, W], "likelihoods": {...}}`` for images [B, 3, H, W] in [0, 1]; ``cond`` is ignored."""
         return self.model(x)
 
-    def compress(self, x: Tensor, cond: Any = None) -> dict:
-        """The model's ``compress(x)``; ``cond`` is ignored."""
-        return self.model.compress(x)
+    def compress(self, x: Tensor, cond: Any = None, gain: Tensor | None = None) -> dict:
+        """The model's ``compress(x)`` (``cond`` is ignored); with a gain map (scale and mean-scale
+        hyperpriors only), vcm's exact coding of the same latents (:mod:`vcm.codecs.roi_gain`)."""
+        if gain is None:
+            return self.model.compress(x)
+        return code_analysis(self.model.gaussian_conditional, self.analyse(x), gain)
 
-    def decompress(self, strings, shape) -> dict:
-        """The model's ``decompress(strings, shape)``."""
-        return self.model.decompress(strings, shape)
+    def analyse(self, x: Tensor, cond: Any = None) -> LatentAnalysis:
+        """vcm's exact analysis of a CompressAI scale or mean-scale hyperprior (gain maps, rate control)."""
+        return analyse_hyperprior(self._hyperprior(), x)
+
+    def decompress(self, strings, shape, check: int | None = None, gain: Tensor | None = None) -> dict:
+        """The model's ``decompress(strings, shape)``; a file with a gain map or a symbols check was
+        written by vcm's exact coding and is decoded by it."""
+        if gain is None and check is None:
+            return self.model.decompress(strings, shape)
+        model = self._hyperprior()
+        return {"x_hat": model.g_s(decode_hyperprior(model, strings, shape, check, gain, self.codec_name)).clamp_(0, 1)}
+
+    def _hyperprior(self) -> ScaleHyperprior:
+        if not isinstance(self.model, ScaleHyperprior):
+            msg = f"{self.codec_name}: gain maps need a scale or mean-scale hyperprior (bmshj2018-hyperprior, mbt2018-mean)"
+            raise ValueError(msg)  # noqa: TRY004 - a setting of the codec, not a caller's type
+        return self.model
 
     def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
         """The ``shape`` the model's ``compress`` writes: its coded latent at its downsampling factor."""

@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from vcm.codecs.base import crop_image, is_updated, pad_image, weights_hash
 from vcm.codecs.guard import guard_entropy_coders
+from vcm.codecs.roi_gain import Y_STRIDE, RoiGain
 from vcm.errors import BitstreamError
 from vcm.utils.limits import check_picture_size
 
@@ -404,7 +405,8 @@ def _codec_name(model: nn.Module) -> str:
 
 
 @torch.no_grad()
-def encode_image(model: nn.Module, x: Tensor, cond: Any = None, codec_name: str | None = None) -> bytes:
+def encode_image(model: nn.Module, x: Tensor, cond: Any = None, codec_name: str | None = None,
+                 roi: RoiGain | None = None) -> bytes:
     """Code one image into a complete vcm bitstream.
 
     The image is padded (replicate) to ``model.min_div``, coded with ``model.compress`` and packed with
@@ -417,6 +419,8 @@ def encode_image(model: nn.Module, x: Tensor, cond: Any = None, codec_name: str 
         x: one image, [3, H, W] or [1, 3, H, W], uint8 in 0..255 or float in [0, 1].
         cond: detector features for codecs with ``needs_features`` (see ``RoiHyperprior``).
         codec_name: name to write; defaults to ``model.codec_name``.
+        roi: a gain map's definition (:class:`~vcm.codecs.roi_gain.RoiGain`, boxes of this image):
+            coded with it and carried in the file (hyperprior-family codecs); None: plain coding.
 
     Returns:
         The bitstream; ``bpp_real = 8 * len(bytes) / (H * W)``.
@@ -439,9 +443,15 @@ def encode_image(model: nn.Module, x: Tensor, cond: Any = None, codec_name: str 
     x = x.to(_model_device(model))
     h, w = x.shape[-2:]
     x_pad, _ = pad_image(x, int(getattr(model, "min_div", 1)))
-    out = model.compress(x_pad) if cond is None else model.compress(x_pad, cond=cond)
+    if roi is None:
+        out = model.compress(x_pad) if cond is None else model.compress(x_pad, cond=cond)
+        return pack(codec_name or _codec_name(model), weights_hash(model), (h, w), out["strings"], out["shape"],
+                    check=out.get("check"))
+    roi.validate(h, w, ValueError)
+    gain = roi.map((x_pad.shape[-2] // Y_STRIDE, x_pad.shape[-1] // Y_STRIDE))
+    out = model.compress(x_pad, cond=cond, gain=gain)
     return pack(codec_name or _codec_name(model), weights_hash(model), (h, w), out["strings"], out["shape"],
-                check=out.get("check"))
+                extra=roi.to_extra(), check=out.get("check"))
 
 
 @torch.no_grad()
@@ -485,8 +495,10 @@ def decode_image(model: nn.Module, data: bytes, codec_name: str | None = None) -
         flat = _flatten(payload.shape)
         if not flat or len(flat) > 4 or any(s < 1 or s > max(padded) for s in flat):
             raise BitstreamError(f"corrupt vcm bitstream: latent shape {payload.shape} for a {h}x{w} image")
+    roi = RoiGain.from_extra(payload.extra, h, w)
+    gain = None if roi is None else roi.map((padded[0] // Y_STRIDE, padded[1] // Y_STRIDE))
     try:
-        x_hat = decompress_payload(model, payload)["x_hat"]
+        x_hat = decompress_payload(model, payload, gain=gain)["x_hat"]
     except BitstreamError:
         raise
     except (ValueError, AssertionError, RuntimeError, IndexError, TypeError, KeyError, MemoryError, OverflowError) as e:
@@ -499,26 +511,27 @@ def decode_image(model: nn.Module, data: bytes, codec_name: str | None = None) -
     return crop_image(x_hat, (0, want[1] - w, 0, want[0] - h)).clamp(0, 1)
 
 
-def decompress_payload(model: nn.Module, payload: Payload, **kwargs: Any) -> dict:
+def decompress_payload(model: nn.Module, payload: Payload, gain: Tensor | None = None, **kwargs: Any) -> dict:
     """``model.decompress`` as the payload's format version asks: format 1 with the codec's float
     entropy parameters (``decompress_float``, as such files were written), format 2 with its exact
-    ones and the encoder's symbols check (:mod:`vcm.codecs.exact`). Codecs without an exact path
-    (CompressAI's own models) decode with their own ``decompress``. The range decoder only ever sees
-    bounded copies of the strings (:mod:`vcm.codecs.guard`).
+    ones, the encoder's symbols check (:mod:`vcm.codecs.exact`) and the file's gain map. The range
+    decoder only ever sees bounded copies of the strings (:mod:`vcm.codecs.guard`).
 
     Args:
         model: the codec.
         payload: from :func:`unpack`.
+        gain: the gain map the file's ``roi``/``gain`` entries define (:mod:`vcm.codecs.roi_gain`), or None.
         **kwargs: further arguments of the codec's ``decompress`` (e.g. a feature codec's ``sizes``).
     """
     guard_entropy_coders(model)
-    exact = hasattr(model, "decompress_float") or getattr(model, "exact_entropy_parameters", False)
-    if not exact:
-        return model.decompress(payload.strings, payload.shape, **kwargs)
     if payload.version == 1:
         if hasattr(model, "decompress_float"):
             return model.decompress_float(payload.strings, payload.shape, **kwargs)
-        return model.decompress(payload.strings, payload.shape, exact=False, **kwargs)
+        if getattr(model, "exact_entropy_parameters", False):
+            return model.decompress(payload.strings, payload.shape, exact=False, **kwargs)
+        return model.decompress(payload.strings, payload.shape, **kwargs)
+    if gain is not None:
+        kwargs["gain"] = gain
     return model.decompress(payload.strings, payload.shape, check=payload.check, **kwargs)
 
 

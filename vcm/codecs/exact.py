@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,8 @@ __all__ = [
     "ACT_BITS",
     "WEIGHT_BITS",
     "ExactRangeError",
+    "LatentAnalysis",
+    "code_analysis",
     "decode_gaussian",
     "encode_gaussian",
     "exact_forward",
@@ -232,6 +235,67 @@ def symbols_check(tensors: Iterable[Tensor]) -> int:
     return crc & 0xFFFFFFFF
 
 
+@dataclass
+class LatentAnalysis:
+    """What an encoder computes before range-coding ``y``; coding it with several gain maps (rate
+    control) reuses it.
+
+    Attributes:
+        y: latents [B, M, h, w].
+        scales, means: exact entropy parameters (float64, CPU; means None for zero-mean codecs).
+        side_strings: the side-information string groups (z, w, ...), already coded.
+        side: the decoded side latents the check covers.
+        shape: the container's latent shape.
+    """
+
+    y: Tensor
+    scales: Tensor
+    means: Tensor | None
+    side_strings: list[list[bytes]]
+    side: list[Tensor]
+    shape: tuple[int, ...]
+
+
+def code_analysis(gc: nn.Module, a: LatentAnalysis, gain: Tensor | None = None) -> dict:
+    """``compress``'s output for an analysis: ``{"strings": [y, *side], "shape", "check"}``."""
+    y_strings, check = encode_gaussian(gc, a.y, a.scales, a.means, side=a.side, gain=gain)
+    return {"strings": [y_strings, *a.side_strings], "shape": a.shape, "check": check}
+
+
+def encode_gaussian(gc: nn.Module, y: Tensor, scales: Tensor, means: Tensor | None = None,
+                    side: Iterable[Tensor] = (), gain: Tensor | None = None) -> tuple[list[bytes], int]:
+    """Range-code ``y`` with CompressAI's ``GaussianConditional`` at exactly computed parameters.
+
+    Args:
+        gc: the codec's ``GaussianConditional`` (updated).
+        y: latents [B, M, h, w].
+        scales: from :func:`exact_forward` (float64, CPU), [B, M, h, w].
+        means: likewise, or None (zero-mean).
+        side: further decoded tensors the check covers (e.g. ``z_hat``).
+        gain: a gain map [1, 1, h, w] (float64; :mod:`vcm.codecs.roi_gain`): ``round((y - mu) G)`` is
+            coded at scales ``sigma G``; None: no gain (the plain strings).
+
+    Returns:
+        ``(strings, check)``: one byte string per image, and :func:`symbols_check` of the symbols,
+        table indexes, means, the gain map and ``side``.
+    """
+    means32 = _on(means, y)
+    if gain is None:
+        indexes = build_indexes(gc, scales.to(y.device))
+        symbols = gc.quantize(y, "symbols", means32)
+        strings = gc.compress(y, indexes, means=means32)
+        parts = [symbols, indexes, *([] if means32 is None else [means32]), *side]
+        return strings, symbols_check(parts)
+    indexes = build_indexes(gc, (scales * gain).to(y.device))
+    centered = y.detach().to("cpu", torch.float64)
+    if means32 is not None:
+        centered = centered - means32.to("cpu", torch.float64)
+    symbols = torch.round(centered * gain).to(torch.int32)
+    strings = gc.compress(symbols.to(y.device, torch.float32), indexes)
+    parts = [symbols, indexes, *([] if means32 is None else [means32]), gain, *side]
+    return strings, symbols_check(parts)
+
+
 def verify_check(check: int | None, found: int) -> None:
     """Raise when the decoder's :func:`symbols_check` differs from the one the encoder wrote (None: no check)."""
     if check is not None and found != check:
@@ -247,44 +311,27 @@ def _on(t: Tensor | None, like: Tensor) -> Tensor | None:
     return None if t is None else t.to(device=like.device, dtype=torch.float32)
 
 
-def encode_gaussian(gc: nn.Module, y: Tensor, scales: Tensor, means: Tensor | None = None,
-                    side: Iterable[Tensor] = ()) -> tuple[list[bytes], int]:
-    """Range-code ``y`` with CompressAI's ``GaussianConditional`` at exactly computed parameters.
-
-    Args:
-        gc: the codec's ``GaussianConditional`` (updated).
-        y: latents [B, M, h, w].
-        scales: from :func:`exact_forward` (float64, CPU), [B, M, h, w].
-        means: likewise, or None (zero-mean).
-        side: further decoded tensors the check covers (e.g. ``z_hat``).
-
-    Returns:
-        ``(strings, check)``: one byte string per image, and :func:`symbols_check` of the symbols,
-        table indexes, means and ``side``.
-    """
-    means32 = _on(means, y)
-    indexes = build_indexes(gc, scales.to(y.device))
-    symbols = gc.quantize(y, "symbols", means32)
-    strings = gc.compress(y, indexes, means=means32)
-    parts = [symbols, indexes, *([] if means32 is None else [means32]), *side]
-    return strings, symbols_check(parts)
-
-
 def decode_gaussian(gc: nn.Module, strings: list[bytes], scales: Tensor, means: Tensor | None = None,
-                    check: int | None = None, side: Iterable[Tensor] = (), device: torch.device | str = "cpu") -> Tensor:
+                    check: int | None = None, side: Iterable[Tensor] = (), device: torch.device | str = "cpu",
+                    gain: Tensor | None = None) -> Tensor:
     """Decode what :func:`encode_gaussian` wrote, and verify its check when one is given.
 
     Returns:
-        ``y_hat`` [B, M, h, w] float32 on ``device``: symbols + means.
+        ``y_hat`` [B, M, h, w] float32 on ``device``: symbols (divided by the gain) + means.
 
     Raises:
         BitstreamError: the decoded symbols, indexes or means differ from the encoder's (``check``).
     """
-    scales = scales.to(device)
-    indexes = build_indexes(gc, scales)
+    indexes = build_indexes(gc, (scales if gain is None else scales * gain).to(device))
     symbols = gc.decompress(list(strings), indexes, torch.float32)
     means32 = None if means is None else means.to(device=device, dtype=torch.float32)
     if check is not None:
-        verify_check(check, symbols_check([symbols.to(torch.int32), indexes, *([] if means32 is None else [means32]),
-                                           *side]))
-    return symbols if means32 is None else symbols + means32
+        parts = [symbols.to(torch.int32), indexes, *([] if means32 is None else [means32]),
+                 *([] if gain is None else [gain]), *side]
+        verify_check(check, symbols_check(parts))
+    if gain is None:
+        return symbols if means32 is None else symbols + means32
+    y_hat = symbols.to("cpu", torch.float64) / gain
+    if means32 is not None:
+        y_hat = y_hat + means32.to("cpu", torch.float64)
+    return y_hat.to(device=device, dtype=torch.float32)

@@ -20,8 +20,9 @@ from torch import Tensor
 
 from vcm.codecs.base import CodecContract, FineScaleTable
 from vcm.codecs.exact import (
+    LatentAnalysis,
+    code_analysis,
     decode_gaussian,
-    encode_gaussian,
     exact_forward,
     symbols_check,
     verify_check,
@@ -96,20 +97,26 @@ class _ImageCodecMixin(CodecContract):
         """
         return super().forward(x)
 
-    def compress(self, x: Tensor, cond: Any = None) -> dict:
+    def compress(self, x: Tensor, cond: Any = None, gain: Tensor | None = None) -> dict:
         """Entropy-code ``x`` (needs ``update()`` first), with CPU-independent entropy parameters.
 
         Args:
             x: images [B, 3, H, W] in [0, 1], H and W multiples of ``min_div``.
             cond: ignored.
+            gain: a gain map on the latent grid [1, 1, H/16, W/16] (:mod:`vcm.codecs.roi_gain`;
+                hyperprior-family codecs only), or None.
 
         Returns:
             ``{"strings": list of groups, each a list of B bytes, "shape": latent (h, w), "check":
             CRC32 of the decoded symbols, indexes and means (:mod:`vcm.codecs.exact`)}``.
         """
-        return self._compress_exact(x)
+        return code_analysis(self.gaussian_conditional, self.analyse(x, cond), gain)
 
-    def decompress(self, strings: list, shape: Any, check: int | None = None) -> dict:
+    def analyse(self, x: Tensor, cond: Any = None) -> LatentAnalysis:
+        """Everything :meth:`compress` computes before coding ``y`` (z coded, exact scales and means)."""
+        return analyse_hyperprior(self, x)
+
+    def decompress(self, strings: list, shape: Any, check: int | None = None, gain: Tensor | None = None) -> dict:
         """Decode what :meth:`compress` wrote (entropy parameters computed exactly, ``check`` verified).
 
         Returns:
@@ -118,7 +125,7 @@ class _ImageCodecMixin(CodecContract):
         Raises:
             BitstreamError: the decoded symbols fail ``check``.
         """
-        return self._decompress_exact(strings, shape, check)
+        return {"x_hat": self.g_s(decode_hyperprior(self, strings, shape, check, gain)).clamp_(0, 1)}
 
     def decompress_float(self, strings: list, shape: Any) -> dict:
         """CompressAI's own decoding with float entropy parameters (format-1 files, written that way)."""
@@ -131,13 +138,43 @@ class _ImageCodecMixin(CodecContract):
 
 def _check_groups(strings: Any, n: int, codec: str) -> None:
     if not isinstance(strings, (list, tuple)) or len(strings) != n:
-        raise BitstreamError(f"{codec} expects {n} string groups, got {len(strings) if isinstance(strings, (list, tuple)) else strings!r}")
+        got = len(strings) if isinstance(strings, (list, tuple)) else type(strings).__name__
+        raise BitstreamError(f"{codec} expects {n} string groups, got {got}")
+
+
+def _hyper_parameters(model: ScaleHyperprior, z_hat: Tensor) -> tuple[Tensor, Tensor | None]:
+    params = exact_forward(model.h_s, z_hat, "h_s")
+    if isinstance(model, MeanScaleHyperprior):
+        scales, means = params.chunk(2, 1)
+        return scales, means
+    return params, None
+
+
+def analyse_hyperprior(model: ScaleHyperprior, x: Tensor) -> LatentAnalysis:
+    """The encoder of a scale or mean-scale hyperprior (CompressAI's structure: ``g_a``, ``h_a``, ``h_s``)
+    up to the coding of ``y``: z coded and decoded, the exact scales (and means) from it."""
+    y = model.g_a(x)
+    z = model.h_a(y if isinstance(model, MeanScaleHyperprior) else torch.abs(y))
+    z_strings = model.entropy_bottleneck.compress(z)
+    z_hat = model.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+    scales, means = _hyper_parameters(model, z_hat)
+    return LatentAnalysis(y, scales, means, [z_strings], [z_hat], tuple(int(s) for s in z.shape[-2:]))
+
+
+def decode_hyperprior(model: ScaleHyperprior, strings: list, shape: Any, check: int | None = None,
+                      gain: Tensor | None = None, codec: str = "hyperprior") -> Tensor:
+    """``y_hat`` of what :func:`analyse_hyperprior` and :func:`~vcm.codecs.exact.code_analysis` wrote."""
+    _check_groups(strings, 2, getattr(model, "codec_name", codec))
+    z_hat = model.entropy_bottleneck.decompress(list(strings[1]), tuple(int(s) for s in shape))
+    scales, means = _hyper_parameters(model, z_hat)
+    return decode_gaussian(model.gaussian_conditional, strings[0], scales, means, check=check, side=[z_hat],
+                           device=z_hat.device, gain=gain)
 
 
 class FactorizedImageCodec(_ImageCodecMixin, FactorizedPrior):
     """Ballé et al. 2018 factorized prior (CompressAI ``FactorizedPrior``), y at stride 16.
 
-    ``strings = [y_strings]``, ``shape = y (h, w)``.
+    ``strings = [y_strings]``, ``shape = y (h, w)``. No gain map: its tables are fixed per channel.
     """
 
     codec_name = "factorized"
@@ -145,13 +182,20 @@ class FactorizedImageCodec(_ImageCodecMixin, FactorizedPrior):
     quality_channels = _BMSHJ2018_FACTORIZED_CHANNELS
 
     # no network between the symbols and their tables: the stored tables make it CPU-independent
-    def _compress_exact(self, x: Tensor) -> dict:
+    def compress(self, x: Tensor, cond: Any = None, gain: Tensor | None = None) -> dict:
+        if gain is not None:
+            raise ValueError("the factorized prior codes with fixed tables: a gain map needs a hyperprior codec")
         y = self.g_a(x)
         strings = self.entropy_bottleneck.compress(y)
         y_hat = self.entropy_bottleneck.decompress(strings, y.shape[-2:])
         return {"strings": [strings], "shape": tuple(int(s) for s in y.shape[-2:]), "check": symbols_check([y_hat])}
 
-    def _decompress_exact(self, strings: list, shape: Any, check: int | None) -> dict:
+    def analyse(self, x: Tensor, cond: Any = None) -> LatentAnalysis:
+        raise ValueError("the factorized prior has no Gaussian latent to analyse (no gain map, no rate control)")
+
+    def decompress(self, strings: list, shape: Any, check: int | None = None, gain: Tensor | None = None) -> dict:
+        if gain is not None:
+            raise BitstreamError("a factorized-prior file carries no gain map")
         _check_groups(strings, 1, self.codec_name)
         y_hat = self.entropy_bottleneck.decompress(list(strings[0]), tuple(int(s) for s in shape))
         verify_check(check, symbols_check([y_hat]))
@@ -168,22 +212,6 @@ class HyperpriorImageCodec(FineScaleTable, _ImageCodecMixin, ScaleHyperprior):
     min_div = 64
     quality_channels = _BMSHJ2018_HYPERPRIOR_CHANNELS
 
-    def _compress_exact(self, x: Tensor) -> dict:
-        y = self.g_a(x)
-        z = self.h_a(torch.abs(y))
-        z_strings = self.entropy_bottleneck.compress(z)
-        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-        y_strings, check = encode_gaussian(self.gaussian_conditional, y, exact_forward(self.h_s, z_hat, "h_s"),
-                                           side=[z_hat])
-        return {"strings": [y_strings, z_strings], "shape": tuple(int(s) for s in z.shape[-2:]), "check": check}
-
-    def _decompress_exact(self, strings: list, shape: Any, check: int | None) -> dict:
-        _check_groups(strings, 2, self.codec_name)
-        z_hat = self.entropy_bottleneck.decompress(list(strings[1]), tuple(int(s) for s in shape))
-        y_hat = decode_gaussian(self.gaussian_conditional, strings[0], exact_forward(self.h_s, z_hat, "h_s"),
-                                check=check, side=[z_hat], device=z_hat.device)
-        return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
-
 
 class MeanScaleImageCodec(FineScaleTable, _ImageCodecMixin, MeanScaleHyperprior):
     """Minnen et al. 2018 mean-scale hyperprior (CompressAI ``MeanScaleHyperprior``), z at stride 64.
@@ -194,23 +222,6 @@ class MeanScaleImageCodec(FineScaleTable, _ImageCodecMixin, MeanScaleHyperprior)
     codec_name = "mean_scale"
     min_div = 64
     quality_channels = _MBT2018_MEAN_CHANNELS
-
-    def _compress_exact(self, x: Tensor) -> dict:
-        y = self.g_a(x)
-        z = self.h_a(y)
-        z_strings = self.entropy_bottleneck.compress(z)
-        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-        scales, means = exact_forward(self.h_s, z_hat, "h_s").chunk(2, 1)
-        y_strings, check = encode_gaussian(self.gaussian_conditional, y, scales, means, side=[z_hat])
-        return {"strings": [y_strings, z_strings], "shape": tuple(int(s) for s in z.shape[-2:]), "check": check}
-
-    def _decompress_exact(self, strings: list, shape: Any, check: int | None) -> dict:
-        _check_groups(strings, 2, self.codec_name)
-        z_hat = self.entropy_bottleneck.decompress(list(strings[1]), tuple(int(s) for s in shape))
-        scales, means = exact_forward(self.h_s, z_hat, "h_s").chunk(2, 1)
-        y_hat = decode_gaussian(self.gaussian_conditional, strings[0], scales, means, check=check, side=[z_hat],
-                                device=z_hat.device)
-        return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
 
 
 def factorized(quality: int | None = None, N: int | None = None, M: int | None = None) -> FactorizedImageCodec:

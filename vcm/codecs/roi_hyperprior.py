@@ -14,7 +14,12 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from vcm.codecs.base import CodecContract, FineScaleTable, Needs
-from vcm.codecs.exact import decode_gaussian, encode_gaussian, exact_forward
+from vcm.codecs.exact import (
+    LatentAnalysis,
+    code_analysis,
+    decode_gaussian,
+    exact_forward,
+)
 from vcm.data.masks import boxes_to_mask, cell_coverage
 
 __all__ = ["ROI_SOURCES", "RoiHyperprior", "RoiMap", "box_condition"]
@@ -464,13 +469,23 @@ class RoiHyperprior(CodecContract, FineScaleTable, CompressionModel):
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods, "w": w_likelihoods}}
 
     @torch.no_grad()
-    def compress(self, x: Tensor, cond: Any = None) -> dict:
+    def compress(self, x: Tensor, cond: Any = None, gain: Tensor | None = None) -> dict:
         """Entropy-code ``x`` (needs ``update()`` first).
+
+        Args:
+            x: images [B, 3, H, W] in [0, 1], H and W multiples of 64.
+            cond: detector features or the ROI map (see the class docstring).
+            gain: a gain map [1, 1, H/16, W/16] on the quantiser (:mod:`vcm.codecs.roi_gain`), or None.
 
         Returns:
             ``{"strings": [y_strings, z_strings, w_strings], "shape": (z_h, z_w, w_h, w_w), "check": CRC32}``,
             each group a list of B byte strings; the scales are computed exactly (:mod:`vcm.codecs.exact`).
         """
+        return code_analysis(self.gaussian_conditional, self.analyse(x, cond), gain)
+
+    @torch.no_grad()
+    def analyse(self, x: Tensor, cond: Any = None) -> LatentAnalysis:
+        """Everything :meth:`compress` computes before coding ``y``: z and w coded, the exact scales."""
         self._check_input(x)
         feats, geometry = self._features(cond, x)
         y = self._analysis(x, feats, geometry)
@@ -483,10 +498,8 @@ class RoiHyperprior(CodecContract, FineScaleTable, CompressionModel):
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
         w_strings = self.entropy_bottleneck_obj.compress(w)
         w_hat = self.entropy_bottleneck_obj.decompress(w_strings, w.shape[-2:])
-        y_strings, check = encode_gaussian(self.gaussian_conditional, y, self._scales_exact(z_hat, w_hat),
-                                           side=[z_hat, w_hat])
         shape = (*(int(s) for s in z.shape[-2:]), *(int(s) for s in w.shape[-2:]))
-        return {"strings": [y_strings, z_strings, w_strings], "shape": shape, "check": check}
+        return LatentAnalysis(y, self._scales_exact(z_hat, w_hat), None, [z_strings, w_strings], [z_hat, w_hat], shape)
 
     def _side_latents(self, strings: list[list[bytes]], shape: Sequence[int]) -> tuple[Tensor, Tensor]:
         if not isinstance(strings, (list, tuple)) or len(strings) != 3:
@@ -507,20 +520,22 @@ class RoiHyperprior(CodecContract, FineScaleTable, CompressionModel):
         return exact_forward(self.h_s_fuse, both, "h_s_fuse")
 
     @torch.no_grad()
-    def decompress(self, strings: list[list[bytes]], shape: Sequence[int], check: int | None = None) -> dict:
+    def decompress(self, strings: list[list[bytes]], shape: Sequence[int], check: int | None = None,
+                   gain: Tensor | None = None) -> dict:
         """Decode without any detector.
 
         Args:
             strings: ``[y_strings, z_strings, w_strings]`` as returned by :meth:`compress`.
             shape: ``(z_h, z_w, w_h, w_w)``.
             check: the encoder's :func:`~vcm.codecs.exact.symbols_check`, verified when given.
+            gain: the gain map the file was coded with, or None.
 
         Returns:
             ``{"x_hat": [B, 3, H, W]}`` clamped to [0, 1].
         """
         z_hat, w_hat = self._side_latents(strings, shape)
         y_hat = decode_gaussian(self.gaussian_conditional, strings[0], self._scales_exact(z_hat, w_hat), check=check,
-                                side=[z_hat, w_hat], device=z_hat.device)
+                                side=[z_hat, w_hat], device=z_hat.device, gain=gain)
         return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
 
     @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Classical anchor codecs (JPEG, WebP, HEVC, AV1, VVC/VTM) and the MPEG-style feature anchors.
+"""Classical anchor codecs (JPEG, WebP, HEVC, HEVC with ROI QP offsets, AV1, VVC/VTM) and the MPEG-style feature anchors.
 
 Every image anchor has ``encode(image) -> bytes`` and ``decode(bytes) -> uint8 [H,W,3]``; every feature
 anchor has ``encode(levels) -> bytes`` and ``decode(bytes) -> levels``. The bytes are the whole bitstream
@@ -8,6 +8,7 @@ from vcm.anchors.av1 import Av1Anchor
 from vcm.anchors.base import FeatureAnchor, ImageAnchor
 from vcm.anchors.feature import FeatureHevcAnchor, FeatureVtmAnchor
 from vcm.anchors.hevc import HevcAnchor
+from vcm.anchors.hevc_roi import HevcRoiAnchor
 from vcm.anchors.pillow import JpegAnchor, WebpAnchor
 from vcm.anchors.vtm import VtmAnchor
 
@@ -17,6 +18,7 @@ __all__ = [
     "FeatureHevcAnchor",
     "FeatureVtmAnchor",
     "HevcAnchor",
+    "HevcRoiAnchor",
     "ImageAnchor",
     "JpegAnchor",
     "VtmAnchor",

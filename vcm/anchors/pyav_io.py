@@ -7,7 +7,7 @@ libswscale: what vcm computes is exactly what the encoder codes.
 from __future__ import annotations
 
 import fractions
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import av
 import numpy as np
@@ -77,7 +77,8 @@ def read_planes(frame: av.VideoFrame, bit_depth: int) -> list[np.ndarray]:
 
 
 def encode_picture(
-    codec: str, pix_fmt: str, planes: Sequence[np.ndarray], bit_depth: int, options: dict[str, str]
+    codec: str, pix_fmt: str, planes: Sequence[np.ndarray], bit_depth: int, options: dict[str, str],
+    prepare: Callable[[av.VideoFrame], av.VideoFrame] | None = None,
 ) -> bytes:
     """Code one picture and return the encoder's raw packets concatenated (no container).
 
@@ -87,6 +88,8 @@ def encode_picture(
         planes: the picture's planes, luma first.
         bit_depth: 8 or 10.
         options: encoder options (AVOptions).
+        prepare: called with the filled frame (pts 0, time base 1/1) before it is encoded; returns the
+            frame to encode, e.g. the same pixels with side data (ROI) attached by a filter graph.
 
     Returns:
         The elementary stream (e.g. HEVC Annex-B, AV1 OBUs) with parameter sets in band.
@@ -100,6 +103,9 @@ def encode_picture(
     frame = av.VideoFrame(width, height, pix_fmt)
     write_planes(frame, planes, bit_depth)
     frame.pts = 0
+    if prepare is not None:
+        frame.time_base = ctx.time_base
+        frame = prepare(frame)
     packets = list(ctx.encode(frame)) + list(ctx.encode(None))
     if ctx.extradata:
         # Parameter sets are expected in band; out-of-band ones would be uncounted bytes.

@@ -236,15 +236,37 @@ def _learned_feature(model, name: str | None = None) -> Coder:
     return Coder(lambda levels: runner.encode(levels, orig_hw=(64, 96)), runner.decode)
 
 
+def _learned_image_roi(model, name: str | None = None, g_roi: float = 2.0, g_bg: float = 0.5) -> Coder:
+    """ROI gain coding (vcm.codecs.roi_gain) with the fixed boxes ROI_BOXES."""
+    from vcm.evaluation.runners import RoiGainRunner
+
+    runner = RoiGainRunner([model], name or model.codec_name, [name or model.codec_name], roi_source="labels",
+                           g_roi=g_roi, g_bg=g_bg)
+    return Coder(lambda image: runner.encode(image, cond=torch.tensor(ROI_BOXES)), runner.decode)
+
+
 def _anchor(target: str, **params) -> Callable[[], Coder]:
     def build() -> Coder:
         import importlib
 
         module, cls = target.rsplit(".", 1)
         anchor = getattr(importlib.import_module(module), cls)(**params)
+        if anchor.kind == "image" and getattr(anchor, "roi_source", None) is not None:
+            return Coder(lambda image: anchor.encode(image.permute(1, 2, 0).contiguous().numpy(),
+                                                     boxes=torch.tensor(ROI_BOXES)), anchor.decode)
         if anchor.kind == "image":
             return Coder(lambda image: anchor.encode(image.permute(1, 2, 0).contiguous().numpy()), anchor.decode)
         return Coder(anchor.encode, anchor.decode)
+
+    return build
+
+
+def _zoo_roi(name: str) -> Callable[[], Coder]:
+    def build() -> Coder:
+        from vcm.codecs.checkpoint import load_codec_checkpoint
+
+        model, meta = load_codec_checkpoint(f"zoo:{name}")
+        return _learned_image_roi(model, meta.get("codec_name"))
 
     return build
 
@@ -284,6 +306,7 @@ ANCHORS = {  # name -> (target, params, needs)
     "webp": ("vcm.anchors.pillow.WebpAnchor", {"quality": 50}, ()),
     "hevc": ("vcm.anchors.hevc.HevcAnchor", {"qp": 32}, ("w:libx265", "r:hevc")),
     "hevc444": ("vcm.anchors.hevc.HevcAnchor", {"qp": 32, "chroma": "444"}, ("w:libx265", "r:hevc")),
+    "hevc444_roi": ("vcm.anchors.hevc_roi.HevcRoiAnchor", {"qp": 32}, ("w:libx265", "r:hevc")),
     "av1": ("vcm.anchors.av1.Av1Anchor", {"qp": 40, "preset": 8}, ("w:libsvtav1", "r:libdav1d")),
     "feature_hevc": ("vcm.anchors.feature.FeatureHevcAnchor", {"qp": 32}, ("w:libx265", "r:hevc")),
 }
@@ -298,6 +321,8 @@ def cases() -> list[Case]:
             out.append(Case(f"{family}-{inp}", family, inp, lambda f=family: _learned_image(small_model(f)), "vcm"))
     for family in LEARNED_FEATURE:
         out.append(Case(f"{family}-levels", family, "levels", lambda f=family: _learned_feature(small_model(f)), "vcm"))
+    for inp in ("synthetic", "kitti"):  # ROI gain coding (format 2 with boxes and gains in the file)
+        out.append(Case(f"roi_gain-{inp}", "roi_gain", inp, lambda: _learned_image_roi(small_model("hyperprior")), "vcm"))
     for name, (target, params, needs) in ANCHORS.items():
         inputs = ("levels",) if name.startswith("feature_") else ("synthetic", "kitti")
         for inp in inputs:
@@ -308,6 +333,7 @@ def cases() -> list[Case]:
         if e.kind == "image_codec":
             for inp in ("synthetic", "kitti"):
                 out.append(Case(f"zoo-{name}-{inp}", f"zoo:{name}", inp, _zoo(name), "vcm"))
+            out.append(Case(f"zoo-{name}-roi-kitti", f"zoo:{name}", "kitti", _zoo_roi(name), "vcm"))
         elif e.kind == "feature_codec":
             out.append(Case(f"zoo-{name}-levels256", f"zoo:{name}", "levels256", _zoo(name), "vcm"))
     return out

@@ -168,8 +168,11 @@ class HevcRoiAnchor(HevcAnchor):
 
     def __init__(self, qp: int = 32, roi_qp_offset: int = -10, bg_qp_offset: int = 0, chroma: str = "444",
                  bit_depth: int = 10, preset: str = "medium", tune: str | None = "psnr", aq_mode: int = 1,
-                 aq_strength: float = 0.0, qg_size: int = 16):
+                 aq_strength: float = 0.0, qg_size: int = 16, roi: str = "labels", score_threshold: float = 0.5):
         super().__init__(qp=qp, chroma=chroma, bit_depth=bit_depth, preset=preset, tune=tune)
+        # where an evaluation takes the boxes from (the encoder's input; the stream carries the QPs)
+        self.roi_source = check_choice("roi", roi, ("labels", "detector", "none"))
+        self.score_threshold = float(score_threshold)
         self.name = f"hevc{self.chroma}_roi" if self.chroma != "420" else "hevc_roi"
         self.roi_qp_offset = check_int("roi_qp_offset", roi_qp_offset, -51, 51)
         self.bg_qp_offset = check_int("bg_qp_offset", bg_qp_offset, -51, 51)
@@ -180,7 +183,8 @@ class HevcRoiAnchor(HevcAnchor):
         self.qg_size = check_choice("qg_size", qg_size, QG_SIZES)
         self.params = {"qp": self.qp, "roi_qp_offset": self.roi_qp_offset, "bg_qp_offset": self.bg_qp_offset,
                        "chroma": self.chroma, "bit_depth": self.bit_depth, "preset": preset, "tune": tune,
-                       "aq_mode": self.aq_mode, "aq_strength": self.aq_strength, "qg_size": self.qg_size}
+                       "aq_mode": self.aq_mode, "aq_strength": self.aq_strength, "qg_size": self.qg_size,
+                       "variant": f"roi-{self.roi_source}"}
 
     def x265_options(self) -> dict[str, str]:
         """Encoder options: CRF = qp with qcomp=1 (frame QP exactly ``qp``), AQ on, one IDR picture."""

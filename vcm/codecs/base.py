@@ -51,12 +51,16 @@ class Needs(str, enum.Enum):
     * ``DETECTOR``: the frozen detector: its features condition the encoder (roi_hyperprior) or
       are what is coded (L-MSFC, TA-MSF, the feature anchor); a checkpoint is valid only with the
       detector it was trained with (:mod:`vcm.detectors.identity`).
-    * ``BOXES``: the image's ROI boxes (roi_hyperprior with ``roi_source=boxes``).
+    * ``BOXES``: the image's ROI boxes as a map (roi_hyperprior with ``roi_source=boxes``).
+    * ``ROI_BOXES``: the image's ROI boxes themselves, [K, 4] xyxy pixels, from its labels or from the
+      detector run at the encoder (ROI gain coding, :mod:`vcm.codecs.roi_gain`); the decoder reads
+      them from the file.
     """
 
     NOTHING = "nothing"
     DETECTOR = "detector"
     BOXES = "boxes"
+    ROI_BOXES = "roi_boxes"
 
 
 class _FromNeeds:

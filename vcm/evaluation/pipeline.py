@@ -75,14 +75,18 @@ def evaluate_image(runner, image: torch.Tensor, target: dict | None, detector=No
         if detector is not None:
             preds = detector.detect(detector.features([to_float_batch(image)[0].to(_dev(detector))]))[0]
     elif isinstance(runner, ImageRunner):
+        t_cond = time.perf_counter()
         cond = codec_condition(runner, to_float_batch(image), [target] if target is not None else None, detector,
                                name=runner.name)
         dev = runner.device
         _sync(dev)
         t0 = time.perf_counter()
+        if runner.needs is Needs.ROI_BOXES:
+            m["roi_s"] = t0 - t_cond  # the encoder's own ROI detection, when it runs the detector
         data = runner.encode(image, cond=cond)
         _sync(dev)
         t1 = time.perf_counter()
+        m.update(getattr(runner, "encode_info", None) or {})
         decoded = runner.decode(data)
         _sync(dev)
         t2 = time.perf_counter()
@@ -141,6 +145,8 @@ def codec_condition(codec, x: torch.Tensor, targets: list[dict] | None = None, d
     if needs is Needs.NOTHING:
         return None
     name = name or getattr(codec, "name", None) or getattr(codec, "codec_name", type(codec).__name__)
+    if needs is Needs.ROI_BOXES:
+        return roi_boxes(codec.roi_source, x, targets, detector, codec.score_threshold, name)
     if needs is Needs.BOXES:
         if targets is None or len(targets) != x.shape[0] or any(t is None or "boxes" not in t for t in targets):
             raise ValueError(f"codec {name} (roi_source=boxes) is conditioned on the ROI boxes of each image; "
@@ -151,6 +157,38 @@ def codec_condition(codec, x: torch.Tensor, targets: list[dict] | None = None, d
         raise ValueError(f"codec {name} is conditioned on detector features; configure a detector")
     # training crops reach the detector at their frames' scale, as whole frames do in evaluation
     return detector_condition(detector, x.to(_dev(detector)), frame_scale_factors(detector, targets))
+
+
+#: where ROI gain coding takes its boxes from
+ROI_BOX_SOURCES = ("labels", "detector", "none")
+
+
+def roi_boxes(source: str, x: torch.Tensor, targets: list[dict] | None, detector, score_threshold: float = 0.5,
+              name: str = "codec") -> torch.Tensor:
+    """The ROI boxes of one image, [K, 4] xyxy pixels on the CPU (``Needs.ROI_BOXES``).
+
+    Args:
+        source: ``labels`` (the target's ``boxes``: the configured classes), ``detector`` (the frozen
+            detector's detections with ``score >= score_threshold``, computed at the encoder from the
+            original image), or ``none`` (no box: the gain is uniform).
+        x: float [1,3,H,W] in [0,1], the unpadded image.
+        targets: one target dict, for ``labels``.
+        detector: FrozenDetector, for ``detector``.
+    """
+    if source == "none":
+        return torch.zeros(0, 4)
+    if source == "labels":
+        if not targets or targets[0] is None or "boxes" not in targets[0]:
+            raise ValueError(f"codec {name} takes its ROI boxes from the labels; give targets with 'boxes' "
+                             "(vcm-compress: --labels <KITTI label file>)")
+        return torch.as_tensor(targets[0]["boxes"], dtype=torch.float32).reshape(-1, 4).cpu()
+    if source == "detector":
+        if detector is None:
+            raise ValueError(f"codec {name} takes its ROI boxes from the detector; configure one (detector=kitti_mobilenet_v2)")
+        dets = detector.detect(detector.features([x[0].to(_dev(detector))]))[0]
+        keep = dets["scores"] >= score_threshold
+        return dets["boxes"][keep].detach().float().reshape(-1, 4).cpu()
+    raise ValueError(f"ROI source {source!r}; expected one of {ROI_BOX_SOURCES}")
 
 
 def detector_condition(detector, x: torch.Tensor, scale_factors: list[float] | None = None):

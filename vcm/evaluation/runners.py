@@ -43,7 +43,9 @@ from vcm.codecs.container import (
     unpack,
 )
 from vcm.codecs.lmsfc import padded_p2_size
-from vcm.errors import BitstreamError
+from vcm.codecs.rate_control import encode_to_size
+from vcm.codecs.roi_gain import RoiGain
+from vcm.errors import BitstreamError, ConfigError
 from vcm.utils.limits import check_picture_size
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "LearnedFeatureRunner",
     "LearnedImageRunner",
     "NoCodec",
+    "RoiGainRunner",
     "Runner",
     "RunnerBase",
     "compressai_runner",
@@ -61,6 +64,7 @@ __all__ = [
     "runner_from_checkpoint",
     "to_float_batch",
     "to_uint8",
+    "zoo_roi_runner",
     "zoo_runner",
 ]
 
@@ -153,9 +157,16 @@ class AnchorImageRunner(ImageRunner):
         self.anchor = anchor
         self.name = anchor.name
         self.params = dict(anchor.params)
+        # an ROI anchor (hevc444_roi) is given the image's ROI boxes, as ROI gain coding is
+        self.roi_source = getattr(anchor, "roi_source", None)
+        self.score_threshold = getattr(anchor, "score_threshold", 0.5)
+        if self.roi_source is not None:
+            self.needs = Needs.ROI_BOXES
 
     def encode(self, image: torch.Tensor, cond=None) -> bytes:
         arr = image.permute(1, 2, 0).contiguous().numpy() if isinstance(image, torch.Tensor) else image
+        if self.roi_source is not None:
+            return self.anchor.encode(arr, boxes=torch.zeros(0, 4) if cond is None else cond)
         return self.anchor.encode(arr)
 
     def decode(self, data: bytes) -> torch.Tensor:
@@ -275,6 +286,109 @@ def feature_level_sizes(payload, n_levels: int) -> list[list[int]]:
     h2, w2 = padded_p2_size(sizes)
     check_picture_size(4 * h2, 4 * w2, "feature bitstream (the detector input its levels imply)")
     return sizes
+
+
+class RoiGainRunner(LearnedImageRunner):
+    """A hyperprior-family codec coding with an ROI gain map (:mod:`vcm.codecs.roi_gain`), optionally
+    to a per-frame size (:mod:`vcm.codecs.rate_control`) with lower-rate models to step down to.
+
+    The encoder is given the image's ROI boxes (``Needs.ROI_BOXES``: labels, the detector at the
+    encoder, or none for a uniform gain); the decoder needs nothing but the file (it names the model
+    of ``models`` that coded it by its weights hash).
+
+    Args:
+        models: updated codecs, the configured one first, then the lower-rate steps (rate control).
+        name: the codec name written into the files and records (one curve for all the models).
+        labels: what to call each model in messages (e.g. its zoo name).
+        params: the rate point's parameters (recorded).
+        roi_source: ``labels``, ``detector`` or ``none``.
+        g_roi, g_bg, dilation: the gain map (with a target: g_roi and the first g_bg tried).
+        score_threshold: detections kept as ROIs (``roi_source=detector``).
+        target_bpp, target_bytes: a per-frame size to reach (at most one), or None.
+        max_bytes: a hard cap on every frame, or None.
+        g_bg_floor: the lowest background gain rate control may use.
+    """
+
+    needs = Needs.ROI_BOXES
+
+    def __init__(self, models: list[nn.Module], name: str, labels: list[str], params: dict | None = None,
+                 roi_source: str = "labels",
+                 g_roi: float = 2.0, g_bg: float = 0.5, dilation: int = 1, score_threshold: float = 0.5,
+                 target_bpp: float | None = None, target_bytes: int | None = None, max_bytes: int | None = None,
+                 g_bg_floor: float = 0.3):
+        from vcm.evaluation.pipeline import ROI_BOX_SOURCES
+
+        super().__init__(models[0], name=name, params=params)
+        if roi_source not in ROI_BOX_SOURCES:
+            raise ConfigError(f"roi={roi_source!r}; expected one of {ROI_BOX_SOURCES}")
+        if target_bpp is not None and target_bytes is not None:
+            raise ConfigError("give target_bpp or target_bytes, not both")
+        for m in models:
+            ensure_tables(m.eval())
+            if not hasattr(m, "analyse") or (getattr(type(m), "analyse", None) is None):
+                raise ConfigError(f"{getattr(m, 'codec_name', type(m).__name__)} cannot code with a gain map")
+        RoiGain.from_boxes([], 1, 1, g_roi, g_bg, dilation)  # checks the gains and the dilation
+        self.models, self.labels = list(models), list(labels)
+        self.hashes = {weights_hash(m): i for i, m in enumerate(self.models)}
+        self.roi_source, self.score_threshold = roi_source, float(score_threshold)
+        self.g_roi, self.g_bg, self.dilation, self.g_bg_floor = float(g_roi), float(g_bg), int(dilation), float(g_bg_floor)
+        self.target_bpp, self.target_bytes, self.max_bytes = target_bpp, target_bytes, max_bytes
+        self.encode_info: dict[str, Any] = {}
+
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor, cond=None) -> bytes:
+        x = to_float_batch(image).to(self.device)
+        h, w = x.shape[-2:]
+        boxes = torch.zeros(0, 4) if cond is None else torch.as_tensor(cond, dtype=torch.float32).reshape(-1, 4)
+        target = self.target_bytes if self.target_bpp is None else int(self.target_bpp * h * w / 8)
+        if target is None and self.max_bytes is None:
+            data = encode_image(self.model, x, codec_name=self.name,
+                                roi=RoiGain.from_boxes(boxes, h, w, self.g_roi, self.g_bg, self.dilation))
+            self.encode_info = {"roi_boxes": int(boxes.shape[0])}
+            return data
+        r = encode_to_size(self.models, x, boxes, target or self.max_bytes, max_bytes=self.max_bytes, g_roi=self.g_roi,
+                           g_bg_start=self.g_bg, g_bg_floor=self.g_bg_floor, dilation=self.dilation,
+                           codec_names=[self.name] * len(self.models))
+        self.encode_info = {"roi_boxes": int(boxes.shape[0]), "rc_passes": r.passes, "rc_on_target": bool(r.on_target),
+                            "rc_model_index": r.model_index, "g_roi": r.roi.g_roi, "g_bg": r.roi.g_bg,
+                            "target_bytes": int(target or self.max_bytes)}
+        return r.data
+
+    @torch.no_grad()
+    def decode(self, data: bytes) -> torch.Tensor:
+        p = unpack(data)
+        index = self.hashes.get(p.weights_hash)
+        if index is None:
+            raise BitstreamError(f"this bitstream was made with weights {p.weights_hash}, none of {self.labels}")
+        return to_uint8(decode_image(self.models[index], data))
+
+    def estimated_bits(self, image, cond=None) -> float | None:
+        return None  # the entropy model's estimate knows nothing of the gain map
+
+
+def zoo_roi_runner(name: str, roi: str = "labels", g_roi: float = 2.0, g_bg: float = 0.5, dilation: int = 1,
+                   score_threshold: float = 0.5, target_bpp: float | None = None, target_bytes: int | None = None,
+                   max_bytes: int | None = None, ladder: list[str] | None = None, g_bg_floor: float = 0.3,
+                   device: str = "cpu") -> RoiGainRunner:
+    """``codec=zoo_roi``: zoo codec ``name`` with an ROI gain map; ``ladder``: lower-rate zoo codecs rate
+    control may step down to (the decoder finds the one that coded a file by its weights hash).
+
+    Its records form the curve ``<architecture>/zoo-roi-<roi>`` (``zoo-uniform`` for ``roi=none``).
+    """
+    names = [name, *(ladder or [])]
+    base = zoo_runner(name, device=device)
+    models = [base.model, *(load_codec_checkpoint(f"zoo:{n}")[0].to(device) for n in names[1:])]
+    params = dict(base.params)
+    params.update({"variant": "zoo-uniform" if roi == "none" else f"zoo-roi-{roi}", "g_roi": float(g_roi),
+                   "g_bg": float(g_bg)})
+    if target_bpp is not None:
+        params["target_bpp"] = float(target_bpp)
+    if target_bytes is not None:
+        params["target_bytes"] = int(target_bytes)
+    runner = RoiGainRunner(models, base.name, names, params, roi, g_roi, g_bg, dilation, score_threshold, target_bpp,
+                           target_bytes, max_bytes, g_bg_floor)
+    runner.meta = base.meta
+    return runner
 
 
 def runner_from_checkpoint(ckpt: str | Path, device: str = "cpu"):

@@ -192,3 +192,23 @@ def test_tensorboard_run_holds_metrics_and_sample_images(tmp_path, kitti_tiny_ro
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0}).Reload()
     assert any(tag.startswith("val/") for tag in events.Tags()["scalars"]), events.Tags()
     assert any(tag.startswith("val/samples/") for tag in events.Tags()["images"]), events.Tags()
+
+
+def test_a_misspelled_or_non_image_zoo_name_lists_only_image_codecs_and_the_closest(capsys, tmp_path):
+    from vcm.cli.bitstream import compress_main, decompress_main
+
+    assert compress_main(["--model", "hyperprior-kiti-q3", str(tmp_path / "x.png"), str(tmp_path / "x.vcm")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did you mean 'hyperprior-kitti-q3'" in err
+    assert "kitti_mobilenet_v2" not in err and "lmsfc" not in err
+    assert decompress_main(["--model", "lmsfc-kitti-l0.5", str(tmp_path / "x.vcm"), str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "is a feature codec" in err and "valid: hyperprior-kitti-q1" in err
+
+
+def test_codec_zoo_refuses_the_detector_naming_the_codecs():
+    from vcm.evaluation.runners import zoo_runner
+    from vcm.zoo import ZooError
+
+    with pytest.raises(ZooError, match=r"no zoo image codec or feature codec called 'kitti_mobilenet_v2' \('kitti_mobilenet_v2' is a detector\)"):
+        zoo_runner("kitti_mobilenet_v2")

@@ -132,9 +132,9 @@ def zoo_sibling_for(spec: str, data: bytes, own: str) -> str | None:
     if wanted == own:
         return None
     for e in zoo_entries(me.kind).values():
-        if e.architecture == me.architecture and e.name != me.name:
-            if weights_hash(load_codec_checkpoint(f"{ZOO_PREFIX}{e.name}")[0]) == wanted:
-                return f"{ZOO_PREFIX}{e.name}"
+        if e.architecture == me.architecture and e.name != me.name \
+                and weights_hash(load_codec_checkpoint(f"{ZOO_PREFIX}{e.name}")[0]) == wanted:
+            return f"{ZOO_PREFIX}{e.name}"
     return None
 
 
@@ -151,7 +151,10 @@ def _add_codec_arguments(p: argparse.ArgumentParser, role: str) -> None:
 
 
 def _codec_spec(a: argparse.Namespace) -> str:
-    return a.ckpt if a.ckpt is not None else f"zoo:{a.model}"
+    if a.ckpt is not None:
+        return a.ckpt
+    zoo_entry(a.model, kinds=("image_codec",))  # these commands code images: only image codecs are valid
+    return f"zoo:{a.model}"
 
 
 def compress_main(argv: list[str] | None = None) -> int:
@@ -183,8 +186,8 @@ def compress_main(argv: list[str] | None = None) -> int:
     if a.target_bpp is not None and a.target_bytes is not None:
         p.error("give --target-bpp or --target-bytes, not both")
     try:
-        image = load_image(a.input)
         spec = _codec_spec(a)
+        image = load_image(a.input)
         roi = None
         if a.roi is not None:
             roi = {"roi_source": a.roi, "g_roi": a.g_roi, "g_bg": a.g_bg, "dilation": a.dilation,
@@ -230,8 +233,9 @@ def decompress_main(argv: list[str] | None = None) -> int:
             p.error(f"--max-pixels {a.max_pixels}: expected a positive number of pixels")
         os.environ[MAX_PIXELS_ENV] = str(a.max_pixels)
     try:
+        spec = _codec_spec(a)
         data = Path(a.input).read_bytes()
-        session = CodecSession(_codec_spec(a), a.device)
+        session = CodecSession(spec, a.device)
         t0 = time.perf_counter()
         image = session.decompress(data)
         dt = time.perf_counter() - t0

@@ -408,6 +408,9 @@ def zoo_runner(name: str, device: str = "cpu"):
     """The runner of the zoo codec ``name`` (``codec=zoo codec.name=<name>``). Its records form the
     curve ``<architecture>/zoo`` (e.g. ``hyperprior/zoo``, ``ta_msf/zoo``), apart from codecs trained in
     the same study (whatever variant the training run gave its own records)."""
+    from vcm.zoo import CODEC_KINDS, entry
+
+    entry(name, kinds=CODEC_KINDS)  # a misspelled or non-codec name: the valid codecs and the closest
     runner = runner_from_checkpoint(f"zoo:{name}", device=device)
     runner.params["variant"] = "zoo"
     return runner

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,16 +138,25 @@ def entries(kind: str | None = None) -> dict[str, ZooEntry]:
     return {n: e for n, e in found.items() if kind is None or e.kind == kind}
 
 
-def entry(name: str) -> ZooEntry:
-    """The entry called ``name``.
+#: the kinds a codec is expected to be
+CODEC_KINDS = ("image_codec", "feature_codec")
+
+
+def entry(name: str, kinds: Sequence[str] | None = None) -> ZooEntry:
+    """The entry called ``name`` (of one of ``kinds``, when given).
 
     Raises:
-        ZooError: no such entry (the message lists the valid names).
+        ZooError: no such entry: the message lists the valid names of those kinds and the closest one.
     """
+    from vcm.utils.names import did_you_mean
+
     found = entries()
-    if name not in found:
-        valid = ", ".join(sorted(found)) or "(the registry is empty)"
-        raise ZooError(f"no zoo model called {name!r}; valid: {valid}")
+    valid = sorted(n for n, e in found.items() if kinds is None or e.kind in kinds)
+    if name not in valid:
+        what = "model" if kinds is None else " or ".join(k.replace("_", " ") for k in kinds)
+        other = f" ({name!r} is a {found[name].kind.replace('_', ' ')})" if name in found else ""
+        raise ZooError(f"no zoo {what} called {name!r}{other}{did_you_mean(name, valid)}; "
+                       f"valid: {', '.join(valid) or '(the registry is empty)'}")
     return found[name]
 
 

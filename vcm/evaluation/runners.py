@@ -46,6 +46,7 @@ from vcm.codecs.lmsfc import padded_p2_size
 from vcm.codecs.rate_control import encode_to_size
 from vcm.codecs.roi_gain import RoiGain
 from vcm.errors import BitstreamError, ConfigError
+from vcm.utils.checkpoint_meta import rate_point
 from vcm.utils.limits import check_picture_size
 
 __all__ = [
@@ -395,7 +396,7 @@ def runner_from_checkpoint(ckpt: str | Path, device: str = "cpu"):
     """A Learned{Image,Feature}Runner for a vcm checkpoint."""
     model, meta = load_codec_checkpoint(ckpt)
     model.to(device)
-    params = {k: meta[k] for k in ("quality", "lmbda", "alpha", "det_weight") if meta.get(k) is not None}
+    params = rate_point(meta)
     if meta.get("variant"):  # the same curve as the record vcm-train wrote for this checkpoint
         params["variant"] = meta["variant"]
     cls = LearnedFeatureRunner if meta.get("kind") == "feature" else LearnedImageRunner

@@ -21,10 +21,11 @@ import torch
 from PIL import Image
 
 from vcm.codecs.base import Needs
+from vcm.codecs.roi_gain import ROI_BOX_SOURCES
 from vcm.data.kitti import ClassSpec, load_image, objects_to_target, parse_label_file
 from vcm.detectors.identity import trained_detector
 from vcm.errors import VcmError
-from vcm.evaluation.pipeline import ROI_BOX_SOURCES, codec_condition
+from vcm.evaluation.pipeline import codec_condition
 from vcm.evaluation.runners import (
     ImageRunner,
     RoiGainRunner,

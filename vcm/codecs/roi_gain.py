@@ -30,7 +30,7 @@ from torch import Tensor
 from vcm.data.masks import box_union_mask
 from vcm.errors import BitstreamError
 
-__all__ = ["G_MAX", "G_MIN", "MAX_BOXES", "Y_STRIDE", "RoiGain", "gain_map", "half"]
+__all__ = ["G_MAX", "G_MIN", "MAX_BOXES", "ROI_BOX_SOURCES", "Y_STRIDE", "RoiGain", "gain_map", "half"]
 
 #: the gains a file may carry (a gain of 0 would divide by zero; beyond 16 no codec gains anything)
 G_MIN, G_MAX = 1.0 / 64, 16.0
@@ -38,6 +38,9 @@ G_MIN, G_MAX = 1.0 / 64, 16.0
 MAX_BOXES = 1024
 #: pixels per latent cell of every hyperprior-family codec (y at stride 16)
 Y_STRIDE = 16
+#: where an encoder takes the ROI boxes from: the frame's labels, the detector run at the encoder, or
+#: none (a uniform gain); see vcm.evaluation.pipeline.roi_boxes
+ROI_BOX_SOURCES = ("labels", "detector", "none")
 
 
 def half(value: float) -> float:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from vcm.codecs.base import Needs
+from vcm.codecs.roi_gain import ROI_BOX_SOURCES
 from vcm.codecs.roi_hyperprior import box_condition
 from vcm.data.masks import region_masks
 from vcm.detectors.features import DetectorFeatures, frame_scale_factors, p6_from_p5
@@ -157,10 +158,6 @@ def codec_condition(codec, x: torch.Tensor, targets: list[dict] | None = None, d
         raise ValueError(f"codec {name} is conditioned on detector features; configure a detector")
     # training crops reach the detector at their frames' scale, as whole frames do in evaluation
     return detector_condition(detector, x.to(_dev(detector)), frame_scale_factors(detector, targets))
-
-
-#: where ROI gain coding takes its boxes from
-ROI_BOX_SOURCES = ("labels", "detector", "none")
 
 
 def roi_boxes(source: str, x: torch.Tensor, targets: list[dict] | None, detector, score_threshold: float = 0.5,

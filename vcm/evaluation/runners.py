@@ -44,7 +44,7 @@ from vcm.codecs.container import (
 )
 from vcm.codecs.lmsfc import padded_p2_size
 from vcm.codecs.rate_control import encode_to_size
-from vcm.codecs.roi_gain import RoiGain
+from vcm.codecs.roi_gain import ROI_BOX_SOURCES, RoiGain
 from vcm.errors import BitstreamError, ConfigError
 from vcm.utils.checkpoint_meta import rate_point
 from vcm.utils.limits import check_picture_size
@@ -317,8 +317,6 @@ class RoiGainRunner(LearnedImageRunner):
                  g_roi: float = 2.0, g_bg: float = 0.5, dilation: int = 1, score_threshold: float = 0.5,
                  target_bpp: float | None = None, target_bytes: int | None = None, max_bytes: int | None = None,
                  g_bg_floor: float = 0.3):
-        from vcm.evaluation.pipeline import ROI_BOX_SOURCES
-
         super().__init__(models[0], name=name, params=params)
         if roi_source not in ROI_BOX_SOURCES:
             raise ConfigError(f"roi={roi_source!r}; expected one of {ROI_BOX_SOURCES}")

@@ -19,8 +19,8 @@ from vcm.codecs.lmsfc import (
     LMSFC_N,
     LMSFC_N_LIGHT,
     _pad_bottom_right,
-    padded_p2_size,
     lmsfc,
+    padded_p2_size,
     ta_msf,
 )
 from vcm.errors import BitstreamError

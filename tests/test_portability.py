@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from golden import make
 
 from vcm.errors import BitstreamError

@@ -144,6 +144,8 @@ def crafted_cases() -> list[tuple[str, object, bytes]]:
         ("anchor: 640x512 HEVC payload under a 16x16 header", hevc.decode, anchor_file(hevc, 16, 16, big_payload, fields)),
         ("anchor: two HEVC streams concatenated", hevc.decode, anchor_file(hevc, 16, 16, payload + payload, fields)),
         ("anchor: HEVC with trailing garbage", hevc.decode, anchor_file(hevc, 16, 16, payload + b"\x12\x34" * 20, fields)),
+        ("anchor: HEVC with a garbage NAL unit appended", hevc.decode,
+         anchor_file(hevc, 16, 16, payload + b"\x00\x00\x01" + b"\x12\x34" * 20, fields)),
         ("anchor: 65535x65535 header", hevc.decode, anchor_file(hevc, 65535, 65535, payload, fields)),
     ]
     av1 = Av1Anchor(qp=40, preset=8)

@@ -148,10 +148,42 @@ def av1_temporal_units(data: bytes) -> int:
     return units
 
 
+#: NAL unit types one intra HEVC picture is made of: VCL slices (0-9 trailing/leading, 16-21 IRAP),
+#: VPS, SPS, PPS, access unit delimiter, end of sequence / bitstream, prefix and suffix SEI
+_HEVC_NAL_TYPES = frozenset((*range(10), *range(16, 22), 32, 33, 34, 35, 36, 37, 39, 40))
+
+
+def hevc_nal_types(data: bytes) -> list[int]:
+    """The NAL unit types of an HEVC Annex-B stream, each header checked.
+
+    Raises:
+        ValueError: a NAL unit header that no single-layer HEVC picture holds (forbidden bit set, a
+            layer other than 0, temporal id 0, or an unexpected type): e.g. bytes appended after a
+            start code.
+    """
+    types = []
+    starts = [i + 3 for i in range(len(data) - 2) if data[i] == 0 and data[i + 1] == 0 and data[i + 2] == 1]
+    for pos in starts:
+        if pos + 2 > len(data):
+            raise ValueError(f"a NAL unit header at byte {pos} is cut off")
+        b0, b1 = data[pos], data[pos + 1]
+        nal_type, layer, tid = (b0 >> 1) & 0x3F, ((b0 & 1) << 5) | (b1 >> 3), b1 & 0x07
+        if b0 & 0x80 or layer != 0 or tid == 0 or nal_type not in _HEVC_NAL_TYPES:
+            raise ValueError(f"byte {pos} holds no NAL unit of an HEVC picture (type {nal_type}, layer {layer}, "
+                             f"temporal id {tid - 1})")
+        types.append(nal_type)
+    return types
+
+
 def _check_stream_kind(codec: str, data: bytes, name: str) -> None:
     """Refuse a payload that is not the header's codec's kind of stream (e.g. AV1 under an HEVC id)."""
-    if codec == "hevc" and not (data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01"))):
-        raise BitstreamError(f"{name}: the payload is no HEVC Annex-B stream (it starts with {data[:4].hex()})")
+    if codec == "hevc":
+        if not data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")):
+            raise BitstreamError(f"{name}: the payload is no HEVC Annex-B stream (it starts with {data[:4].hex()})")
+        try:
+            hevc_nal_types(data)
+        except ValueError as e:
+            raise BitstreamError(f"{name}: {e}") from None
     if codec == "libdav1d":
         try:
             units = av1_temporal_units(data)

@@ -53,24 +53,23 @@ FUZZ_QUICK = {"image": 200, "feature": 40, "anchor": 300}  # ~40 s in all on two
 FUZZ_LONG = {"image": 2000, "feature": 400, "anchor": 3000}
 
 
-@pytest.mark.slow
-@pytest.mark.guard
+def _fuzz_params():
+    quick = [pytest.param(k, FUZZ_QUICK[k], 0, marks=[pytest.mark.slow, pytest.mark.guard], id=f"{k}-quick")
+             for k in sorted(FUZZ_QUICK)]
+    long = [pytest.param(k, FUZZ_LONG[k], 1, marks=[pytest.mark.slow, pytest.mark.timeout(3600)], id=f"{k}-long")
+            for k in sorted(FUZZ_LONG)]
+    return quick + long
+
+
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("kind", sorted(FUZZ_QUICK))
-def test_mutants_decode_or_fail_in_one_line(kind):
-    results = _worker("fuzz", kind, str(FUZZ_QUICK[kind]), "0", timeout=280)
-    assert len(results) == FUZZ_QUICK[kind]
+@pytest.mark.parametrize(("kind", "count", "seed"), _fuzz_params())
+def test_mutants_decode_or_fail_in_one_line(kind, count, seed):
+    """Seeded mutants of a valid file of each container kind (CRC recomputed where there is one):
+    a one-line vcm error or a decode, twice the same; quick ones in make test, many in test-all."""
+    results = _worker("fuzz", kind, str(count), str(seed), timeout=3500)
+    assert len(results) == count
     _assert_safe(results)
     assert any(r["outcome"] == "error" for r in results)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(3600)
-@pytest.mark.parametrize("kind", sorted(FUZZ_LONG))
-def test_many_mutants_decode_or_fail_in_one_line(kind):
-    results = _worker("fuzz", kind, str(FUZZ_LONG[kind]), "1", timeout=3500)
-    assert len(results) == FUZZ_LONG[kind]
-    _assert_safe(results)
 
 
 @pytest.mark.slow

@@ -10,12 +10,12 @@ export PYTHONUNBUFFERED := 1
 # Another detector checkpoint (MobileNetV2-FPN) for the benchmarks; empty: the shipped real-KITTI
 # detector (zoo:kitti_mobilenet_v2).
 DETECTOR_CKPT ?=
-# Extra options of the benchmark scripts, e.g. ARGS="--pretrain-steps 720 --steps 150"
-# (python -m vcm.cli.bench_roi --help lists them).
+# Extra options of the benchmark scripts, e.g. ARGS="--frames 20" (python -m vcm.cli.bench_teleop --help
+# lists them).
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow test-all demo bench bench-portability bench-parity bench-roi bench-features paper-mini paper detector zoo golden lint clean
+.PHONY: help install test test-slow test-all demo bench bench-portability bench-parity bench-roi bench-teleop bench-features paper-mini paper detector zoo golden lint clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -50,8 +50,11 @@ bench-portability: $(STAMP) ## Entropy-table index flips under other CPU kernels
 bench-parity: $(STAMP) ## bf16-mixed vs fp32 training of the hyperprior, seeds 0 and 1 (4 x 2,000 steps, two at a time, ~55 min): PSNR / bpp on kitti_mini val
 	OMP_NUM_THREADS=1 $(BIN)/python -m vcm.cli.bench parity --jobs 2 $(ARGS)
 
-bench-roi: $(STAMP) ## Does ROI-awareness work? roi_hyperprior vs the hyperprior, both fine-tuned from the zoo, on real KITTI (~60 min)
-	$(BIN)/python -m vcm.cli.bench_roi $(if $(DETECTOR_CKPT),--detector-ckpt $(DETECTOR_CKPT)) $(ARGS)
+bench-roi: $(STAMP) ## ROI gain coding on the zoo hyperpriors (GT / detector boxes) vs plain zoo, uniform gain, hevc444 (+ROI) on the 20 kitti_mini val+test frames: BD-rates with 95 % intervals, trade-off plot, rate control, times
+	$(BIN)/python -m vcm.cli.bench_roi $(ARGS)
+
+bench-teleop: $(STAMP) ## kitti_mini as a stream over a 1 and a 0.5 Mbit/s link (10 fps): ROI gain + per-frame rate control vs x265 with and without ROI at the same per-frame cap
+	$(BIN)/python -m vcm.cli.bench_teleop $(ARGS)
 
 bench-features: $(STAMP) ## Does task-awareness work? L-MSFC vs TA-MSF vs feature_hevc vs image coding on real KITTI (~60 min)
 	$(BIN)/python -m vcm.cli.bench_features $(if $(DETECTOR_CKPT),--detector-ckpt $(DETECTOR_CKPT)) $(ARGS)

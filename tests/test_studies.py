@@ -1,4 +1,4 @@
-"""The study scripts (``make demo``, ``make paper-mini``, ``make bench-roi``, ``make bench-features``)
+"""The study scripts (``make demo``, ``make paper-mini``, ``make bench-features``)
 in ``--dry-run`` mode: every command they would run composes with Hydra and its model, loss and
 scheduler instantiate, so a bad override fails here and not 20 minutes into a benchmark."""
 from __future__ import annotations
@@ -58,14 +58,12 @@ def _check_command(cmd: str, tmp: Path) -> str:
 @pytest.mark.parametrize(
     ("module", "args"),
     [
-        ("bench_roi", []),
-        ("bench_roi", ["--detector-ckpt", FAKE_CKPT, "--alpha-sweep", "0.6", "--no-boxes-curve"]),
         ("bench_features", []),
         ("bench_features", ["--detector-ckpt", FAKE_CKPT, "--lmbdas", "2", "8", "--det-weight", "2", "--no-anchors"]),
         ("study", ["--preset", "demo"]),
         ("study", ["--preset", "mini"]),
     ],
-    ids=["bench_roi", "bench_roi_ckpt_sweep", "bench_features", "bench_features_ckpt", "paper_demo", "paper_mini"],
+    ids=["bench_features", "bench_features_ckpt", "paper_demo", "paper_mini"],
 )
 def test_study_commands_compose(module, args, tmp_path):
     steps = _dry_run(module, args, tmp_path / "study")
@@ -80,44 +78,6 @@ def _configs(steps: list[dict], tool: str, tmp: Path) -> dict:
             for s in steps if _argv(s["cmd"])[0] == tool}
 
 
-def test_bench_roi_runs_on_real_frames_from_the_zoo_with_the_same_budget(tmp_path):
-    steps = _dry_run("bench_roi", ["--steps", "60"], tmp_path / "study")
-    trains = _configs(steps, "vcm-train", tmp_path / "c")
-    # hyperprior, roi_hyperprior, zero-features ablation and the boxes bound at three qualities
-    assert sorted(trains) == sorted(f"{c}_q{q}" for c in ("hyperprior", "roi_hyperprior", "roi_zero_features", "roi_boxes")
-                                    for q in (1, 3, 5))
-    for point, cfg in trains.items():
-        q = int(point.rsplit("_q", 1)[1])
-        assert cfg.init_from == f"zoo:hyperprior-kitti-q{q}" and cfg.quality == q, point
-        assert cfg.data.name == "kitti_mini" and list(cfg.data.crop_size) == [128, 128] and cfg.data.object_crop_prob == 0.5
-        assert cfg.trainer.max_steps == 60 and cfg.trainer.precision == "bf16-mixed" and cfg.model.optimizer.lr == 3e-4
-        if cfg.model.codec.get("N") is not None:  # the ROI codecs: the zoo's widths, every hyperprior tensor warm-started
-            assert (cfg.model.codec.N, cfg.model.codec.M) == (128, 192), point
-    roi = trains["roi_hyperprior_q3"]
-    assert roi.model.codec._target_.endswith("RoiHyperprior") and roi.loss.alpha == 0.9
-    # the detector at its test-time size: crops reach it at their frames' scale, as in evaluation
-    assert roi.detector.checkpoint == "zoo:kitti_mobilenet_v2" and (roi.detector.min_size, roi.detector.max_size) == (375, 1242)
-    assert roi.model.codec.scale_activation == "relu"  # starts from the zoo hyperprior's scales
-    plain = trains["hyperprior_q3"]
-    assert plain.loss._target_.endswith(".RateDistortionLoss") and plain.model.codec._target_.endswith("image.hyperprior")
-    assert trains["roi_zero_features_q3"].model.codec.zero_features and trains["roi_boxes_q3"].model.codec.roi_source == "boxes"
-    for point, cfg in _configs(steps, "vcm-eval", tmp_path / "e").items():
-        assert cfg.split == "test" and cfg.data.name == "kitti_mini", point
-        assert cfg.detector.checkpoint == "zoo:kitti_mobilenet_v2" and cfg.detector.min_size == 375, point
-
-
-def test_bench_roi_alpha_sweep_at_one_rate_point_on_validation_frames(tmp_path):
-    steps = _dry_run("bench_roi", ["--only", "roi_hyperprior", "--qualities", "1", "--alpha-sweep", "0.5", "0.95"],
-                     tmp_path / "study")
-    sweep_steps = json.loads((tmp_path / "study" / "alpha-sweep" / "study.json").read_text())["steps"]
-    trains = _configs(sweep_steps, "vcm-train", tmp_path / "c")
-    assert sorted(c.loss.alpha for c in trains.values()) == [0.5, 0.9, 0.95]
-    assert {c.quality for c in trains.values()} == {3} and {c.init_from for c in trains.values()} == {"zoo:hyperprior-kitti-q3"}
-    assert {c.variant for c in trains.values()} == {"alpha0.5", "alpha0.9", "alpha0.95"}
-    assert {c.split for c in _configs(sweep_steps, "vcm-eval", tmp_path / "e").values()} == {"val"}
-    assert len(_configs(steps, "vcm-train", tmp_path / "m")) == 1
-
-
 def test_roi_alpha_sweep_config_composes_as_a_multirun(tmp_path):
     # vcm-train -m experiment=roi_kitti quality=3 loss.alpha=0.5,0.75,0.9,0.95: every job's config
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -129,14 +89,6 @@ def test_roi_alpha_sweep_config_composes_as_a_multirun(tmp_path):
         cfg = compose(["experiment=roi_kitti", "quality=3", f"loss.alpha={alpha}"], tmp_path)
         loss = instantiate(cfg.loss)
         assert loss.alpha == float(alpha) and loss.lmbda == cfg.model.lambdas.q3 and cfg.init_from == "zoo:hyperprior-kitti-q3"
-
-
-def test_bench_roi_refuses_a_rate_point_without_a_zoo_model(tmp_path, capsys):
-    from vcm.cli.bench_roi import main
-
-    with pytest.raises(SystemExit) as e:
-        main(["--qualities", "7", "--dry-run", "--out", str(tmp_path)])
-    assert e.value.code == 2 and "no zoo model hyperprior-kitti-q7" in capsys.readouterr().err
 
 
 def test_bench_features_fine_tunes_both_codecs_from_one_base_with_the_same_steps(tmp_path):
@@ -167,22 +119,6 @@ def test_bench_features_task_loss_ablation_is_lmsfc_with_ta_msf_loss(tmp_path):
     assert ablation.model.codec._target_ == lmsfc.model.codec._target_ != ta_msf.model.codec._target_
     assert ablation.model.det_weight == ta_msf.model.det_weight == 1.0 and ablation.variant == "lmsfc_light_task"
     assert ablation.trainer.max_steps == lmsfc.trainer.max_steps and ablation.init_from == lmsfc.init_from
-
-
-def test_bench_roi_prints_every_point_with_its_roi_to_background_gap(tmp_path, capsys):
-    from vcm.cli.bench_roi import print_points
-    from vcm.rd.record import make_record, write_record
-
-    for codec, variant, q, bpp, roi, bg in (("hyperprior", "hyperprior", 4, 0.4, 17.0, 19.0),
-                                            ("roi_hyperprior", "roi_boxes", 1, 0.2, 21.5, 18.0)):
-        metrics = {"bpp_real": bpp, "psnr": 18.5, "roi_psnr": roi, "bg_psnr": bg, "map_50": 0.5, "kitti_ap_car_moderate": 0.25}
-        write_record(make_record(codec, {"quality": q, "variant": variant}, "kitti_mini", "test", 10, None, metrics,
-                                 [{"name": "000000"}], {}), tmp_path)
-    print_points(tmp_path, "kitti_mini test frames")
-    lines = capsys.readouterr().out.splitlines()
-    rows = [line.split() for line in lines if line.startswith(("hyperprior/", "roi_hyperprior/"))]
-    assert rows == [["hyperprior/hyperprior", "4", "-", "0.400", "18.50", "17.00", "19.00", "-2.00", "0.500", "25.00%"],
-                    ["roi_hyperprior/roi_boxes", "1", "-", "0.200", "18.50", "21.50", "18.00", "+3.50", "0.500", "25.00%"]]
 
 
 def test_bench_features_training_summary_reads_the_task_loss_share(tmp_path, capsys):

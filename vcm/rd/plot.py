@@ -19,7 +19,7 @@ DEFAULT_METRICS: tuple[str, ...] = ("psnr", "roi_psnr", "map_50", "kitti_ap_car_
 #: Classical codecs and references, drawn dashed. Learned codecs are everything else (a test checks
 #: that every classical codec config of vcm/conf/codec is here).
 DEFAULT_ANCHORS: frozenset[str] = frozenset(
-    {"jpeg", "jpeg2000", "webp", "hevc", "hevc444", "av1", "avif", "vtm", "vvc", "bpg", "feature_hevc",
+    {"jpeg", "jpeg2000", "webp", "hevc", "hevc444", "hevc_roi", "hevc444_roi", "av1", "avif", "vtm", "vvc", "bpg", "feature_hevc",
      "feature_vtm", "none"}
 )
 

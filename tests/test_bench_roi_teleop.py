@@ -141,3 +141,22 @@ def test_bench_teleop_streams_one_frame_under_the_cap(tmp_path):
     zoo = summary["links"]["6250"]["zoo_roi"]
     assert summary["frames"] == 1 and zoo["max_bytes"] <= 6250 and zoo["frames_over_cap"] == 0
     assert (tmp_path / "stream.png").is_file() and (tmp_path / "frames.csv").is_file()
+
+
+def test_rate_control_summary_tells_refused_frames_from_frames_over_the_cap():
+    import pandas as pd
+
+    from vcm.cli.bench_roi import rc_summary
+
+    t = {"detector_s": 1.0, "analysis_s": 1.0, "search_s": 0.5, "coding_s": 0.1, "rc_total_s": 1.6, "dec_s": 1.5}
+    df = pd.DataFrame([
+        {"target_bpp": 0.25, "target_bytes": 1000, "bytes": 990, "within_5pct": True, "passes": 3, "model": "q3", **t},
+        {"target_bpp": 0.25, "target_bytes": 1000, "bytes": 900, "within_5pct": False, "passes": 5, "model": "q1", **t},
+        {"target_bpp": 0.1, "target_bytes": 400, "bytes": None, "within_5pct": False, "refused": True},
+        {"target_bpp": 0.1, "target_bytes": 400, "bytes": 390, "within_5pct": True, "passes": 4, "model": "q1", **t},
+    ])
+    s = rc_summary(df)
+    assert s["0.25"] == {"frames": 2, "within_5pct": 0.5, "mean_passes": 4.0, "cap_exceeded": 0, "refused": 0,
+                         "models": {"q3": 1, "q1": 1}}
+    assert s["0.1"]["refused"] == 1 and s["0.1"]["within_5pct"] == 0.5 and s["0.1"]["mean_passes"] == 4.0
+    assert s["time_s"]["rc_total_s"] == pytest.approx(1.6)

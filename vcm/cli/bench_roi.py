@@ -111,8 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     if not a.no_points:
         measure_points(a, pts)
     t1 = time.perf_counter()
-    saved = a.out / "rate_control.json"
-    rc = rate_control(a) if a.targets else (json.loads(saved.read_text()) if saved.is_file() else None)
+    saved = a.out / "rate_control.csv"
+    if a.targets:
+        rc = rate_control(a)
+    else:  # the rate-control stage of an earlier run, if any
+        import pandas as pd
+
+        rc = rc_summary(pd.read_csv(saved), a.out) if saved.is_file() else None
     t2 = time.perf_counter()
     if not a.no_report:
         report(a, rc)
@@ -235,9 +240,9 @@ def rate_control(a) -> dict:
             try:
                 r = encode_to_size(models, x, boxes, target_bytes, max_bytes=target_bytes, g_roi=o_rc(a)["g_roi"],
                                    g_bg_start=o_rc(a)["g_bg"], codec_names=["hyperprior"] * len(models))
-            except RateControlError:
+            except RateControlError:  # nothing written: no setting of the ladder fits the cap
                 rows.append({"name": target.get("name"), "target_bpp": bpp, "target_bytes": target_bytes, "bytes": None,
-                             "fits": False, "within_5pct": False})
+                             "refused": True, "within_5pct": False})
                 continue
             total = time.perf_counter() - t
             m = models[r.model_index]
@@ -266,14 +271,25 @@ def rate_control(a) -> dict:
     df = pd.DataFrame(rows)
     a.out.mkdir(parents=True, exist_ok=True)
     df.to_csv(a.out / "rate_control.csv", index=False)
+    return rc_summary(df, a.out)
+
+
+def rc_summary(df, out: Path | None = None) -> dict:
+    """Per target: frames within 5 % of it, mean passes (frames coded), frames over the cap (a file larger
+    than the target) and frames refused (no setting fits: nothing written); mean stage times."""
     summary = {}
     for bpp, d in df.groupby("target_bpp"):
-        summary[str(bpp)] = {"frames": len(d), "within_5pct": float(d["within_5pct"].mean()),
-                             "mean_passes": float(d["passes"].mean()), "cap_exceeded": int((~d["fits"]).sum()),
-                             "models": {k: int(v) for k, v in d["model"].value_counts().items()}}
-    summary["time_s"] = {k: float(df[k].mean()) for k in ("detector_s", "analysis_s", "search_s", "coding_s",
-                                                         "rc_total_s", "dec_s")}
-    (a.out / "rate_control.json").write_text(json.dumps(summary, indent=1))
+        coded = d[d["bytes"].notna()]
+        summary[str(bpp)] = {"frames": len(d), "within_5pct": float(d["within_5pct"].astype(bool).mean()),
+                             "mean_passes": float(coded["passes"].mean()) if len(coded) else math.nan,
+                             "cap_exceeded": int((coded["bytes"] > coded["target_bytes"]).sum()),
+                             "refused": len(d) - len(coded),
+                             "models": {k: int(v) for k, v in coded["model"].value_counts().items()}}
+    coded = df[df["bytes"].notna()]
+    summary["time_s"] = {k: float(coded[k].mean()) for k in ("detector_s", "analysis_s", "search_s", "coding_s",
+                                                            "rc_total_s", "dec_s")}
+    if out is not None:
+        (out / "rate_control.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
@@ -401,7 +417,9 @@ def goals(summary: list[dict], rc: dict | None) -> str:
         caps = sum(s["cap_exceeded"] for k, s in rc.items() if k != "time_s")
         lines.append(f"| rate control mean passes <= 5 | {max(passes):.1f} (worst target) | | "
                      f"{'met' if max(passes) <= 5 else 'missed'} |")
-        lines.append(f"| hard cap never exceeded | {caps} frames over | | {'met' if caps == 0 else 'missed'} |")
+        refused = sum(s.get("refused", 0) for k, s in rc.items() if k != "time_s")
+        lines.append(f"| hard cap never exceeded | {caps} frames over ({refused} refused: nothing written) | | "
+                     f"{'met' if caps == 0 else 'missed'} |")
     return "\n".join(lines)
 
 
@@ -452,12 +470,14 @@ def plot_tradeoff(df, path: Path) -> None:
 
 
 def rc_markdown(rc: dict) -> str:
-    lines = ["| target | frames | within 5 % | mean passes | cap exceeded | models used |", "|---|---:|---:|---:|---:|---|"]
+    lines = ["| target | frames | within 5 % | mean passes | cap exceeded | refused (no setting fits) | models used |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for k, s in rc.items():
         if k == "time_s":
             continue
         lines.append(f"| {k} bpp | {s['frames']} | {100 * s['within_5pct']:.0f} % | {s['mean_passes']:.1f} | "
-                     f"{s['cap_exceeded']} | {', '.join(f'{m}: {n}' for m, n in s['models'].items())} |")
+                     f"{s['cap_exceeded']} | {s.get('refused', 0)} | "
+                     f"{', '.join(f'{m}: {n}' for m, n in s['models'].items())} |")
     return "\n".join(lines)
 
 

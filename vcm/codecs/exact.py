@@ -46,6 +46,7 @@ __all__ = [
     "WEIGHT_BITS",
     "ExactRangeError",
     "LatentAnalysis",
+    "UnsupportedLayerError",
     "code_analysis",
     "decode_gaussian",
     "encode_gaussian",
@@ -65,6 +66,10 @@ EXACT_LIMIT = 2.0 ** (53 - ACT_BITS - WEIGHT_BITS)
 
 class ExactRangeError(ValueError):
     """A layer's sums could leave float64's exact range: the result would depend on the CPU."""
+
+
+class UnsupportedLayerError(TypeError):
+    """A layer this module has no CPU-independent evaluation of (a codec built with it cannot code exactly)."""
 
 
 def on_grid(x: Tensor, bits: int = ACT_BITS) -> Tensor:
@@ -118,7 +123,7 @@ def _conv(module: nn.Module, x: Tensor, name: str, padding: int | None = None) -
                                  module.groups, module.dilation)
     else:
         if module.padding_mode != "zeros":
-            raise NotImplementedError(f"{name}: padding_mode={module.padding_mode!r} has no exact evaluation")
+            raise UnsupportedLayerError(f"{name}: padding_mode={module.padding_mode!r} has no exact evaluation")
         out = F.conv2d(x, layer.weight, layer.bias, module.stride, module.padding if padding is None else padding,
                        module.dilation, module.groups)
     return on_grid(out)
@@ -142,7 +147,7 @@ def exact_forward(module: nn.Module, x: Tensor, name: str = "", padding: int | N
 
     Raises:
         ExactRangeError: a convolution's inputs are too large for exact float64 sums.
-        NotImplementedError: a layer type without an exact evaluation.
+        UnsupportedLayerError: a layer type without an exact evaluation.
     """
     x = on_grid(x)
     name = name or type(module).__name__
@@ -167,13 +172,13 @@ def _run(module: nn.Module, x: Tensor, name: str) -> Tensor:
         return on_grid(torch.where(x < 0, x * float(module.negative_slope), x))
     if isinstance(module, nn.Softplus):
         if module.beta != 1:
-            raise NotImplementedError(f"{name}: Softplus with beta={module.beta} has no exact evaluation")
+            raise UnsupportedLayerError(f"{name}: Softplus with beta={module.beta} has no exact evaluation")
         return on_grid(softplus(x))
     if isinstance(module, nn.PixelShuffle):
         return F.pixel_shuffle(x, module.upscale_factor)
     if isinstance(module, nn.Identity):
         return x
-    raise NotImplementedError(f"{name}: {type(module).__name__} has no exact (CPU-independent) evaluation")
+    raise UnsupportedLayerError(f"{name}: {type(module).__name__} has no exact (CPU-independent) evaluation")
 
 
 def _exp_neg(a: Tensor) -> Tensor:

@@ -27,7 +27,7 @@ from compressai.layers import MaskedConv2d, conv3x3, subpel_conv3x3
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
-from vcm.codecs.base import CodecContract, FineScaleTable, Needs
+from vcm.codecs.base import CodecContract, FineScaleTable, Needs, build_indexes
 from vcm.codecs.exact import (
     decode_gaussian,
     encode_gaussian,
@@ -196,9 +196,9 @@ class LMSFC(CodecContract, FineScaleTable, CompressionModel):
     """
 
     levels: tuple[str, ...] = LEVELS
-    needs = Needs.DETECTOR
+    needs = Needs.DETECTOR  # its input is the frozen detector's P2..P5
     #: compress computes the entropy parameters exactly; decompress(..., exact=False) reads format-1 files
-    exact_entropy_parameters = True  # its input is the frozen detector's P2..P5
+    exact_entropy_parameters = True
 
     def __init__(
         self,
@@ -536,7 +536,7 @@ class LMSFC(CodecContract, FineScaleTable, CompressionModel):
                 )
                 if symbols is not None and indexes is not None and means is not None:
                     symbols.extend(y_q.flatten().tolist())
-                    indexes.extend(self.gaussian_conditional.build_indexes(scales_hat).flatten().tolist())
+                    indexes.extend(build_indexes(self.gaussian_conditional, scales_hat).flatten().tolist())
                     means.append(means_hat.flatten())
 
     def _compress_ar(self, y_pad: Tensor, params: Tensor) -> tuple[bytes, list[Tensor]]:
@@ -574,7 +574,7 @@ class LMSFC(CodecContract, FineScaleTable, CompressionModel):
         for h in range(params.shape[-2]):
             for w in range(params.shape[-1]):
                 scales_hat, means_hat = self._gaussian_params_at(y_pad, params, h, w, exact)
-                indexes = self.gaussian_conditional.build_indexes(scales_hat).flatten().tolist()
+                indexes = build_indexes(self.gaussian_conditional, scales_hat).flatten().tolist()
                 rv = decoder.decode_stream(indexes, cdf, cdf_lengths, offsets)
                 symbols.extend(rv)
                 all_indexes.extend(indexes)

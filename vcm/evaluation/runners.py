@@ -29,7 +29,6 @@ from vcm.codecs.base import (
     Needs,
     count_bits,
     ensure_tables,
-    is_updated,
     pad_image,
     weights_hash,
 )
@@ -424,5 +423,4 @@ def compressai_runner(arch: str, quality: int, metric: str = "mse", weights: str
     for where the weights are found.
     """
     codec = compressai_codec(arch, quality, metric=metric, weights=weights).to(device)
-    return LearnedImageRunner(codec, name=codec.codec_name, params={"quality": quality, "metric": metric},
-                              update=not is_updated(codec))
+    return LearnedImageRunner(codec, name=codec.codec_name, params={"quality": quality, "metric": metric})

@@ -93,8 +93,8 @@ def test_feature_codec_validation_codes_on_a_cpu_copy_of_a_gpu_codec(tmp_path, k
 def test_a_crop_and_its_region_in_the_frame_give_features_on_the_same_grid(tmp_path, kitti_tiny_root):
     """Training crops go through the detector at the resize factor of their frame (the one evaluation
     uses), not resized as whole images (min_size would enlarge a 256x256 crop to the frame's height)."""
+    from vcm.conditioning import codec_condition
     from vcm.data.transforms import crop_target
-    from vcm.evaluation.pipeline import codec_condition
 
     image, target = _kitti_sample(kitti_tiny_root)
     h, w = image.shape[-2:]

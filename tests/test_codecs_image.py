@@ -465,7 +465,7 @@ def test_roi_from_boxes_conditions_the_encoder_and_round_trips():
 
 def test_codec_condition_picks_the_codec_s_source():
     from vcm.codecs.roi_hyperprior import RoiMap
-    from vcm.evaluation.pipeline import codec_condition
+    from vcm.conditioning import codec_condition
 
     x = torch.rand(2, 3, 40, 72)
     targets = [{"boxes": torch.tensor([[0.0, 0.0, 16.0, 16.0]])}, {"boxes": torch.zeros(0, 4)}]

@@ -217,7 +217,7 @@ class Coder:
 
 
 def _learned_image(model, name: str | None = None) -> Coder:
-    from vcm.evaluation.pipeline import codec_condition
+    from vcm.conditioning import codec_condition
     from vcm.evaluation.runners import LearnedImageRunner, to_float_batch
 
     runner = LearnedImageRunner(model, name=name)  # the stored tables, as every vcm entry point uses them

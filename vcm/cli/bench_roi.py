@@ -196,7 +196,7 @@ def measure_points(a, pts: list[dict]) -> None:
 
 def roi_cond(source: str | None, target: dict, det_boxes):
     """The boxes an ROI codec's encoder is given (``Needs.ROI_BOXES``), as
-    :func:`vcm.evaluation.pipeline.roi_boxes` gives them; None for a codec that takes none."""
+    :func:`vcm.conditioning.roi_boxes` gives them; None for a codec that takes none."""
     import torch
 
     if source is None:

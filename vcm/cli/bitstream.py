@@ -4,8 +4,10 @@
     vcm-decompress --ckpt run/checkpoints/last.ckpt frame.vcm decoded.png
 
 The bitstream file is the complete stream (header included): ``bpp_real = 8 * size / (H * W)``.
-Codecs conditioned on detector features (roi_hyperprior) rebuild the detector they were trained
-with from the checkpoint on the encoder side; the decoder never needs it.
+What the encoder is given besides the image follows the codec's conditioning kind
+(:mod:`vcm.conditioning`): codecs conditioned on detector features (roi_hyperprior) rebuild the
+detector they were trained with from the checkpoint on the encoder side, ROI gain coding with
+``--roi detector`` runs the configured one; the decoder never needs either.
 """
 from __future__ import annotations
 
@@ -20,12 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vcm.codecs.base import Needs
 from vcm.codecs.roi_gain import ROI_BOX_SOURCES
+from vcm.conditioning import CONFIGURED, TRAINED, codec_condition, conditioning
 from vcm.data.kitti import ClassSpec, load_image, objects_to_target, parse_label_file
 from vcm.detectors.identity import trained_detector
 from vcm.errors import VcmError
-from vcm.evaluation.pipeline import codec_condition
 from vcm.evaluation.runners import (
     ImageRunner,
     RoiGainRunner,
@@ -55,10 +56,8 @@ class CodecSession:
         if not isinstance(self.runner, ImageRunner):
             raise VcmError(f"{ckpt} holds a feature codec; vcm-compress and vcm-decompress code images "
                            "(feature codecs run inside vcm-eval: codec=zoo codec.name=<name>)")
-        self.detector = None
         self.spec = str(ckpt)
-        if self.runner.needs is Needs.DETECTOR:
-            self.detector = trained_detector(self.runner.meta.get("detector"), device, codec=f"{ckpt}: the codec")
+        self.detector = self._encoder_detector(device)
         if roi is not None:
             roi = dict(roi)
             ladder = [str(c) for c in roi.pop("ladder", [])]
@@ -67,13 +66,23 @@ class CodecSession:
             meta = self.runner.meta
             self.runner = RoiGainRunner(models, self.runner.name, [self.spec, *ladder], dict(self.runner.params), **roi)
             self.runner.meta = meta
-            if self.runner.roi_source == "detector":
-                self.detector = configured_detector(detector, device)
+            self.detector = self._encoder_detector(device, detector)
+
+    def _encoder_detector(self, device: str, configured: str | None = None):
+        """The detector the runner's encoder runs (:mod:`vcm.conditioning`): the one it was trained
+        with, rebuilt from the checkpoint, or the detector config ``configured``; None: it runs none."""
+        which = conditioning(self.runner).detector(self.runner)
+        if which == TRAINED:
+            return trained_detector(self.runner.meta.get("detector"), device, codec=f"{self.spec}: the codec")
+        if which == CONFIGURED:
+            return configured_detector(configured, device)
+        return None
 
     @property
     def needs_boxes(self) -> bool:
-        """Whether the encoder is conditioned on ROI boxes (roi_source=boxes): ``compress(target=...)``."""
-        return self.runner.needs is Needs.BOXES
+        """Whether the encoder is given the image's labelled ROI boxes (roi_source=boxes, or ROI gain
+        coding with roi_source=labels): ``compress(target=...)``."""
+        return conditioning(self.runner).needs_labels(self.runner)
 
     def target_from_labels(self, path: str | Path, height: int, width: int) -> dict:
         """The target (``boxes`` of the codec's classes, clipped to the image) of a KITTI label file."""
@@ -201,7 +210,7 @@ def compress_main(argv: list[str] | None = None) -> int:
             raise VcmError(str(e)) from e
         target = None
         if a.labels is not None:
-            if not session.needs_boxes and a.roi != "labels":
+            if not session.needs_boxes:
                 raise VcmError(f"--labels {a.labels}: this codec's encoder takes no ROI boxes (use --roi labels for "
                                "ROI gain coding)")
             target = session.target_from_labels(a.labels, *image.shape[1:])

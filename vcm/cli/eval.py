@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vcm.anchors.base import FeatureAnchor, ImageAnchor
 from vcm.cli.hydra_app import check_overrides, run_command
-from vcm.codecs.base import Needs
+from vcm.conditioning import TRAINED, conditioning
 from vcm.detectors.identity import build_detector as build_detector_from_config
 from vcm.detectors.identity import require_trained_detector
 from vcm.errors import ConfigError
@@ -60,7 +60,7 @@ def build_detector(cfg: DictConfig, runner, device: str):
     if det_cfg is None:
         return None
     det = build_detector_from_config(det_cfg).to(device)
-    if runner.needs is Needs.DETECTOR:
+    if conditioning(runner).detector(runner) == TRAINED:
         require_trained_detector(stored, det, f"codec {runner.name}")
     return det
 
@@ -100,7 +100,7 @@ def evaluate(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
     detector = build_detector(cfg, runner, device)
     labelled = getattr(datamodule, "has_labels", True)
     if not labelled and detector is not None:
-        if runner.needs is not Needs.NOTHING or cfg.get("detector") is not None or cfg.get("save_detections"):
+        if not conditioning(runner).image_only or cfg.get("detector") is not None or cfg.get("save_detections"):
             raise ConfigError(f"{datamodule.name} has no labels (data.source=images): detection cannot be measured on "
                               "it; evaluate an image codec that needs no detector, with detector=none")
         detector = None  # the detector stored with the codec: pixel metrics need none

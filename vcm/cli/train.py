@@ -31,7 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vcm.cli.hydra_app import check_overrides, run_command
-from vcm.codecs.base import Needs
+from vcm.conditioning import conditioning
 from vcm.errors import ConfigError
 from vcm.modules.build import build_model
 from vcm.utils.checkpoint_meta import codec_metadata
@@ -188,7 +188,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
             from vcm.callbacks.frozen_detector import FrozenDetectorCallback
 
             callbacks.append(FrozenDetectorCallback(cfg.detector, config=to_plain(cfg.detector)))
-        elif model.codec.needs is Needs.DETECTOR:
+        elif conditioning(model.codec).detector(model.codec) is not None:
             raise ConfigError(f"model={model.codec_name} needs a detector: add detector=resnet18_fpn (or another vcm/conf/detector entry)")
         model.vcm_meta.update(codec_metadata(
             kind=kind, codec_name=model.codec_name, codec=to_plain(cfg.model.codec), model=to_plain(cfg.model),

@@ -55,6 +55,9 @@ class Needs(str, enum.Enum):
     * ``ROI_BOXES``: the image's ROI boxes themselves, [K, 4] xyxy pixels, from its labels or from the
       detector run at the encoder (ROI gain coding, :mod:`vcm.codecs.roi_gain`); the decoder reads
       them from the file.
+
+    What each value asks of training, evaluation and ``vcm-compress`` (the condition, the detector,
+    the labels) is said once, in :mod:`vcm.conditioning`.
     """
 
     NOTHING = "nothing"

@@ -20,11 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vcm.codecs.base import Needs
-from vcm.codecs.roi_gain import ROI_BOX_SOURCES
-from vcm.codecs.roi_hyperprior import box_condition
+from vcm.conditioning import conditioning
 from vcm.data.masks import region_masks
-from vcm.detectors.features import DetectorFeatures, frame_scale_factors, p6_from_p5
+from vcm.detectors.features import DetectorFeatures, p6_from_p5
 from vcm.evaluation.runners import FeatureRunner, ImageRunner, NoCodec, to_float_batch
 from vcm.metrics.coco import CocoMAP
 from vcm.metrics.image import masked_psnr, ms_ssim, psnr
@@ -59,7 +57,8 @@ def evaluate_image(runner, image: torch.Tensor, target: dict | None, detector=No
         runner: a runner from :mod:`vcm.evaluation.runners`.
         image: uint8 [3,H,W] RGB, the original.
         target: its vcm target dict (for ROI metrics and detection), or None.
-        detector: a FrozenDetector for detection metrics and for feature codecs (required then).
+        detector: a FrozenDetector for detection metrics, for feature codecs and for image codecs whose
+            encoder runs one (required then; what an encoder is given: :mod:`vcm.conditioning`).
         estimate: also compute ``bpp_estimated`` for learned codecs (one extra forward pass).
 
     Returns:
@@ -76,14 +75,15 @@ def evaluate_image(runner, image: torch.Tensor, target: dict | None, detector=No
         if detector is not None:
             preds = detector.detect(detector.features([to_float_batch(image)[0].to(_dev(detector))]))[0]
     elif isinstance(runner, ImageRunner):
+        kind = conditioning(runner)
         t_cond = time.perf_counter()
-        cond = codec_condition(runner, to_float_batch(image), [target] if target is not None else None, detector,
-                               name=runner.name)
+        cond = kind.condition(runner, to_float_batch(image), [target] if target is not None else None, detector,
+                              name=runner.name)
         dev = runner.device
         _sync(dev)
         t0 = time.perf_counter()
-        if runner.needs is Needs.ROI_BOXES:
-            m["roi_s"] = t0 - t_cond  # the encoder's own ROI detection, when it runs the detector
+        if kind.time_key is not None:
+            m[kind.time_key] = t0 - t_cond
         data = runner.encode(image, cond=cond)
         _sync(dev)
         t1 = time.perf_counter()
@@ -125,84 +125,6 @@ def evaluate_image(runner, image: torch.Tensor, target: dict | None, detector=No
     if preds is not None:
         preds = {k: v.detach().cpu() for k, v in preds.items()}
     return m, preds, decoded
-
-
-def codec_condition(codec, x: torch.Tensor, targets: list[dict] | None = None, detector=None, name: str | None = None):
-    """What an image codec's encoder is given for the images ``x``, by what it ``needs``.
-
-    ``Needs.DETECTOR``: the frozen detector's features (:func:`detector_condition`);
-    ``Needs.BOXES``: the ROI map of the targets' ``boxes`` (:func:`vcm.codecs.roi_hyperprior.box_condition`);
-    ``Needs.NOTHING``: None.
-
-    Args:
-        codec: an image codec or image runner (anything with ``needs``, see
-            :class:`vcm.codecs.base.CodecContract`).
-        x: float [B,3,H,W] in [0,1], the unpadded images.
-        targets: B target dicts with ``boxes`` (xyxy pixels of ``x``), for ``Needs.BOXES``.
-        detector: FrozenDetector, for ``Needs.DETECTOR``.
-        name: the codec's name for error messages.
-    """
-    needs = codec.needs
-    if needs is Needs.NOTHING:
-        return None
-    name = name or getattr(codec, "name", None) or getattr(codec, "codec_name", type(codec).__name__)
-    if needs is Needs.ROI_BOXES:
-        return roi_boxes(codec.roi_source, x, targets, detector, codec.score_threshold, name)
-    if needs is Needs.BOXES:
-        if targets is None or len(targets) != x.shape[0] or any(t is None or "boxes" not in t for t in targets):
-            raise ValueError(f"codec {name} (roi_source=boxes) is conditioned on the ROI boxes of each image; "
-                             "give targets with 'boxes' (vcm-compress: --labels <KITTI label file>)")
-        return box_condition([torch.as_tensor(t["boxes"], dtype=torch.float32).reshape(-1, 4) for t in targets],
-                             x.shape[-2], x.shape[-1], device=x.device)
-    if detector is None:
-        raise ValueError(f"codec {name} is conditioned on detector features; configure a detector")
-    # training crops reach the detector at their frames' scale, as whole frames do in evaluation
-    return detector_condition(detector, x.to(_dev(detector)), frame_scale_factors(detector, targets))
-
-
-def roi_boxes(source: str, x: torch.Tensor, targets: list[dict] | None, detector, score_threshold: float = 0.5,
-              name: str = "codec") -> torch.Tensor:
-    """The ROI boxes of one image, [K, 4] xyxy pixels on the CPU (``Needs.ROI_BOXES``).
-
-    Args:
-        source: ``labels`` (the target's ``boxes``: the configured classes), ``detector`` (the frozen
-            detector's detections with ``score >= score_threshold``, computed at the encoder from the
-            original image), or ``none`` (no box: the gain is uniform).
-        x: float [1,3,H,W] in [0,1], the unpadded image.
-        targets: one target dict, for ``labels``.
-        detector: FrozenDetector, for ``detector``.
-    """
-    if source == "none":
-        return torch.zeros(0, 4)
-    if source == "labels":
-        if not targets or targets[0] is None or "boxes" not in targets[0]:
-            raise ValueError(f"codec {name} takes its ROI boxes from the labels; give targets with 'boxes' "
-                             "(vcm-compress: --labels <KITTI label file>)")
-        return torch.as_tensor(targets[0]["boxes"], dtype=torch.float32).reshape(-1, 4).cpu()
-    if source == "detector":
-        if detector is None:
-            raise ValueError(f"codec {name} takes its ROI boxes from the detector; configure one (detector=kitti_mobilenet_v2)")
-        dets = detector.detect(detector.features([x[0].to(_dev(detector))]))[0]
-        keep = dets["scores"] >= score_threshold
-        return dets["boxes"][keep].detach().float().reshape(-1, 4).cpu()
-    raise ValueError(f"ROI source {source!r}; expected one of {ROI_BOX_SOURCES}")
-
-
-def detector_condition(detector, x: torch.Tensor, scale_factors: list[float] | None = None):
-    """Detector features that condition an image codec (roi_hyperprior) on the encoder side.
-
-    Args:
-        detector: FrozenDetector.
-        x: float [B,3,H,W] in [0,1], the unpadded images.
-        scale_factors: per image, the detector's resize factor (crops: their frame's); None: the
-            detector's own transform.
-
-    Returns:
-        The DetectorFeatures object itself: it carries the resized and original image sizes, so the
-        codec aligns each level with its own image area, ignoring the detector's batch padding and
-        the codec's own padding.
-    """
-    return detector.features(list(x), scale_factors=scale_factors)
 
 
 class MetricAccumulator:

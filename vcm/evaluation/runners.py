@@ -7,7 +7,7 @@ time around ``encode`` and ``decode``, quality on what ``decode`` returns. Every
 
 * :class:`ImageRunner`: ``encode(image uint8 [3,H,W], cond=None) -> bytes``,
   ``decode(bytes) -> uint8 [3,H,W]``; ``cond`` is what ``needs`` asks for (detector features or a
-  boxes map, see :func:`vcm.evaluation.pipeline.codec_condition`), None for ``Needs.NOTHING``.
+  boxes map, the ROI boxes: :mod:`vcm.conditioning`), None for ``Needs.NOTHING``.
 * :class:`FeatureRunner`: ``encode(levels, orig_hw) -> bytes``, ``decode(bytes) -> levels`` where
   levels is an OrderedDict ``p2..p5`` (``p6`` is rebuilt by the decoder side); ``needs`` is
   ``Needs.DETECTOR``.

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from vcm.codecs.base import pad_image
+from vcm.conditioning import codec_condition
 from vcm.data.masks import target_masks
-from vcm.evaluation.pipeline import codec_condition
 from vcm.evaluation.runners import LearnedImageRunner
 from vcm.modules.base import CodecModule
 
@@ -15,9 +15,9 @@ class ImageCodecModule(CodecModule):
 
     Training batches are crops (uint8 [B,3,h,w]); the codec sees them padded to its ``min_div``
     and the loss is computed on the original pixels, with ``bpp`` per original pixel. A codec
-    with ``needs_features`` is conditioned on the frozen detector's features of the same images
-    (computed without gradient), or with ``roi_source=boxes`` on the map of their ROI boxes; the
-    decoder never needs either.
+    with ``needs_features`` is given what its conditioning kind says (:mod:`vcm.conditioning`,
+    computed without gradient): the frozen detector's features of the same images, or with
+    ``roi_source=boxes`` the map of their ROI boxes; the decoder never needs either.
     """
 
     kind = "image"

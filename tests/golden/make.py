@@ -132,10 +132,12 @@ def _small_model(family: str) -> torch.nn.Module:
         HyperpriorImageCodec,
         MeanScaleImageCodec,
     )
+    from vcm.codecs.gain_hyperprior import GainHyperprior
     from vcm.codecs.lmsfc import LMSFC
     from vcm.codecs.roi_hyperprior import RoiHyperprior
 
     return {
+        "gain_hyperprior": lambda: GainHyperprior(N=8, M=8, cond_channels=4),
         "factorized": lambda: FactorizedImageCodec(N=8, M=8),
         "hyperprior": lambda: HyperpriorImageCodec(N=8, M=8),
         "mean_scale": lambda: MeanScaleImageCodec(N=8, M=8),
@@ -155,7 +157,12 @@ def _seeded_model(family: str) -> torch.nn.Module:
             for name, p in model.named_parameters():
                 if name.startswith("proj_"):
                     p.data.copy_(0.5 * torch.randn_like(p))
-        if family in LEARNED_IMAGE:
+        if family in GAIN_IMAGE:
+            # the gain conditioning starts at zero (the plain codec): give it weights, so the map shapes both transforms
+            for name, p in model.named_parameters():
+                if "trunk" in name or "_gain." in name:
+                    p.data.copy_(0.3 * torch.randn_like(p))
+        if family in LEARNED_IMAGE + GAIN_IMAGE:
             # at initialisation y is ~0.07: every symbol would be 0 and the stream a few bytes that no
             # change of a quantisation step could alter; scale the analyses' last layers up instead
             for name, gain in (("g_a", 50.0), ("h_a", 5.0), ("h_a_obj", 5.0)):
@@ -301,6 +308,7 @@ class Case:
 
 LEARNED_IMAGE = ("factorized", "hyperprior", "mean_scale", "roi_hyperprior")
 LEARNED_FEATURE = ("lmsfc", "ta_msf")
+GAIN_IMAGE = ("gain_hyperprior",)  # coded with an ROI gain map (its transforms are conditioned on it)
 ANCHORS = {  # name -> (target, params, needs)
     "jpeg": ("vcm.anchors.pillow.JpegAnchor", {"quality": 50}, ()),
     "webp": ("vcm.anchors.pillow.WebpAnchor", {"quality": 50}, ()),
@@ -310,7 +318,7 @@ ANCHORS = {  # name -> (target, params, needs)
     "av1": ("vcm.anchors.av1.Av1Anchor", {"qp": 40, "preset": 8}, ("w:libsvtav1", "r:libdav1d")),
     "feature_hevc": ("vcm.anchors.feature.FeatureHevcAnchor", {"qp": 32}, ("w:libx265", "r:hevc")),
 }
-FAMILIES = LEARNED_IMAGE + LEARNED_FEATURE + tuple(ANCHORS)
+FAMILIES = LEARNED_IMAGE + GAIN_IMAGE + LEARNED_FEATURE + tuple(ANCHORS)
 
 
 def cases() -> list[Case]:
@@ -323,6 +331,8 @@ def cases() -> list[Case]:
         out.append(Case(f"{family}-levels", family, "levels", lambda f=family: _learned_feature(small_model(f)), "vcm"))
     for inp in ("synthetic", "kitti"):  # ROI gain coding (format 2 with boxes and gains in the file)
         out.append(Case(f"roi_gain-{inp}", "roi_gain", inp, lambda: _learned_image_roi(small_model("hyperprior")), "vcm"))
+        for family in GAIN_IMAGE:
+            out.append(Case(f"{family}-{inp}", family, inp, lambda f=family: _learned_image_roi(small_model(f)), "vcm"))
     for name, (target, params, needs) in ANCHORS.items():
         inputs = ("levels",) if name.startswith("feature_") else ("synthetic", "kitti")
         for inp in inputs:
@@ -457,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _make_inputs()
     WEIGHTS.mkdir(parents=True, exist_ok=True)
-    for family in LEARNED_IMAGE + LEARNED_FEATURE:
+    for family in LEARNED_IMAGE + GAIN_IMAGE + LEARNED_FEATURE:
         if not (WEIGHTS / f"{family}.pt").is_file():
             torch.save(_weights_only(_seeded_model(family)), WEIGHTS / f"{family}.pt")
         _write_tables(family)

@@ -39,7 +39,7 @@ MAX_BOXES = 1024
 #: pixels per latent cell of every hyperprior-family codec (y at stride 16)
 Y_STRIDE = 16
 #: where an encoder takes the ROI boxes from: the frame's labels, the detector run at the encoder, or
-#: none (a uniform gain); see vcm.evaluation.pipeline.roi_boxes
+#: none (a uniform gain); see vcm.conditioning.roi_boxes
 ROI_BOX_SOURCES = ("labels", "detector", "none")
 
 

@@ -19,7 +19,7 @@ from vcm.data.masks import boxes_to_mask
 
 # boxes_to_mask (vcm.data.masks): the masks the losses take, re-exported for callers
 
-__all__ = ["RateDistortionLoss", "RoiRateDistortionLoss", "boxes_to_mask"]
+__all__ = ["GainWeightedRateDistortionLoss", "RateDistortionLoss", "RoiRateDistortionLoss", "boxes_to_mask"]
 
 _METRICS = ("mse", "ms-ssim")
 # pytorch_msssim's default 11x11 window at 5 scales needs more than (11 - 1) * 2**4 pixels per side
@@ -251,3 +251,64 @@ class RoiRateDistortionLoss(nn.Module):
             "mse_loss": mse,
             "roi_fraction": n_roi.float() / (n_roi + n_bg).clamp(min=1).float(),
         }
+
+
+class GainWeightedRateDistortionLoss(nn.Module):
+    """``L = bpp + lmbda * 255**2 * mean(G**2 * squared error)``: each pixel weighted by the square of
+    the gain its latent cell is quantised with (:mod:`vcm.codecs.gain_hyperprior`).
+
+    A quantiser step ``1 / G`` is rate-distortion optimal at a Lagrange multiplier ``lmbda * G**2``
+    (distortion grows with the square of the step, the rate with its logarithm), so one model trained
+    on random gain maps learns the trade-off of every local rate: ``G = 1`` everywhere is the plain RD
+    loss at ``lmbda``, a map with ``g_roi > g_bg`` an ROI-weighted one (ROI / background weight
+    ``(g_roi / g_bg)**2``).
+
+    Args:
+        lmbda: Lagrange multiplier at ``G = 1``, >= 0.
+    """
+
+    def __init__(self, lmbda: float):
+        super().__init__()
+        self.lmbda = _check_lmbda(lmbda)
+
+    def forward(
+        self,
+        output: dict,
+        target: Tensor,
+        num_pixels: int | Sequence[int] | Tensor | None = None,
+        roi_mask: Tensor | None = None,
+        ignore_mask: Tensor | None = None,
+        valid_mask: Tensor | None = None,
+        weight_map: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Compute the loss and its parts.
+
+        Args:
+            output, target, num_pixels, valid_mask: as :class:`RateDistortionLoss`.
+            roi_mask: bool [B, 1, H, W] of the map's ROI pixels, or None: only reported (``roi_mse``, ``bg_mse``).
+            ignore_mask: not used.
+            weight_map: float [B, 1, H, W], ``G**2`` per pixel. Required.
+
+        Returns:
+            ``loss``, ``bpp_loss``, ``distortion`` (``255**2 * mean(G**2 * se) / 3``), ``mse_loss`` and,
+            with ``roi_mask``, ``roi_mse`` and ``bg_mse`` ([0, 1] units, each over its own pixels).
+        """
+        if weight_map is None:
+            raise ValueError("GainWeightedRateDistortionLoss needs weight_map (float [B, 1, H, W]: G**2 per pixel)")
+        if weight_map.dim() != 4 or weight_map.shape[1] != 1 or weight_map.shape[0] != target.shape[0] \
+                or tuple(weight_map.shape[-2:]) != tuple(target.shape[-2:]):
+            raise ValueError(f"weight_map must be [B, 1, H, W] like the target {tuple(target.shape)}, got {tuple(weight_map.shape)}")
+        valid = _as_mask(valid_mask, target, "valid_mask")
+        se = _squared_error(output, target)
+        channels = target.shape[1]
+        weighted, _ = _region_mse(se * weight_map.float(), valid, channels)
+        mse, _ = _region_mse(se, valid, channels)
+        bpp = _bpp(output, target, num_pixels, valid)
+        out = {"loss": bpp + self.lmbda * 255**2 * weighted, "bpp_loss": bpp, "distortion": 255**2 * weighted,
+               "mse_loss": mse}
+        if roi_mask is not None:
+            roi = _as_mask(roi_mask, target, "roi_mask")
+            valid_all = valid if valid is not None else torch.ones_like(roi)
+            out["roi_mse"], _ = _region_mse(se, roi & valid_all, channels)
+            out["bg_mse"], _ = _region_mse(se, valid_all & ~roi, channels)
+        return out

@@ -259,7 +259,7 @@ def rate_control(a) -> dict:
             size = len(r.data)
             rows.append({"name": target.get("name"), "target_bpp": bpp, "target_bytes": target_bytes, "bytes": size,
                          "fits": size <= target_bytes, "within_5pct": abs(size - target_bytes) <= 0.05 * target_bytes,
-                         "passes": r.passes, "model": a.ladder[r.model_index], "g_roi": r.roi.g_roi, "g_bg": r.roi.g_bg,
+                         "passes": r.passes, "estimates": r.estimates, "model": a.ladder[r.model_index], "g_roi": r.roi.g_roi, "g_bg": r.roi.g_bg,
                          "roi_boxes": int(boxes.shape[0]), "detector_s": det_s, "analysis_s": analysed,
                          "search_s": max(total - analysed - coding_s, 0.0), "coding_s": coding_s, "rc_total_s": total,
                          "dec_s": dec_s})
@@ -282,6 +282,8 @@ def rc_summary(df, out: Path | None = None) -> dict:
         coded = d[d["bytes"].notna()]
         summary[str(bpp)] = {"frames": len(d), "within_5pct": float(d["within_5pct"].astype(bool).mean()),
                              "mean_passes": float(coded["passes"].mean()) if len(coded) else math.nan,
+                             **({"mean_estimates": float(coded["estimates"].mean()) if len(coded) else math.nan}
+                                if "estimates" in coded else {}),
                              "cap_exceeded": int((coded["bytes"] > coded["target_bytes"]).sum()),
                              "refused": len(d) - len(coded),
                              "models": {k: int(v) for k, v in coded["model"].value_counts().items()}}
@@ -470,13 +472,14 @@ def plot_tradeoff(df, path: Path) -> None:
 
 
 def rc_markdown(rc: dict) -> str:
-    lines = ["| target | frames | within 5 % | mean passes | cap exceeded | refused (no setting fits) | models used |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| target | frames | within 5 % | mean coding passes | mean size estimates | cap exceeded "
+             "| refused (no setting fits) | models used |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for k, s in rc.items():
         if k == "time_s":
             continue
         lines.append(f"| {k} bpp | {s['frames']} | {100 * s['within_5pct']:.0f} % | {s['mean_passes']:.1f} | "
-                     f"{s['cap_exceeded']} | {s.get('refused', 0)} | "
+                     f"{s.get('mean_estimates', math.nan):.1f} | {s['cap_exceeded']} | {s.get('refused', 0)} | "
                      f"{', '.join(f'{m}: {n}' for m, n in s['models'].items())} |")
     return "\n".join(lines)
 
@@ -493,7 +496,7 @@ def time_markdown(df, rc: dict | None) -> str:
     if rc:
         t = rc["time_s"]
         for k, label in (("detector_s", "detector (rate control run)"), ("analysis_s", "analysis, every model analysed"),
-                         ("search_s", "search (coding passes but the last)"), ("coding_s", "coding (one pass)"),
+                         ("search_s", "search (size estimates, coding passes but the last)"), ("coding_s", "coding (one pass)"),
                          ("rc_total_s", "rate control total"), ("dec_s", "decoding")):
             lines.append(f"| {label} | {t[k]:.2f} | rate_control.csv |")
     return "\n".join(lines)

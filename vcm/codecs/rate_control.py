@@ -1,23 +1,32 @@
 """Per-frame rate control for ROI gain coding: a frame that fits the link.
 
 The encoder analyses the frame once per model (``model.analyse``: y, z coded, the exact scales) and
-then codes only ``y`` at candidate gains, measuring the size of the whole file each time (header,
-side information and strings: what the link carries). The search, in this order:
+searches the gains on an **estimate** of the file's size: the header, side information and z strings
+are known exactly, and the y string's length is the entropy model's own ``-log2`` likelihood of the
+symbols at the candidate gain map (the Gaussian at ``sigma * G``, a vectorised sum, no range coding),
+times a calibration factor. Only the chosen setting is range-coded (a *coding pass*); its real size
+recalibrates the factor (the coder's tables are coarser than the continuous scales), and the search
+repeats on the corrected estimate until the file is on target, at most ``max_passes`` codings per
+model. The search, in this order:
 
-1. ``g_bg`` (background gain), secant steps in the log domain between ``g_bg_floor`` and
-   ``g_bg_max``, starting from ``g_bg_start`` (e.g. the previous frame's);
+1. ``g_bg`` (background gain), bisection in the log domain between ``g_bg_floor`` and ``g_bg_max``;
 2. with ``g_bg`` at its floor and the frame still too large, ``g_roi`` downwards to ``g_roi_floor``;
-3. still too large: the next, lower-rate model of ``models`` (e.g. the lower zoo rate points).
+3. still too large by the estimate: the next, lower-rate model of ``models`` (e.g. the lower zoo rate
+   points), without coding the first.
 
 A frame is on target when its size is within ``tolerance`` of ``target_bytes`` from below (or above,
 unless ``max_bytes`` is a hard cap). With a hard cap the result never exceeds it: when even the
 smallest setting of the last model is larger, :class:`RateControlError` is raised and nothing is
 written.
+
+A codec whose analysis depends on the gain map (``analysis_takes_gain``, the learned
+:class:`~vcm.codecs.gain_hyperprior.GainHyperprior`) is estimated on its analysis at ``g_bg_start``
+and re-analysed at every coded setting; the calibration absorbs the difference.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +34,7 @@ from torch import Tensor, nn
 
 from vcm.codecs.base import pad_image, weights_hash
 from vcm.codecs.container import pack
-from vcm.codecs.exact import code_analysis
+from vcm.codecs.exact import LatentAnalysis, code_analysis
 from vcm.codecs.roi_gain import Y_STRIDE, RoiGain, half
 from vcm.errors import VcmError
 
@@ -44,8 +53,9 @@ class RateControlResult:
         data: the complete file.
         roi: the gains and boxes it was coded with.
         model_index: which of ``models`` coded it.
-        passes: y codings tried (over all models), the coding passes of the search.
+        passes: range codings of ``y`` (over all models), the coding passes of the search.
         on_target: within the tolerance of the target (and under the cap, if any).
+        estimates: size estimates the search made (no coding; see the module's docstring).
     """
 
     data: bytes
@@ -53,6 +63,38 @@ class RateControlResult:
     model_index: int
     passes: int
     on_target: bool
+    estimates: int = 0
+
+
+def estimated_y_bits(gc: nn.Module, a: LatentAnalysis, gain: Tensor) -> float:
+    """The entropy model's bits for ``y`` of ``a`` at the gain map ``gain``: ``-log2`` of the Gaussian
+    likelihood of ``round((y - mu) G)`` at scale ``sigma G`` (CompressAI's ``GaussianConditional``
+    likelihood with its bounds), summed; no range coding."""
+    centered = a.y.detach().to("cpu", torch.float64)
+    if a.means is not None:
+        centered = centered - a.means.to("cpu", torch.float64)
+    symbols = torch.round(centered * gain)
+    likelihood = gc._likelihood(symbols.float(), (a.scales * gain).float())
+    if gc.use_likelihood_bound:
+        likelihood = gc.likelihood_lower_bound(likelihood)
+    return float(-torch.log2(likelihood).sum())
+
+
+def _log_bisect(size: Callable[[float], float], lo: float, hi: float, aim: float, steps: int = 14) -> float:
+    """The largest gain in [lo, hi] (float16) whose ``size`` is at most ``aim`` (``size`` grows with the
+    gain); ``lo`` when none is."""
+    a, b = math.log(lo), math.log(hi)
+    if size(half(hi)) <= aim:
+        return half(hi)
+    for _ in range(steps):
+        mid = half(math.exp((a + b) / 2))
+        if mid in (half(math.exp(a)), half(math.exp(b))):
+            break
+        if size(mid) <= aim:
+            a = math.log(mid)
+        else:
+            b = math.log(mid)
+    return half(math.exp(a))
 
 
 @torch.no_grad()
@@ -70,7 +112,7 @@ def encode_to_size(
     g_roi_floor: float = 1.0,
     dilation: int = 1,
     tolerance: float = 0.05,
-    max_passes: int = 8,
+    max_passes: int = 4,
     cond: object = None,
     codec_names: Sequence[str] | None = None,
 ) -> RateControlResult:
@@ -82,12 +124,14 @@ def encode_to_size(
         boxes: [K, 4] xyxy ROI boxes of the image (K may be 0).
         target_bytes: the wanted file size.
         max_bytes: a hard cap (never exceeded), or None.
-        g_roi, g_bg_start: the ROI gain and the first background gain tried.
+        g_roi: the ROI gain (lowered only when the background is at its floor).
+        g_bg_start: the background gain a gain-conditioned codec is analysed at for the estimates
+            (e.g. the previous frame's).
         g_bg_floor, g_bg_max: the background gain's range (below ~0.3 the background breaks up).
         g_roi_floor: how far the ROI gain may come down when the background is at its floor.
         dilation: ROI cells grown by this many cells.
         tolerance: relative distance to the target that counts as on target.
-        max_passes: y codings per search (background, then ROI) and model.
+        max_passes: range codings per model.
         cond: what the codecs' encoders are conditioned on (roi_hyperprior), or None.
         codec_names: the names written into the files (default: each model's ``codec_name``).
 
@@ -101,81 +145,89 @@ def encode_to_size(
         raise ValueError("rate control needs at least one model")
     if not 0 < g_bg_floor <= g_bg_max:
         raise ValueError(f"g_bg range [{g_bg_floor}, {g_bg_max}] is empty")
+    if max_passes < 1:
+        raise ValueError(f"max_passes={max_passes}: expected at least one coding per model")
     limit = target_bytes if max_bytes is None else min(target_bytes, max_bytes)
+    # aim inside the window: half the tolerance below the target (and below the cap)
+    aim = min(target_bytes, limit) * (1 - tolerance / 2)
     h, w = image.shape[-2:]
-    passes = 0
-    best: tuple[float, RateControlResult] | None = None  # (distance, result) of the best candidate so far
+    g_roi, g_roi_floor = half(g_roi), half(min(g_roi_floor, g_roi))
+    passes = estimates = 0
+    best: tuple[tuple, RateControlResult] | None = None  # (preference key, result) of the best coding so far
+    ratio = 1.0  # real y bytes / estimated y bytes, carried from model to model
+
+    def consider(r: RateControlResult) -> None:
+        nonlocal best
+        size = len(r.data)
+        fits = max_bytes is None or size <= max_bytes
+        r.on_target = fits and abs(size - target_bytes) <= tolerance * target_bytes
+        # prefer: on target, then under the limit and largest, then smallest
+        key = (0, -size) if r.on_target else ((1, -size) if size <= limit else (2, size))
+        if best is None or key < best[0]:
+            best = (key, r)
 
     for index, model in enumerate(models):
         name = (codec_names[index] if codec_names else None) or getattr(model, "codec_name", type(model).__name__)
         x_pad, _ = pad_image(image.to(next(model.parameters()).device), int(model.min_div))
-        analysis = model.analyse(x_pad, cond)
         latent_hw = (x_pad.shape[-2] // Y_STRIDE, x_pad.shape[-1] // Y_STRIDE)
+        takes_gain = bool(getattr(model, "analysis_takes_gain", False))
         digest = weights_hash(model)
 
-        def size_of(gr: float, gb: float, model=model, analysis=analysis, latent_hw=latent_hw, digest=digest,
-                    name=name, index=index) -> RateControlResult:
-            nonlocal passes
+        def roi_of(gr: float, gb: float) -> RoiGain:
+            return RoiGain.from_boxes(boxes, h, w, gr, gb, dilation)
+
+        if takes_gain:
+            analysis = model.analyse(x_pad, cond, gain=roi_of(g_roi, min(max(g_bg_start, g_bg_floor), g_bg_max)).map(latent_hw))
+        else:
+            analysis = model.analyse(x_pad, cond)
+        # every byte but y's: header, side information, z (the gains' encoding has a fixed length)
+        fixed = len(pack(name, digest, (h, w), [[b""], *analysis.side_strings], analysis.shape,
+                         extra=roi_of(g_roi, g_bg_floor).to_extra(), check=0))
+
+        def estimate(gr: float, gb: float, analysis=analysis, latent_hw=latent_hw, fixed=fixed) -> float:
+            nonlocal estimates
+            estimates += 1
+            return fixed + ratio * estimated_y_bits(model.gaussian_conditional, analysis, roi_of(gr, gb).map(latent_hw)) / 8
+
+        def code(gr: float, gb: float, analysis=analysis, latent_hw=latent_hw, digest=digest, name=name,
+                 index=index, fixed=fixed) -> RateControlResult:
+            nonlocal passes, ratio
             passes += 1
-            roi = RoiGain.from_boxes(boxes, h, w, gr, gb, dilation)
-            out = code_analysis(model.gaussian_conditional, analysis, roi.map(latent_hw))
+            roi = roi_of(gr, gb)
+            gain = roi.map(latent_hw)
+            a = model.analyse(x_pad, cond, gain=gain) if takes_gain else analysis
+            out = code_analysis(model.gaussian_conditional, a, gain)
             data = pack(name, digest, (h, w), out["strings"], out["shape"], extra=roi.to_extra(), check=out["check"])
-            return RateControlResult(data, roi, index, passes, False)
-
-        def consider(r: RateControlResult) -> None:
-            nonlocal best
-            size = len(r.data)
-            fits = max_bytes is None or size <= max_bytes
-            r.on_target = fits and abs(size - target_bytes) <= tolerance * target_bytes
-            # prefer: on target, then under the limit and largest, then smallest
-            key = (0, -size) if r.on_target else ((1, -size) if size <= limit else (2, size))
-            if best is None or key < best[0]:
-                best = (key, r)
-
-        def run(gr: float, gb: float) -> RateControlResult:
-            r = size_of(half(gr), half(gb))
+            est_y = estimated_y_bits(model.gaussian_conditional, analysis, gain) / 8
+            if est_y > 0:
+                ratio = max(len(data) - fixed, 1) / est_y
+            r = RateControlResult(data, roi, index, passes, False)
             consider(r)
             return r
 
-        def search(r0: RateControlResult, g0: float, lo: float, hi: float, vary_roi: bool) -> RateControlResult:
-            """Secant steps in log(gain) from a first coding: g_bg (g_roi fixed), or g_roi (g_bg at its floor)."""
-            slope = 0.7  # d log(bytes) / d log(g_bg) on the zoo models; the secant replaces it after one step
-            for _ in range(max_passes - 1):
-                s0 = len(r0.data)
-                if r0.on_target or (s0 > limit and g0 <= lo) or (s0 < target_bytes * (1 - tolerance) and g0 >= hi):
-                    break
-                step = (math.log(target_bytes * (1 - tolerance / 2)) - math.log(s0)) / max(slope, 0.05)
-                g1 = float(min(max(g0 * math.exp(step), lo), hi))
-                if half(g1) == half(g0):
-                    break
-                r1 = run(g1, g_bg_floor) if vary_roi else run(g_roi, g1)
-                s1 = len(r1.data)
-                if s1 != s0:
-                    fitted = (math.log(s1) - math.log(s0)) / (math.log(half(g1)) - math.log(half(g0)))
-                    slope = fitted if fitted > 0.05 else slope
-                g0, r0 = g1, r1
-            return r0
+        def choose() -> tuple[float, float] | None:
+            """The gains the estimate puts at the aim; None when even the floors are too large and a
+            lower-rate model is left."""
+            if estimate(g_roi, g_bg_floor) > aim:
+                if estimate(g_roi_floor, g_bg_floor) > aim and index < len(models) - 1:
+                    return None
+                return _log_bisect(lambda g: estimate(g, g_bg_floor), g_roi_floor, g_roi, aim), half(g_bg_floor)
+            return g_roi, _log_bisect(lambda g: estimate(g_roi, g), g_bg_floor, g_bg_max, aim)
 
-        start = min(max(g_bg_start, g_bg_floor), g_bg_max)
-        first = run(g_roi, start)
-        if first.on_target:
-            return _finish(first, passes)
-        # sizes fall more slowly than the gains (~0.65-0.7 in log-log); when even a slope of 0.9 down to the
-        # floors leaves the frame too large, the next, lower-rate model is tried at once
-        reachable = len(first.data) * (g_bg_floor / start) ** 0.9 * min(g_roi_floor / g_roi, 1.0) ** 0.3
-        if reachable > limit and index < len(models) - 1:
-            continue
-        last = search(first, start, g_bg_floor, g_bg_max, vary_roi=False)
-        if best[1].on_target:
-            return _finish(best[1], passes)
-        if len(last.data) > limit and g_roi > g_roi_floor:
-            at_floor = last if half(last.roi.g_bg) == half(g_bg_floor) else run(g_roi, g_bg_floor)
-            search(at_floor, g_roi, g_roi_floor, g_roi, vary_roi=True)
-            if best[1].on_target:
-                return _finish(best[1], passes)
-        if len(best[1].data) <= limit:
-            return _finish(best[1], passes)
-    result = _finish(best[1], passes)
+        tried: set[tuple[float, float]] = set()
+        for _ in range(max_passes):
+            gains = choose()
+            if gains is None or gains in tried:
+                break
+            tried.add(gains)
+            r = code(*gains)
+            if r.on_target:
+                return _finish(r, passes, estimates)
+        if best is not None and len(best[1].data) <= limit:
+            return _finish(best[1], passes, estimates)
+    if best is None:  # every model was skipped by its estimate: the last one never is, so this cannot be
+        raise RateControlError("rate control coded nothing")
+    result = _finish(best[1], passes, estimates)
     if max_bytes is not None and len(result.data) > max_bytes:
         raise RateControlError(
             f"no setting fits {max_bytes} bytes: the smallest file found is {len(result.data)} bytes "
@@ -184,7 +236,7 @@ def encode_to_size(
     return result
 
 
-
-def _finish(result: RateControlResult, passes: int) -> RateControlResult:
+def _finish(result: RateControlResult, passes: int, estimates: int) -> RateControlResult:
     result.passes = passes
+    result.estimates = estimates
     return result

@@ -193,6 +193,7 @@ def test_detector_option_is_built(option, tmp_path):
 # -------------------------------------------------------------------------------------- eval codec, sweeps
 # codec options that name a file or weights the user gives: built with one, or refused clearly without
 NEEDS_ARGUMENT = {"checkpoint": ("codec.ckpt=/nonexistent/last.ckpt", "checkpoint not found"),
+                  "checkpoint_roi": ("codec.ckpt=/nonexistent/last.ckpt", "checkpoint not found"),
                   "zoo": ("codec.name=no-such-model", "no zoo image codec or feature codec called 'no-such-model'"),
                   "zoo_roi": ("codec.name=no-such-model", "no zoo image codec or feature codec called 'no-such-model'")}
 

@@ -149,3 +149,14 @@ def test_training_steps_run_and_update_the_conditioning(tmp_path):
         opt.step()
     after = module.codec.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_checkpoint_roi_runner_codes_a_trained_codec_with_a_gain_map_on_its_own_curve():
+    from vcm.evaluation.runners import checkpoint_roi_runner
+
+    runner = checkpoint_roi_runner("zoo:hyperprior-kitti-q1", roi="none", g_roi=0.5, g_bg=0.5)
+    assert runner.params["variant"] == "uniform" and runner.params["g_bg"] == 0.5 and runner.name == "hyperprior"
+    image = make.synthetic_input()
+    data = runner.encode(image, cond=torch.zeros(0, 4))
+    assert RoiGain.from_extra(unpack(data).extra, 64, 96).g_bg == 0.5
+    assert runner.decode(data).shape == image.shape

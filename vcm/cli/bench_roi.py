@@ -34,8 +34,9 @@ from vcm.studies import load_study
 from vcm.utils.config import PROJECT_ROOT
 
 PRESET = "bench_roi"
+LEARNED = "gain_hyperprior"  # the learned ROI codec's curves: gain_hyperprior/roi-labels, roi-detector, uniform
 CURVES = ("zoo", "zoo-uniform", "zoo-roi-labels", "zoo-roi-detector", "hevc444", "hevc444_roi-labels",
-          "hevc444_roi-detector")
+          "hevc444_roi-detector", "learned-uniform", "learned-roi-labels", "learned-roi-detector")
 
 
 def points(o: dict, only: list[str] | None = None) -> list[dict]:
@@ -58,12 +59,34 @@ def points(o: dict, only: list[str] | None = None) -> list[dict]:
                     add(f"zoo-roi-{roi}", f"roi-{roi}_{name}_r{gr:g}_bg{gb:g}",
                         ["codec=zoo_roi", f"codec.name={name}", f"codec.roi={roi}", f"codec.g_roi={gr}",
                          f"codec.g_bg={gb}"])
+    learned = o.get("learned")
+    if learned:  # the learned ROI codec (one variable-rate model): codec=checkpoint_roi
+        tag = learned_tag(str(learned))
+        for gb in o["learned_uniform"]:
+            add("learned-uniform", f"learned-uniform_{tag}_g{gb:g}",
+                ["codec=checkpoint_roi", f"codec.ckpt={learned}", "codec.roi=none", f"codec.g_roi={gb}",
+                 f"codec.g_bg={gb}"])
+        for roi in ("labels", "detector"):
+            for gr in o["learned_g_roi"]:
+                for gb in o["learned_g_bg"]:
+                    add(f"learned-roi-{roi}", f"learned-roi-{roi}_{tag}_r{gr:g}_bg{gb:g}",
+                        ["codec=checkpoint_roi", f"codec.ckpt={learned}", f"codec.roi={roi}", f"codec.g_roi={gr}",
+                         f"codec.g_bg={gb}"])
     for qp in o["qps"]:
         add("hevc444", f"hevc444_qp{qp}", ["codec=hevc444", f"codec.qp={qp}"])
         for roi in ("labels", "detector"):
             add(f"hevc444_roi-{roi}", f"hevc444_roi-{roi}_qp{qp}", ["codec=hevc444_roi", f"codec.qp={qp}",
                                                                     f"codec.roi={roi}"])
     return out
+
+
+def learned_tag(spec: str) -> str:
+    """A short name for the learned codec in run names: the zoo name, a checkpoint's run folder
+    (``<run>/checkpoints/<file>.ckpt``), or the file's stem."""
+    if spec.startswith("zoo:"):
+        return spec[4:]
+    path = Path(spec)
+    return path.parents[1].name if path.parent.name == "checkpoints" and len(path.parents) > 1 else path.stem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--g-roi", type=float, nargs="+", default=o["g_roi"])
     ap.add_argument("--g-bg", type=float, nargs="+", default=o["g_bg"])
     ap.add_argument("--qps", type=int, nargs="+", default=o["qps"])
+    ap.add_argument("--learned", default=o.get("learned"),
+                    help="the learned ROI codec (a checkpoint or zoo:<name>) measured beside the training-free gain")
     ap.add_argument("--targets", type=float, nargs="*", default=o["targets_bpp"], help="rate-control targets (bpp)")
     ap.add_argument("--ladder", nargs="+", default=o["ladder"])
     ap.add_argument("--detection", nargs="*", default=o["detection"], help="curve kinds scored by the detector")
@@ -89,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="list the points and exit")
     a = ap.parse_args(argv)
     o.update(gain_models=a.gain_models, plain=a.plain, uniform_g_bg=a.uniform_g_bg, g_roi=a.g_roi, g_bg=a.g_bg,
-             qps=a.qps)
+             qps=a.qps, learned=a.learned)
     from vcm import zoo
 
     for n in {*a.gain_models, *a.plain, *a.ladder}:
@@ -404,6 +429,18 @@ def goals(summary: list[dict], rc: dict | None) -> str:
             lines.append(f"| mAP@0.5 at equal bpp, {test} vs plain >= 0 | {r['bd_quality']:+.3f} "
                          f"(BD-rate {r['bd_rate']:+.1f} %) | no interval (not a per-image mean) | "
                          f"{'met' if r['bd_quality'] >= 0 else 'missed'} |")
+    for roi in ("labels", "detector"):
+        r = find(f"hyperprior/zoo-roi-{roi}", f"{LEARNED}/roi-{roi}", "roi_psnr")
+        bg = find(f"hyperprior/zoo-roi-{roi}", f"{LEARNED}/roi-{roi}", "bg_psnr")
+        if r is None or math.isnan(r["bd_rate"]):
+            lines.append(f"| learned vs training-free ROI gain ({roi}): ROI-PSNR BD-rate <= -10 %, background <= +5 % "
+                         f"| n/a | | not measured |")
+            continue
+        bg_rate = math.nan if bg is None else bg["bd_rate"]
+        met = r["bd_rate"] <= -10 and not math.isnan(bg_rate) and bg_rate <= 5
+        lines.append(f"| learned vs training-free ROI gain ({roi}): ROI-PSNR BD-rate <= -10 %, background <= +5 % | "
+                     f"{r['bd_rate']:+.1f} %; background {bg_rate:+.1f} % | {_ci(r['low'], r['high'])}; background "
+                     f"{_ci(bg['low'], bg['high']) if bg else 'n/a'} | {'met' if met else 'missed'} |")
     for roi in ("labels", "detector"):
         r = find(f"hevc444_roi/roi-{roi}", f"hyperprior/zoo-roi-{roi}", "roi_psnr")
         if r is not None:

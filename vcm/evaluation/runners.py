@@ -373,17 +373,38 @@ def zoo_roi_runner(name: str, roi: str = "labels", g_roi: float = 2.0, g_bg: flo
 
     Its records form the curve ``<architecture>/zoo-roi-<roi>`` (``zoo-uniform`` for ``roi=none``).
     """
-    names = [name, *(ladder or [])]
     base = zoo_runner(name, device=device)
-    models = [base.model, *(load_codec_checkpoint(f"zoo:{n}")[0].to(device) for n in names[1:])]
+    return _with_roi(base, [name, *(ladder or [])], [f"zoo:{n}" for n in ladder or []], "zoo-", device, roi=roi,
+                     g_roi=g_roi, g_bg=g_bg, dilation=dilation, score_threshold=score_threshold, target_bpp=target_bpp,
+                     target_bytes=target_bytes, max_bytes=max_bytes, g_bg_floor=g_bg_floor)
+
+
+def checkpoint_roi_runner(ckpt: str, roi: str = "labels", g_roi: float = 2.0, g_bg: float = 0.5, dilation: int = 1,
+                          score_threshold: float = 0.5, target_bpp: float | None = None, target_bytes: int | None = None,
+                          max_bytes: int | None = None, ladder: list[str] | None = None, g_bg_floor: float = 0.3,
+                          device: str = "cpu") -> RoiGainRunner:
+    """``codec=checkpoint_roi``: a trained codec (a vcm-train checkpoint or ``zoo:<name>``) with an ROI
+    gain map, as :func:`zoo_roi_runner`; its records form the curve ``<codec>/roi-<roi>`` (``uniform``
+    for ``roi=none``)."""
+    base = runner_from_checkpoint(ckpt, device=device)
+    return _with_roi(base, [str(ckpt), *(ladder or [])], list(ladder or []), "", device, roi=roi, g_roi=g_roi,
+                     g_bg=g_bg, dilation=dilation, score_threshold=score_threshold, target_bpp=target_bpp,
+                     target_bytes=target_bytes, max_bytes=max_bytes, g_bg_floor=g_bg_floor)
+
+
+def _with_roi(base, labels: list[str], ladder_specs: list[str], prefix: str, device: str, *, roi: str, g_roi: float,
+              g_bg: float, dilation: int, score_threshold: float, target_bpp: float | None, target_bytes: int | None,
+              max_bytes: int | None, g_bg_floor: float) -> RoiGainRunner:
+    """``base``'s codec (and the ``ladder_specs`` below it) coding with an ROI gain map."""
+    models = [base.model, *(load_codec_checkpoint(spec)[0].to(device) for spec in ladder_specs)]
     params = dict(base.params)
-    params.update({"variant": "zoo-uniform" if roi == "none" else f"zoo-roi-{roi}", "g_roi": float(g_roi),
+    params.update({"variant": f"{prefix}uniform" if roi == "none" else f"{prefix}roi-{roi}", "g_roi": float(g_roi),
                    "g_bg": float(g_bg)})
     if target_bpp is not None:
         params["target_bpp"] = float(target_bpp)
     if target_bytes is not None:
         params["target_bytes"] = int(target_bytes)
-    runner = RoiGainRunner(models, base.name, names, params, roi, g_roi, g_bg, dilation, score_threshold, target_bpp,
+    runner = RoiGainRunner(models, base.name, labels, params, roi, g_roi, g_bg, dilation, score_threshold, target_bpp,
                            target_bytes, max_bytes, g_bg_floor)
     runner.meta = base.meta
     return runner

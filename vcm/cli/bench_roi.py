@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-points", action="store_true", help="measure no RD point (rate control and report only)")
     ap.add_argument("--no-report", action="store_true", help="skip the BD tables and the report")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--jobs", type=int, default=o.get("jobs", 1),
+                    help="measure the points in this many processes of one thread each (2 on 2 cores), then rate "
+                         "control and the report in this one")
+    ap.add_argument("--part", default=None, metavar="K/N", help=argparse.SUPPRESS)  # a worker of --jobs: every N-th point
     ap.add_argument("--dry-run", action="store_true", help="list the points and exit")
     a = ap.parse_args(argv)
     o.update(gain_models=a.gain_models, plain=a.plain, uniform_g_bg=a.uniform_g_bg, g_roi=a.g_roi, g_bg=a.g_bg,
@@ -121,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         if n not in zoo.entries():
             ap.error(f"{n}: not a zoo model; expected one of {sorted(zoo.entries())}")
     pts = points(o, a.only)
+    if a.part:
+        k, n = (int(v) for v in a.part.split("/"))
+        pts = pts[k::n]
     print(f"bench-roi: {len(pts)} points on kitti_mini {'+'.join(a.splits)}"
           f"{'' if a.frames is None else f' (first {a.frames} frames)'}; rate control at {a.targets} bpp; out {a.out}",
           flush=True)
@@ -133,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    if not a.no_points:
+    if not a.no_points and a.jobs > 1 and not a.part:
+        run_jobs(a, argv if argv is not None else sys.argv[1:])
+    elif not a.no_points:
         measure_points(a, pts)
+    if a.part:  # a worker measures its points only
+        return 0
     t1 = time.perf_counter()
     saved = a.out / "rate_control.csv"
     if a.targets:
@@ -154,6 +165,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nbench-roi: {timings['total_s'] / 60:.1f} min (points {timings['points_s'] / 60:.1f}, rate control "
           f"{timings['rate_control_s'] / 60:.1f}, report {timings['report_s'] / 60:.1f}); {a.out}", flush=True)
     return 0
+
+
+def run_jobs(a, argv: list[str]) -> None:
+    """Measure the points in ``a.jobs`` worker processes (one torch thread each, every ``jobs``-th point),
+    sharing the results folder; a worker's failure stops the bench."""
+    import subprocess
+
+    keep = [x for x in argv if x not in ("--no-report",)]
+    cmds = [[sys.executable, "-m", "vcm.cli.bench_roi", *keep, "--threads", "1", "--jobs", "1", "--part", f"{k}/{a.jobs}",
+             "--targets", "--no-report"] for k in range(a.jobs)]
+    procs = [subprocess.Popen(c) for c in cmds]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise SystemExit(f"bench-roi: a points worker failed (exit codes {codes})")
 
 
 _LOADED: dict = {}

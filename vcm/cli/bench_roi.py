@@ -67,11 +67,10 @@ def points(o: dict, only: list[str] | None = None) -> list[dict]:
                 ["codec=checkpoint_roi", f"codec.ckpt={learned}", "codec.roi=none", f"codec.g_roi={gb}",
                  f"codec.g_bg={gb}"])
         for roi in ("labels", "detector"):
-            for gr in o["learned_g_roi"]:
-                for gb in o["learned_g_bg"]:
-                    add(f"learned-roi-{roi}", f"learned-roi-{roi}_{tag}_r{gr:g}_bg{gb:g}",
-                        ["codec=checkpoint_roi", f"codec.ckpt={learned}", f"codec.roi={roi}", f"codec.g_roi={gr}",
-                         f"codec.g_bg={gb}"])
+            for gr, gb in o["learned_gains"]:
+                add(f"learned-roi-{roi}", f"learned-roi-{roi}_{tag}_r{gr:g}_bg{gb:g}",
+                    ["codec=checkpoint_roi", f"codec.ckpt={learned}", f"codec.roi={roi}", f"codec.g_roi={gr}",
+                     f"codec.g_bg={gb}"])
     for qp in o["qps"]:
         add("hevc444", f"hevc444_qp{qp}", ["codec=hevc444", f"codec.qp={qp}"])
         for roi in ("labels", "detector"):
@@ -520,6 +519,12 @@ def plot_tradeoff(df, path: Path) -> None:
             for _, r in dq.iterrows():
                 ax.annotate(f"({r[gr]:g},{r[gb]:g}) {r['bpp_real']:.2f}", (r["bg_psnr"], r["roi_psnr"]), fontsize=6,
                             textcoords="offset points", xytext=(3, 3))
+        learned = df[df["curve"] == f"{LEARNED}/{curve.split('zoo-')[-1]}"]
+        if not learned.empty:
+            ax.plot(learned["bg_psnr"], learned["roi_psnr"], "s", color="tab:red", label="learned ROI codec")
+            for _, r in learned.iterrows():
+                ax.annotate(f"({r[gr]:g},{r[gb]:g}) {r['bpp_real']:.2f}", (r["bg_psnr"], r["roi_psnr"]), fontsize=6,
+                            color="tab:red", textcoords="offset points", xytext=(3, -8))
         plain = df[df["curve"] == "hyperprior/zoo"]
         ax.plot(plain["bg_psnr"], plain["roi_psnr"], "k^--", label="plain zoo")
         ax.set_xlabel("background PSNR (dB)")

@@ -202,7 +202,7 @@ def test_warm_start_from_the_zoo_keeps_the_entropy_bounds(tmp_path):
 def test_unknown_model_name_is_one_line_error(tmp_path, kitti_tiny_root):
     frame = kitti_tiny_root / "training" / "image_2" / "000002.png"
     r = run_cli("vcm-compress", ["--model", "no-such-model", str(frame), str(tmp_path / "x.vcm")])
-    assert r.returncode == 2 and "no zoo model called 'no-such-model'" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "no zoo image codec called 'no-such-model'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.vcm").exists()
 
 

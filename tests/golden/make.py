@@ -127,12 +127,12 @@ def input_of(name: str):
 # ------------------------------------------------------------------------------------------- models
 def _small_model(family: str) -> torch.nn.Module:
     """The architecture of a family's small golden model (weights still to be set)."""
+    from vcm.codecs.gain_hyperprior import GainHyperprior
     from vcm.codecs.image import (
         FactorizedImageCodec,
         HyperpriorImageCodec,
         MeanScaleImageCodec,
     )
-    from vcm.codecs.gain_hyperprior import GainHyperprior
     from vcm.codecs.lmsfc import LMSFC
     from vcm.codecs.roi_hyperprior import RoiHyperprior
 

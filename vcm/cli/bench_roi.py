@@ -539,8 +539,8 @@ def plot_tradeoff(df, path: Path) -> None:
 
 
 def rc_markdown(rc: dict) -> str:
-    lines = ["| target | frames | within 5 % | mean coding passes | mean size estimates | cap exceeded "
-             "| refused (no setting fits) | models used |",
+    lines = [("| target | frames | within 5 % | mean coding passes | mean size estimates | cap exceeded "
+              "| refused (no setting fits) | models used |"),
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for k, s in rc.items():
         if k == "time_s":

@@ -184,13 +184,13 @@ def encode_to_size(
         fixed = len(pack(name, digest, (h, w), [[b""], *analysis.side_strings], analysis.shape,
                          extra=roi_of(g_roi, g_bg_floor).to_extra(), check=0))
 
-        def estimate(gr: float, gb: float, analysis=analysis, latent_hw=latent_hw, fixed=fixed) -> float:
+        def estimate(gr: float, gb: float, model=model, analysis=analysis, latent_hw=latent_hw, fixed=fixed) -> float:
             nonlocal estimates
             estimates += 1
             return fixed + ratio * estimated_y_bits(model.gaussian_conditional, analysis, roi_of(gr, gb).map(latent_hw)) / 8
 
-        def code(gr: float, gb: float, analysis=analysis, latent_hw=latent_hw, digest=digest, name=name,
-                 index=index, fixed=fixed) -> RateControlResult:
+        def code(gr: float, gb: float, model=model, x_pad=x_pad, takes_gain=takes_gain, analysis=analysis,
+                 latent_hw=latent_hw, digest=digest, name=name, index=index, fixed=fixed) -> RateControlResult:
             nonlocal passes, ratio
             passes += 1
             roi = roi_of(gr, gb)
@@ -205,7 +205,7 @@ def encode_to_size(
             consider(r)
             return r
 
-        def choose() -> tuple[float, float] | None:
+        def choose(index=index, estimate=estimate) -> tuple[float, float] | None:
             """The gains the estimate puts at the aim; None when even the floors are too large and a
             lower-rate model is left."""
             if estimate(g_roi, g_bg_floor) > aim:

@@ -53,7 +53,10 @@ def test_bench_roi_points_cover_every_curve_once():
     assert len(runs) == len(set(runs))
     kinds = {p["kind"] for p in pts}
     assert kinds == {"zoo", "zoo-uniform", "zoo-roi-labels", "zoo-roi-detector", "hevc444", "hevc444_roi-labels",
-                     "hevc444_roi-detector"}
+                     "hevc444_roi-detector", "learned-uniform", "learned-roi-labels", "learned-roi-detector"}
+    assert sum(p["kind"] == "learned-roi-detector" for p in pts) == len(o["learned_gains"])
+    assert sum(p["kind"] == "learned-uniform" for p in pts) == len(o["learned_uniform"])
+    assert not any(p["kind"].startswith("learned") for p in points({**o, "learned": None}))
     n_gain = len(o["gain_models"])
     assert sum(p["kind"] == "zoo-roi-labels" for p in pts) == n_gain * len(o["g_roi"]) * len(o["g_bg"])
     assert sum(p["kind"] == "zoo-uniform" for p in pts) == n_gain * len(o["uniform_g_bg"])
@@ -79,6 +82,9 @@ def test_bench_roi_point_overrides_compose_as_vcm_eval_configs():
             anchor = hydra.utils.instantiate(cfg.codec)
             assert anchor.qp in o["qps"]
             assert getattr(anchor, "roi_source", None) == (p["kind"].split("-")[1] if "roi" in p["kind"] else None)
+        elif p["kind"].startswith("learned"):
+            assert cfg.codec.ckpt == o["learned"] and cfg.codec.roi == ("none" if p["kind"] == "learned-uniform"
+                                                                        else p["kind"].split("-")[-1])
         else:
             assert cfg.codec.name.startswith("hyperprior-kitti-q")
 

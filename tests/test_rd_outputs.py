@@ -211,7 +211,7 @@ def test_every_classical_codec_config_is_drawn_dashed(tmp_path):
     from vcm.anchors.base import FeatureAnchor, ImageAnchor
     from vcm.rd.plot import DEFAULT_ANCHORS
 
-    learned = {"checkpoint", "zoo", "zoo_roi", "compressai"}  # need weights; their curves are the learned ones
+    learned = {"checkpoint", "checkpoint_roi", "zoo", "zoo_roi", "compressai"}  # need weights; their curves are the learned ones
     anchors = {}
     for option in sorted(set(config_options("codec")) - learned - {"none"}):
         codec = hydra.utils.instantiate(compose([f"codec={option}"], tmp_path / option, name="eval").codec)

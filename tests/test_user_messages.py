@@ -203,7 +203,7 @@ def test_a_misspelled_or_non_image_zoo_name_lists_only_image_codecs_and_the_clos
     assert "kitti_mobilenet_v2" not in err and "lmsfc" not in err
     assert decompress_main(["--model", "lmsfc-kitti-l0.5", str(tmp_path / "x.vcm"), str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
-    assert "is a feature codec" in err and "valid: hyperprior-kitti-q1" in err
+    assert "is a feature codec" in err and "hyperprior-kitti-q1, hyperprior-kitti-q3" in err
 
 
 def test_codec_zoo_refuses_the_detector_naming_the_codecs():

@@ -15,6 +15,7 @@ registered in :data:`KINDS` here::
 """
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -48,7 +49,7 @@ def _device(module) -> torch.device:
     return next(module.parameters()).device
 
 
-class Conditioning:
+class Conditioning(abc.ABC):
     """One kind of conditioning: what the encoder is given and what that asks of its callers.
 
     Attributes:
@@ -69,6 +70,7 @@ class Conditioning:
         """Whether the encoder of ``codec`` is given the image's labelled boxes (targets with ``boxes``)."""
         return False
 
+    @abc.abstractmethod
     def condition(self, codec, x: torch.Tensor, targets: list[dict] | None = None, detector=None,
                   name: str = "codec"):
         """What the encoder of ``codec`` is given for the images ``x`` (``encode(..., cond=)``).
@@ -83,7 +85,6 @@ class Conditioning:
         Raises:
             ValueError: what the kind needs (targets, a detector) is missing.
         """
-        raise NotImplementedError
 
 
 class ImageOnly(Conditioning):
